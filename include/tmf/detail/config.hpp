@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+/// \file
+/// Build-wide constants, internal assertions and the fatal-error path.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include <unistd.h>
+
+/// Assertion level: 0 none, 1 cheap checks (default), 2 also expensive ones (debug builds).
+#ifndef TMF_ASSERT_LEVEL
+#ifdef NDEBUG
+#define TMF_ASSERT_LEVEL 1
+#else
+#define TMF_ASSERT_LEVEL 2
+#endif
+#endif
+
+namespace tmf::detail {
+
+/// The page size tmf is built for; checked against the OS at open and stored in every file.
+inline constexpr std::size_t page_size = 4096;
+
+/// Heap granularity: every block size and address is a multiple of it.
+inline constexpr std::size_t heap_quantum = sizeof(void*) == 8 ? 64 : 32;
+
+/// Writes a message to stderr with write(2) only (usable from a signal handler).
+inline void write_stderr(const char* s) noexcept {
+  std::size_t n = std::strlen(s);
+  while (n > 0) {
+    ssize_t w = ::write(2, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+/// Formats `v` as 0x-prefixed hex into `buf` (at least 19 bytes); async-signal-safe.
+inline const char* format_hex(std::uintptr_t v, char* buf) noexcept {
+  char tmp[2 * sizeof v];
+  int n = 0;
+  do {
+    tmp[n++] = "0123456789abcdef"[v & 15];
+    v >>= 4;
+  } while (v != 0);
+  char* p = buf;
+  *p++ = '0';
+  *p++ = 'x';
+  while (n > 0) *p++ = tmp[--n];
+  *p = '\0';
+  return buf;
+}
+
+/// Formats `v` in decimal into `buf` (at least 21 bytes); async-signal-safe.
+inline const char* format_dec(std::uint64_t v, char* buf) noexcept {
+  char tmp[20];
+  int n = 0;
+  do {
+    tmp[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  char* p = buf;
+  while (n > 0) *p++ = tmp[--n];
+  *p = '\0';
+  return buf;
+}
+
+/// Prints "tmf: <what>" and aborts. For broken invariants and misuse that would corrupt data.
+[[noreturn]] inline void fatal(const char* what) noexcept {
+  write_stderr("tmf: ");
+  write_stderr(what);
+  write_stderr("\n");
+  std::abort();
+}
+
+[[noreturn]] inline void assertion_failed(const char* expr, const char* file, int line) noexcept {
+  char num[24];
+  write_stderr("tmf: internal assertion failed: ");
+  write_stderr(expr);
+  write_stderr(" at ");
+  write_stderr(file);
+  write_stderr(":");
+  write_stderr(format_dec(static_cast<std::uint64_t>(line), num));
+  write_stderr("\n");
+  std::abort();
+}
+
+}  // namespace tmf::detail
+
+#if TMF_ASSERT_LEVEL >= 1
+/// Internal invariant, checked unless TMF_ASSERT_LEVEL is 0.
+#define TMF_ASSERT(expr) \
+  ((expr) ? static_cast<void>(0) : ::tmf::detail::assertion_failed(#expr, __FILE__, __LINE__))
+#else
+#define TMF_ASSERT(expr) static_cast<void>(0)
+#endif
+
+#if TMF_ASSERT_LEVEL >= 2
+/// Invariant too costly for release builds (walks a structure); checked at level 2.
+#define TMF_ASSERT_EXPENSIVE(expr) TMF_ASSERT(expr)
+#else
+#define TMF_ASSERT_EXPENSIVE(expr) static_cast<void>(0)
+#endif

@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+/// \file
+/// The on-disk header of a data file (page 0) and its validation.
+///
+/// Page 0 starts with `file_header`, smaller than one 512-byte sector so that a torn page
+/// write leaves it either wholly old or wholly new. The header is an ordinary part of the
+/// mapped arena: it changes inside write transactions and is committed through the log like
+/// any other page, so its checksum is recomputed at every commit. The heap's state (tree
+/// roots and counters) lives inside it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+
+#include "../error.hpp"
+#include "checksum.hpp"
+#include "config.hpp"
+
+namespace tmf::detail {
+
+inline constexpr char data_magic[8] = {'t', 'm', 'f', '-', 'd', 'a', 't', 'a'};
+/// Bumped on any change of the file or log layout; a mismatch is errc::incompatible_format.
+inline constexpr std::uint32_t format_version = 1;
+inline constexpr std::uint32_t byte_order_mark = 0x01020304;
+inline constexpr std::size_t root_name_capacity = 128;
+inline constexpr std::size_t heap_state_capacity = 192;
+
+/// What identifies a Root type across processes and builds.
+struct root_fingerprint {
+  std::uint64_t size = 0;
+  std::uint64_t align = 0;
+  std::string_view name;
+};
+
+/// A stable name for T: the Itanium-mangled name when RTTI is on (identical for GCC and
+/// Clang), else the compiler's pretty function name.
+template <class T>
+std::string_view type_name() noexcept {
+#if defined(__GXX_RTTI) || defined(__cpp_rtti)
+  return typeid(T).name();
+#else
+  std::string_view s = __PRETTY_FUNCTION__;
+  auto b = s.find("T = ");
+  if (b == std::string_view::npos) return s;
+  b += 4;
+  auto e = s.find_first_of(";]", b);
+  return s.substr(b, e - b);
+#endif
+}
+
+template <class T>
+root_fingerprint fingerprint_of() noexcept {
+  return {sizeof(T), alignof(T), type_name<T>()};
+}
+
+struct file_header {
+  // Identity: written at creation, never changed.
+  char magic[8];
+  std::uint32_t version;
+  std::uint32_t byte_order;
+  std::uint32_t word_size;
+  std::uint32_t page_size;
+  std::uint64_t file_id;  ///< random; pairs the log with its data file
+  std::uint64_t address;  ///< where the file is mapped; pointers inside depend on it
+  std::uint64_t user_magic;
+  std::uint64_t root_size;
+  std::uint64_t root_align;
+  std::uint64_t root_name_hash;
+  char root_name[root_name_capacity];  ///< truncated, NUL-padded; for messages
+  // State: changes in write transactions.
+  std::uint64_t max_size;    ///< address range reserved on open (may only grow)
+  std::uint64_t txn;         ///< id of the last committed transaction
+  std::uint64_t arena_size;  ///< bytes in use from `address`, header page included
+  std::uint64_t log_base;    ///< the log generation the last commit was written to
+  std::uint64_t log_end;     ///< the log offset right after that commit's record
+  std::uint64_t root;        ///< address of the Root object; 0 until constructed
+  alignas(16) unsigned char heap[heap_state_capacity];
+  std::uint64_t checksum;  ///< of every byte above
+};
+static_assert(sizeof(file_header) <= 512, "the header must fit in one sector");
+
+inline std::uint64_t header_checksum(const file_header& h) noexcept {
+  return checksum(&h, offsetof(file_header, checksum), 0x746d662d68647200ULL);
+}
+
+inline void seal_header(file_header& h) noexcept { h.checksum = header_checksum(h); }
+
+/// Fills the identity part of a new header (the state part is zero).
+inline void init_header(file_header& h, std::uint64_t file_id, std::uint64_t address, std::uint64_t max_size,
+                        std::uint64_t user_magic, const root_fingerprint& root) noexcept {
+  std::memset(&h, 0, sizeof h);
+  std::memcpy(h.magic, data_magic, sizeof data_magic);
+  h.version = format_version;
+  h.byte_order = byte_order_mark;
+  h.word_size = sizeof(void*);
+  h.page_size = page_size;
+  h.file_id = file_id;
+  h.address = address;
+  h.max_size = max_size;
+  h.user_magic = user_magic;
+  h.root_size = root.size;
+  h.root_align = root.align;
+  h.root_name_hash = checksum(root.name.data(), root.name.size());
+  std::size_t n = root.name.size() < root_name_capacity - 1 ? root.name.size() : root_name_capacity - 1;
+  std::memcpy(h.root_name, root.name.data(), n);
+  h.arena_size = page_size;
+}
+
+/// The byte-level identity checks on a header read from disk, in order: magic, checksum,
+/// version, byte order, word size, page size. Throws the matching errc.
+inline void validate_header_format(const file_header& h, const std::string& file) {
+  if (std::memcmp(h.magic, data_magic, sizeof data_magic) != 0)
+    throw error(errc::not_a_storage, "tmf: " + file + " is not a tmf storage (bad magic)");
+  if (h.byte_order != byte_order_mark)
+    throw error(errc::incompatible_format, "tmf: " + file + " was written with another byte order");
+  if (h.version != format_version)
+    throw error(errc::incompatible_format, "tmf: " + file + " has format version " + std::to_string(h.version) +
+                                               ", this build reads version " + std::to_string(format_version));
+  if (h.word_size != sizeof(void*))
+    throw error(errc::incompatible_format, "tmf: " + file + " was written by a " + std::to_string(8 * h.word_size) +
+                                               "-bit program; this one is " + std::to_string(8 * sizeof(void*)) + "-bit");
+  if (h.page_size != page_size)
+    throw error(errc::incompatible_format, "tmf: " + file + " uses page size " + std::to_string(h.page_size));
+  if (header_checksum(h) != h.checksum)
+    throw error(errc::corrupted, "tmf: " + file + ": header checksum mismatch");
+  if (h.address % page_size != 0 || h.arena_size < page_size || h.arena_size % page_size != 0 ||
+      h.arena_size > h.max_size || h.address + h.max_size < h.address)
+    throw error(errc::corrupted, "tmf: " + file + ": header fields out of range");
+}
+
+/// The application-level checks: the user's magic and the Root fingerprint.
+inline void validate_header_identity(const file_header& h, const std::string& file, std::uint64_t user_magic,
+                                     const root_fingerprint& root) {
+  if (h.user_magic != user_magic)
+    throw error(errc::incompatible_format, "tmf: " + file + " has application magic " + std::to_string(h.user_magic) +
+                                               ", expected " + std::to_string(user_magic));
+  std::uint64_t name_hash = checksum(root.name.data(), root.name.size());
+  if (h.root_size != root.size || h.root_align != root.align || h.root_name_hash != name_hash) {
+    std::string stored(h.root_name, ::strnlen(h.root_name, root_name_capacity));
+    throw error(errc::root_mismatch, "tmf: " + file + " holds Root '" + stored + "' (size " +
+                                         std::to_string(h.root_size) + ", align " + std::to_string(h.root_align) +
+                                         "), the program asks for '" + std::string(root.name) + "' (size " +
+                                         std::to_string(root.size) + ", align " + std::to_string(root.align) + ")");
+  }
+}
+
+}  // namespace tmf::detail

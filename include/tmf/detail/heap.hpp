@@ -1,0 +1,626 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+/// \file
+/// The heap: a best-fit free-block manager over one byte range (the arena).
+///
+/// Free blocks carry their own bookkeeping: two compact Boost.Intrusive red-black tree hooks
+/// (one tree ordered by (size, address) for best fit, one by address for coalescing) and the
+/// block size, all inside the block's first quantum. Allocated blocks carry nothing: the
+/// caller passes the size back to `deallocate`. The trees' header nodes and the counters
+/// live in a `heap_state`, which sits inside the managed memory; since that memory is always
+/// mapped at the same address, plain pointers are used throughout.
+///
+/// The heap knows nothing about files: its tests run over a plain buffer.
+#pragma once
+
+#include <tmf/detail/config.hpp>
+#include <tmf/error.hpp>
+
+#include <boost/intrusive/set.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <limits>
+#include <new>
+#include <string>
+#include <vector>
+
+namespace tmf::detail {
+
+namespace heap_impl {
+
+namespace bi = boost::intrusive;
+
+struct by_size_tag;
+struct by_addr_tag;
+
+// Compact hooks: the colour is packed into the parent pointer, and no safe-mode or
+// auto-unlink bookkeeping (three pointers per hook, nothing else).
+template <class Tag>
+using hook = bi::set_base_hook<bi::tag<Tag>, bi::optimize_size<true>, bi::link_mode<bi::normal_link>>;
+
+/// The bookkeeping written at the start of every free block; the block's address is the node's.
+struct free_block : hook<by_size_tag>, hook<by_addr_tag> {
+  std::size_t m_size;  ///< bytes in the block: a multiple of heap_quantum, at least one quantum
+
+  std::uintptr_t address() const noexcept { return reinterpret_cast<std::uintptr_t>(this); }
+  std::uintptr_t end_address() const noexcept { return address() + m_size; }
+};
+
+static_assert(sizeof(free_block) <= heap_quantum, "a free block's node must fit in one quantum");
+static_assert(alignof(free_block) <= heap_quantum);
+
+/// Orders the size tree by (size, address); looks up by size alone.
+struct by_size_compare {
+  bool operator()(const free_block& a, const free_block& b) const noexcept {
+    return a.m_size < b.m_size || (a.m_size == b.m_size && a.address() < b.address());
+  }
+  bool operator()(const free_block& a, std::size_t size) const noexcept { return a.m_size < size; }
+  bool operator()(std::size_t size, const free_block& b) const noexcept { return size < b.m_size; }
+};
+
+/// A lookup key for the address tree (a distinct type: size_t and uintptr_t may be the same).
+struct addr_key {
+  std::uintptr_t value;
+};
+
+/// Orders the address tree by address.
+struct by_addr_compare {
+  bool operator()(const free_block& a, const free_block& b) const noexcept {
+    return a.address() < b.address();
+  }
+  bool operator()(const free_block& a, addr_key k) const noexcept { return a.address() < k.value; }
+  bool operator()(addr_key k, const free_block& b) const noexcept { return k.value < b.address(); }
+};
+
+// No constant_time_size: the state stays small and the counters are kept by the heap.
+using size_tree = bi::set<free_block, bi::base_hook<hook<by_size_tag>>, bi::compare<by_size_compare>,
+                          bi::constant_time_size<false>>;
+using addr_tree = bi::set<free_block, bi::base_hook<hook<by_addr_tag>>, bi::compare<by_addr_compare>,
+                          bi::constant_time_size<false>>;
+
+/// Past this many candidates, an over-aligned request jumps to a block that surely fits.
+inline constexpr int aligned_scan_limit = 32;
+
+inline std::uintptr_t align_up(std::uintptr_t v, std::size_t align) noexcept {
+  return (v + (align - 1)) & ~static_cast<std::uintptr_t>(align - 1);
+}
+
+/// A fixed-size message builder for the fatal path (no allocation there).
+class message {
+ public:
+  message& operator<<(const char* s) noexcept {
+    while (*s != '\0' && m_len + 1 < sizeof m_buf) m_buf[m_len++] = *s++;
+    m_buf[m_len] = '\0';
+    return *this;
+  }
+  message& hex(std::uintptr_t v) noexcept {
+    char buf[24];
+    return *this << format_hex(v, buf);
+  }
+  message& dec(std::uint64_t v) noexcept {
+    char buf[24];
+    return *this << format_dec(v, buf);
+  }
+  const char* c_str() const noexcept { return m_buf; }
+
+ private:
+  char m_buf[320] = {};
+  std::size_t m_len = 0;
+};
+
+inline std::string hex_string(std::uintptr_t v) {
+  char buf[24];
+  return format_hex(v, buf);
+}
+
+}  // namespace heap_impl
+
+class heap;
+
+/// Persistent heap state. Lives inside the managed memory (in the storage's header page), is
+/// constructed once in place by `heap::create` and thereafter reused as raw bytes by later
+/// processes (the memory is mapped at the same fixed address every time, so the plain pointers
+/// inside stay valid). Its layout depends on Boost.Intrusive's red-black tree header node.
+/// Not copyable or movable: the trees point back into it.
+struct heap_state {
+  heap_state() noexcept = default;
+  heap_state(const heap_state&) = delete;
+  heap_state& operator=(const heap_state&) = delete;
+
+ private:
+  friend class heap;
+
+  heap_impl::size_tree m_by_size;  ///< free blocks by (size, address)
+  heap_impl::addr_tree m_by_addr;  ///< free blocks by address
+  std::byte* m_begin = nullptr;    ///< arena start (quantum-aligned)
+  std::byte* m_end = nullptr;      ///< arena end (quantum-aligned); moves up with grow()
+  std::size_t m_free_bytes = 0;
+  std::size_t m_free_blocks = 0;
+  std::size_t m_allocated_bytes = 0;
+};
+
+static_assert(sizeof(heap_state) <= 192, "heap_state must fit its slot in the header page");
+static_assert(alignof(heap_state) <= 16);
+
+/// A cheap, non-owning handle over a `heap_state`: the operations of the heap.
+///
+/// Sizes and addresses are multiples of `heap_quantum`. `allocate` is best fit (smallest
+/// block, lowest address among equals) and carves from the start of the chosen block;
+/// `deallocate` coalesces with both neighbours. Not thread-safe: the caller serialises
+/// (the storage's single writer).
+class heap {
+ public:
+  /// Constructs `*s` in place over the arena `[begin, end)`, which becomes one free block
+  /// (or none if empty). Both ends quantum-aligned, `end >= begin`.
+  static void create(heap_state* s, void* begin, void* end) noexcept {
+    TMF_ASSERT(s != nullptr);
+    TMF_ASSERT(reinterpret_cast<std::uintptr_t>(begin) % heap_quantum == 0);
+    TMF_ASSERT(reinterpret_cast<std::uintptr_t>(end) % heap_quantum == 0);
+    TMF_ASSERT(reinterpret_cast<std::uintptr_t>(end) >= reinterpret_cast<std::uintptr_t>(begin));
+    ::new (static_cast<void*>(s)) heap_state();
+    s->m_begin = static_cast<std::byte*>(begin);
+    s->m_end = static_cast<std::byte*>(begin);
+    heap(s).grow(end);  // an empty arena grown to `end`: one free block
+  }
+
+  /// Binds to an existing state (created by `create`, possibly by another process).
+  explicit heap(heap_state* s) noexcept : m_s(s) { TMF_ASSERT(s != nullptr); }
+
+  /// Returns a block of `block_size(size)` bytes aligned to `align`, or nullptr if no free
+  /// block fits (the caller grows the arena by `growth_needed` and retries), or if `align`
+  /// is not a power of two or exceeds `page_size`. Never throws.
+  /// O(log n) for `align <= heap_quantum`; larger alignments scan a bounded number of
+  /// candidates before taking a block that surely fits.
+  void* allocate(std::size_t size, std::size_t align) noexcept {
+    if (!std::has_single_bit(align) || align > page_size) return nullptr;
+    if (size > arena_bytes()) return nullptr;  // also keeps the arithmetic below from overflowing
+    const std::size_t bs = block_size(size);
+    auto& by_size = m_s->m_by_size;
+    auto it = by_size.lower_bound(bs, heap_impl::by_size_compare{});
+    std::uintptr_t at = 0;
+    if (align <= heap_quantum) {
+      if (it == by_size.end()) return nullptr;
+      at = it->address();
+    } else {
+      it = find_aligned(it, bs, align, at);
+      if (it == by_size.end()) return nullptr;
+    }
+    carve(*it, at, bs);
+    TMF_ASSERT(at % align == 0);
+    return reinterpret_cast<void*>(at);
+  }
+
+  /// Frees a block returned by `allocate(size, align)` (any alignment; the same `size`).
+  /// A pointer outside the arena or misaligned, a block running past the arena end, or one
+  /// overlapping a free block (double free) is fatal: the process terminates with a message
+  /// naming the address, the size and what is wrong, before anything is modified.
+  void deallocate(void* ptr, std::size_t size) noexcept {
+    const auto p = reinterpret_cast<std::uintptr_t>(ptr);
+    const auto b = reinterpret_cast<std::uintptr_t>(m_s->m_begin);
+    const auto e = reinterpret_cast<std::uintptr_t>(m_s->m_end);
+    if (p < b || p >= e) outside_arena(ptr, size, b, e);
+    if (p % heap_quantum != 0) misaligned(ptr, size);
+    if (size > e - p) past_end(ptr, size, e);
+    // e - p is a positive multiple of the quantum and >= size, hence >= bs: no overflow below.
+    const std::size_t bs = block_size(size);
+    auto& by_addr = m_s->m_by_addr;
+    auto& by_size = m_s->m_by_size;
+    const auto next_it = by_addr.upper_bound(heap_impl::addr_key{p}, heap_impl::by_addr_compare{});
+    heap_impl::free_block* prev = next_it == by_addr.begin() ? nullptr : &*std::prev(next_it);
+    heap_impl::free_block* next = next_it == by_addr.end() ? nullptr : &*next_it;
+    if (prev != nullptr && prev->end_address() > p) overlap(ptr, size, *prev);
+    if (next != nullptr && next->address() - p < bs) overlap(ptr, size, *next);
+    TMF_ASSERT(m_s->m_allocated_bytes >= bs);  // implied by the overlap checks
+
+    const bool merge_prev = prev != nullptr && prev->end_address() == p;
+    const bool merge_next = next != nullptr && next->address() == p + bs;
+    if (merge_prev && merge_next) {
+      const std::size_t merged = prev->m_size + bs + next->m_size;
+      by_size.erase(by_size.iterator_to(*next));
+      by_addr.erase(next_it);
+      resize(*prev, *prev, merged);
+      --m_s->m_free_blocks;
+    } else if (merge_prev) {
+      resize(*prev, *prev, prev->m_size + bs);
+    } else if (merge_next) {
+      const std::size_t merged = bs + next->m_size;
+      heap_impl::free_block* block = make_block(p, 0);  // [p, p+bs) does not touch next's node
+      by_addr.replace_node(next_it, *block);             // same place in address order
+      resize(*next, *block, merged);
+    } else {
+      heap_impl::free_block* block = make_block(p, bs);
+      by_addr.insert_before(next_it, *block);  // the position is known: no search
+      insert_by_size(*block);
+      ++m_s->m_free_blocks;
+    }
+    m_s->m_free_bytes += bs;
+    m_s->m_allocated_bytes -= bs;
+  }
+
+  /// Moves the arena end up to `new_end` (quantum-aligned, >= end()): extends the top free
+  /// block if it touches the old end, else adds a new free block.
+  void grow(void* new_end) noexcept {
+    const auto ne = reinterpret_cast<std::uintptr_t>(new_end);
+    const auto e = reinterpret_cast<std::uintptr_t>(m_s->m_end);
+    TMF_ASSERT(ne % heap_quantum == 0);
+    TMF_ASSERT(ne >= e);
+    if (ne == e) return;
+    const std::size_t added = ne - e;
+    auto& by_addr = m_s->m_by_addr;
+    if (!by_addr.empty() && by_addr.rbegin()->end_address() == e) {
+      heap_impl::free_block& top = *by_addr.rbegin();
+      resize(top, top, top.m_size + added);
+    } else {
+      heap_impl::free_block* block = make_block(e, added);
+      by_addr.push_back(*block);  // highest address: O(1)
+      insert_by_size(*block);
+      ++m_s->m_free_blocks;
+    }
+    m_s->m_end = static_cast<std::byte*>(new_end);
+    m_s->m_free_bytes += added;
+  }
+
+  /// Bytes to add at end() (a multiple of the quantum) so that `allocate(size, align)` is sure
+  /// to succeed: computed from the top free block if it touches end(), else from end() itself.
+  /// 0 if the top block already fits the request; SIZE_MAX if no growth can satisfy it (bad
+  /// alignment, or a size beyond the address space).
+  std::size_t growth_needed(std::size_t size, std::size_t align) const noexcept {
+    constexpr std::size_t impossible = std::numeric_limits<std::size_t>::max();
+    if (!std::has_single_bit(align) || align > page_size) return impossible;
+    if (size > impossible - heap_quantum) return impossible;
+    const std::size_t bs = block_size(size);
+    const auto e = reinterpret_cast<std::uintptr_t>(m_s->m_end);
+    std::uintptr_t start = e;
+    const auto& by_addr = m_s->m_by_addr;
+    if (!by_addr.empty() && by_addr.rbegin()->end_address() == e) start = by_addr.rbegin()->address();
+    const std::uintptr_t at = heap_impl::align_up(start, align);
+    if (at < start || bs > std::numeric_limits<std::uintptr_t>::max() - at) return impossible;
+    const std::uintptr_t needed_end = at + bs;
+    return needed_end <= e ? 0 : static_cast<std::size_t>(needed_end - e);
+  }
+
+  /// Full audit of the trees (links, colours, order, bounds) and the counters.
+  /// Throws `tmf::error(errc::corrupted, "heap: ...")` naming what is wrong and where.
+  /// Safe on corrupted state: every pointer is range-checked before it is followed.
+  void check() const;
+
+  /// Arena start.
+  void* begin() const noexcept { return m_s->m_begin; }
+  /// Arena end (moves up with grow()).
+  void* end() const noexcept { return m_s->m_end; }
+  /// Bytes in allocated blocks (each counted as block_size of its request).
+  std::size_t allocated_bytes() const noexcept { return m_s->m_allocated_bytes; }
+  /// Bytes in free blocks; allocated_bytes() + free_bytes() == end() - begin().
+  std::size_t free_bytes() const noexcept { return m_s->m_free_bytes; }
+  /// Number of free blocks.
+  std::size_t free_blocks() const noexcept { return m_s->m_free_blocks; }
+  /// Size of the largest free block, 0 if none. O(1).
+  std::size_t largest_free_block() const noexcept {
+    const auto& by_size = m_s->m_by_size;
+    return by_size.empty() ? 0 : by_size.rbegin()->m_size;
+  }
+
+  /// Calls `f(void* address, std::size_t size)` for each free block, in address order
+  /// (diagnostics and tests; `f` must not modify the heap).
+  template <class F>
+  void for_each_free_block(F&& f) const {
+    for (const auto& block : m_s->m_by_addr) f(reinterpret_cast<void*>(block.address()), block.m_size);
+  }
+
+  /// The bytes a request of `size` occupies: max(quantum, size rounded up to the quantum).
+  /// Requires size <= SIZE_MAX - heap_quantum + 1.
+  static constexpr std::size_t block_size(std::size_t size) noexcept {
+    return size <= heap_quantum ? heap_quantum : (size + (heap_quantum - 1)) & ~(heap_quantum - 1);
+  }
+
+ private:
+  using block_iterator = heap_impl::size_tree::iterator;
+
+  std::size_t arena_bytes() const noexcept {
+    return static_cast<std::size_t>(m_s->m_end - m_s->m_begin);
+  }
+
+  static heap_impl::free_block* make_block(std::uintptr_t at, std::size_t size) noexcept {
+    auto* block = ::new (reinterpret_cast<void*>(at)) heap_impl::free_block;
+    block->m_size = size;
+    return block;
+  }
+
+  void insert_by_size(heap_impl::free_block& block) noexcept {
+    [[maybe_unused]] const bool inserted = m_s->m_by_size.insert(block).second;
+    TMF_ASSERT(inserted);
+  }
+
+  /// Gives `to` the size-tree place of `from` (they may be the same block) with the size
+  /// `new_size`. When the new key still sorts between the old neighbours, relinks in O(1)
+  /// instead of erasing and reinserting: the common case (the top block is the largest).
+  void resize(heap_impl::free_block& from, heap_impl::free_block& to, std::size_t new_size) noexcept {
+    auto& by_size = m_s->m_by_size;
+    const heap_impl::by_size_compare less;
+    const auto it = by_size.iterator_to(from);
+    const bool smaller =
+        new_size < from.m_size || (new_size == from.m_size && to.address() < from.address());
+    to.m_size = new_size;  // may change `from`'s key in place; only `to` is compared below
+    bool in_place;
+    if (smaller) {
+      in_place = it == by_size.begin() || less(*std::prev(it), to);
+    } else {
+      const auto nx = std::next(it);
+      in_place = nx == by_size.end() || less(to, *nx);
+    }
+    if (in_place) {
+      if (&to != &from) by_size.replace_node(it, to);
+    } else {
+      by_size.erase(it);  // unlinking compares nothing, so the changed key is harmless
+      insert_by_size(to);
+    }
+  }
+
+  /// For align > quantum: the best-fitting block from `it` (the first block of at least `bs`
+  /// bytes) on, in (size, address) order, with the aligned start in `at`; end() if none fits.
+  block_iterator find_aligned(block_iterator it, std::size_t bs, std::size_t align,
+                              std::uintptr_t& at) noexcept {
+    auto& by_size = m_s->m_by_size;
+    const auto fits = [&](const heap_impl::free_block& block) {
+      const std::uintptr_t a = heap_impl::align_up(block.address(), align);
+      const std::uintptr_t gap = a - block.address();
+      if (gap > block.m_size || bs > block.m_size - gap) return false;
+      at = a;
+      return true;
+    };
+    for (int scanned = 0; it != by_size.end(); ++it, ++scanned) {
+      if (scanned == heap_impl::aligned_scan_limit) {
+        // A block of bs + align - quantum bytes fits whatever its (quantum-aligned) address.
+        // None was met so far (it would have fitted), so this one lies at or after `it`.
+        const auto sure = by_size.lower_bound(bs + align - heap_quantum, heap_impl::by_size_compare{});
+        if (sure != by_size.end()) {
+          [[maybe_unused]] const bool ok = fits(*sure);
+          TMF_ASSERT(ok);
+          return sure;
+        }
+        // No block is sure to fit: keep scanning (memory is short; the caller would grow).
+      }
+      if (fits(*it)) return it;
+    }
+    return it;
+  }
+
+  /// Takes [at, at+bs) out of `block` (which contains it): a leading gap stays a free block
+  /// (the node does not move), a trailing rest becomes a new one.
+  void carve(heap_impl::free_block& block, std::uintptr_t at, std::size_t bs) noexcept {
+    auto& by_addr = m_s->m_by_addr;
+    auto& by_size = m_s->m_by_size;
+    const std::uintptr_t tail = at + bs;
+    const std::size_t tail_size = block.end_address() - tail;
+    if (at == block.address()) {
+      if (tail_size == 0) {
+        by_size.erase(by_size.iterator_to(block));
+        by_addr.erase(by_addr.iterator_to(block));
+        --m_s->m_free_blocks;
+      } else {
+        heap_impl::free_block* rest = make_block(tail, 0);
+        by_addr.replace_node(by_addr.iterator_to(block), *rest);  // same place in address order
+        resize(block, *rest, tail_size);
+      }
+    } else {
+      const auto after = std::next(by_addr.iterator_to(block));
+      resize(block, block, at - block.address());
+      if (tail_size != 0) {
+        heap_impl::free_block* rest = make_block(tail, tail_size);
+        by_addr.insert_before(after, *rest);
+        insert_by_size(*rest);
+        ++m_s->m_free_blocks;
+      }
+    }
+    m_s->m_free_bytes -= bs;
+    m_s->m_allocated_bytes += bs;
+  }
+
+  // The fatal paths of deallocate, out of line: "invalid deallocate(0x..., 128): <what>".
+  static heap_impl::message free_error(void* ptr, std::size_t size) noexcept {
+    heap_impl::message m;
+    m << "invalid deallocate(";
+    m.hex(reinterpret_cast<std::uintptr_t>(ptr)) << ", ";
+    m.dec(size) << "): ";
+    return m;
+  }
+  [[noreturn, gnu::cold, gnu::noinline]] static void outside_arena(void* ptr, std::size_t size,
+                                                                   std::uintptr_t b,
+                                                                   std::uintptr_t e) noexcept {
+    auto m = free_error(ptr, size);
+    m << "address outside the arena [";
+    m.hex(b) << ", ";
+    m.hex(e) << ")";
+    fatal(m.c_str());
+  }
+  [[noreturn, gnu::cold, gnu::noinline]] static void misaligned(void* ptr, std::size_t size) noexcept {
+    auto m = free_error(ptr, size);
+    m << "address not aligned to the ";
+    m.dec(heap_quantum) << "-byte heap quantum";
+    fatal(m.c_str());
+  }
+  [[noreturn, gnu::cold, gnu::noinline]] static void past_end(void* ptr, std::size_t size,
+                                                              std::uintptr_t e) noexcept {
+    auto m = free_error(ptr, size);
+    m << "block extends past the arena end ";
+    m.hex(e);
+    fatal(m.c_str());
+  }
+  [[noreturn, gnu::cold, gnu::noinline]] static void overlap(void* ptr, std::size_t size,
+                                                             const heap_impl::free_block& block) noexcept {
+    auto m = free_error(ptr, size);
+    m << "block overlaps free block ";
+    m.hex(block.address()) << " of ";
+    m.dec(block.m_size) << " bytes (double free?)";
+    fatal(m.c_str());
+  }
+
+  /// Walks `tree` in order, checking every link before following it (in the arena, aligned,
+  /// parent links, red-black colours and black heights, header's leftmost/rightmost), and
+  /// calls `visit(block)` for each node. Throws on the first problem.
+  template <class Tree, class Visit>
+  void audit_tree(const Tree& tree, const char* name, std::size_t max_blocks, Visit&& visit) const;
+
+  heap_state* m_s;
+};
+
+namespace heap_impl {
+[[noreturn]] inline void corrupted(const std::string& what) {
+  throw error(errc::corrupted, "heap: " + what);
+}
+}  // namespace heap_impl
+
+template <class Tree, class Visit>
+void heap::audit_tree(const Tree& tree, const char* name, std::size_t max_blocks, Visit&& visit) const {
+  using traits = typename Tree::node_traits;
+  using node_ptr = typename traits::node_ptr;
+  using value_traits = typename Tree::value_traits;
+  using heap_impl::corrupted;
+  using heap_impl::hex_string;
+  const auto b = reinterpret_cast<std::uintptr_t>(m_s->m_begin);
+  const auto e = reinterpret_cast<std::uintptr_t>(m_s->m_end);
+  const std::string tree_name = name;
+  const node_ptr header = tree.end().pointed_node();
+  // A red-black tree of n nodes is at most 2*log2(n+1) deep: deeper means a cycle.
+  const int max_depth = 2 * static_cast<int>(std::bit_width(max_blocks + 1)) + 2;
+  node_ptr leftmost = header;
+  node_ptr rightmost = header;
+
+  // Returns the black height of the subtree at n.
+  const auto walk = [&](const auto& self, node_ptr n, node_ptr parent, bool parent_red,
+                        int depth) -> int {
+    if (n == nullptr) return 1;
+    const auto na = reinterpret_cast<std::uintptr_t>(n);
+    const auto pa = reinterpret_cast<std::uintptr_t>(parent);
+    if (na < b || na >= e) {
+      corrupted(tree_name + ": link from " + hex_string(pa) + " to " + hex_string(na) +
+                " points outside the arena [" + hex_string(b) + ", " + hex_string(e) + ")");
+    }
+    const heap_impl::free_block* block = value_traits::to_value_ptr(n);
+    const std::uintptr_t a = block->address();
+    if (a < b || a >= e || a % heap_quantum != 0) {
+      corrupted(tree_name + ": link from " + hex_string(pa) + " to " + hex_string(na) +
+                " is not the node of a quantum-aligned block in the arena");
+    }
+    // From here the block's first quantum is known to be in the arena: its node can be read.
+    if (depth > max_depth) {
+      corrupted(tree_name + ": deeper than " + std::to_string(max_depth) + " levels at free block " +
+                hex_string(a) + " (a cycle?)");
+    }
+    if (traits::get_parent(n) != parent) {
+      corrupted(tree_name + ": free block " + hex_string(a) + " has parent link " +
+                hex_string(reinterpret_cast<std::uintptr_t>(traits::get_parent(n))) + ", expected " +
+                hex_string(pa));
+    }
+    const bool red = traits::get_color(n) == traits::red();
+    if (red && parent_red) {
+      corrupted(tree_name + ": red free block " + hex_string(a) + " has a red parent " + hex_string(pa));
+    }
+    const int left = self(self, traits::get_left(n), n, red, depth + 1);
+    if (leftmost == header) leftmost = n;
+    rightmost = n;
+    visit(*block);
+    const int right = self(self, traits::get_right(n), n, red, depth + 1);
+    if (left != right) {
+      corrupted(tree_name + ": unequal black heights (" + std::to_string(left) + " and " +
+                std::to_string(right) + ") below free block " + hex_string(a));
+    }
+    return left + (red ? 0 : 1);
+  };
+  walk(walk, traits::get_parent(header), header, false, 0);
+  if (traits::get_left(header) != leftmost || traits::get_right(header) != rightmost) {
+    corrupted(tree_name + ": header's leftmost/rightmost links " +
+              hex_string(reinterpret_cast<std::uintptr_t>(traits::get_left(header))) + "/" +
+              hex_string(reinterpret_cast<std::uintptr_t>(traits::get_right(header))) +
+              " do not match the tree's first/last nodes " +
+              hex_string(reinterpret_cast<std::uintptr_t>(leftmost)) + "/" +
+              hex_string(reinterpret_cast<std::uintptr_t>(rightmost)));
+  }
+}
+
+inline void heap::check() const {
+  using heap_impl::corrupted;
+  using heap_impl::free_block;
+  using heap_impl::hex_string;
+  const auto b = reinterpret_cast<std::uintptr_t>(m_s->m_begin);
+  const auto e = reinterpret_cast<std::uintptr_t>(m_s->m_end);
+  if (b % heap_quantum != 0 || e % heap_quantum != 0 || e < b) {
+    corrupted("arena [" + hex_string(b) + ", " + hex_string(e) + ") is reversed or not quantum-aligned");
+  }
+  const std::size_t max_blocks = (e - b) / heap_quantum;
+
+  // Address tree: each block sane, strictly ascending, no overlaps, no uncoalesced neighbours.
+  std::vector<std::uintptr_t> addresses;
+  std::size_t bytes = 0;
+  const free_block* prev = nullptr;
+  audit_tree(m_s->m_by_addr, "address tree", max_blocks, [&](const free_block& block) {
+    const std::uintptr_t a = block.address();
+    const std::size_t size = block.m_size;
+    if (size < heap_quantum || size % heap_quantum != 0) {
+      corrupted("free block " + hex_string(a) + " has size " + std::to_string(size) +
+                ", not a positive multiple of the quantum " + std::to_string(heap_quantum));
+    }
+    if (size > e - a) {
+      corrupted("free block " + hex_string(a) + " of " + std::to_string(size) +
+                " bytes runs past the arena end " + hex_string(e));
+    }
+    if (prev != nullptr) {
+      const std::uintptr_t pa = prev->address();
+      if (a <= pa) {
+        corrupted("address tree out of order: free block " + hex_string(a) + " follows " + hex_string(pa));
+      }
+      if (a < prev->end_address()) {
+        corrupted("free block " + hex_string(a) + " overlaps free block " + hex_string(pa) + " of " +
+                  std::to_string(prev->m_size) + " bytes");
+      }
+      if (a == prev->end_address()) {
+        corrupted("free blocks " + hex_string(pa) + " (" + std::to_string(prev->m_size) + " bytes) and " +
+                  hex_string(a) + " are adjacent: not coalesced");
+      }
+    }
+    addresses.push_back(a);
+    bytes += size;
+    prev = &block;
+  });
+
+  // Size tree: strictly ascending by (size, address), and the same blocks.
+  std::size_t count = 0;
+  prev = nullptr;
+  audit_tree(m_s->m_by_size, "size tree", max_blocks, [&](const free_block& block) {
+    const std::uintptr_t a = block.address();
+    if (!std::binary_search(addresses.begin(), addresses.end(), a)) {
+      corrupted("size tree holds " + hex_string(a) + ", which is not a free block in the address tree");
+    }
+    if (prev != nullptr && !heap_impl::by_size_compare{}(*prev, block)) {
+      corrupted("size tree out of order: free block " + hex_string(a) + " (" + std::to_string(block.m_size) +
+                " bytes) follows " + hex_string(prev->address()) + " (" + std::to_string(prev->m_size) +
+                " bytes)");
+    }
+    ++count;
+    prev = &block;
+  });
+  if (count != addresses.size()) {
+    corrupted("size tree holds " + std::to_string(count) + " blocks, address tree " +
+              std::to_string(addresses.size()));
+  }
+
+  // Counters.
+  if (m_s->m_free_blocks != count) {
+    corrupted("free block counter is " + std::to_string(m_s->m_free_blocks) + ", the trees hold " +
+              std::to_string(count));
+  }
+  if (m_s->m_free_bytes != bytes) {
+    corrupted("free byte counter is " + std::to_string(m_s->m_free_bytes) + ", the free blocks hold " +
+              std::to_string(bytes));
+  }
+  if (m_s->m_allocated_bytes != (e - b) - bytes) {
+    corrupted("allocated byte counter is " + std::to_string(m_s->m_allocated_bytes) + ", but the arena [" +
+              hex_string(b) + ", " + hex_string(e) + ") minus the free bytes is " +
+              std::to_string((e - b) - bytes));
+  }
+}
+
+}  // namespace tmf::detail

@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+/// \file
+/// Write tracking through page protection.
+///
+/// Outside a write transaction a storage's whole mapping is read-only. The first store to a
+/// page by the writing thread faults; the SIGSEGV handler (async-signal-safe: no locks, no
+/// allocation) finds the storage in a fixed process-wide registry, records the page in a
+/// preallocated `dirty_set` and makes it writable. Any other fault in a storage's range
+/// (a thread without a writer, a reader's const_cast, a child after fork, an access past the
+/// arena) is reported with the address and passed to the previous handler, which by
+/// default kills the process with SIGSEGV. Faults elsewhere go to the previous handler
+/// untouched, as if tmf were not there.
+///
+/// Every isolated writable page splits a kernel mapping, and a process may have only
+/// vm.max_map_count (65530 by default) of them. Past `isolated_page_budget` pages in one
+/// transaction, or when mprotect reports ENOMEM, the handler unprotects the whole aligned
+/// `chunk_size` chunk around the fault; at commit, the pages really written in such chunks
+/// are found in /proc/self/pagemap (a written MAP_PRIVATE page is anonymous).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "config.hpp"
+#include "os.hpp"
+
+namespace tmf::detail {
+
+inline constexpr std::size_t chunk_size = std::size_t{2} << 20;
+inline constexpr std::size_t chunk_pages = chunk_size / page_size;
+/// Pages unprotected one by one in a transaction before whole chunks are used instead.
+inline constexpr std::size_t isolated_page_budget = 12000;
+
+/// The pages written in the current transaction of one storage. Touched only by the
+/// writing thread (its own fault handler included).
+class dirty_set {
+ public:
+  dirty_set() = default;
+  dirty_set(const dirty_set&) = delete;
+  dirty_set& operator=(const dirty_set&) = delete;
+  ~dirty_set() { destroy(); }
+
+  /// Reserves room for a range of `max_pages` pages (virtual memory, committed on use).
+  std::error_code init(std::size_t max_pages) noexcept {
+    m_max_pages = max_pages;
+    m_chunks = (max_pages + chunk_pages - 1) / chunk_pages;
+    m_bitmap_bytes = round_up8((max_pages + 63) / 64 * 8);
+    m_list_bytes = round_up8(max_pages * sizeof(std::uint64_t));
+    m_chunk_bitmap_bytes = round_up8((m_chunks + 63) / 64 * 8);
+    m_chunk_list_bytes = round_up8(m_chunks * sizeof(std::uint64_t));
+    m_total_bytes = m_bitmap_bytes + m_list_bytes + m_chunk_bitmap_bytes + m_chunk_list_bytes;
+    void* p = nullptr;
+    if (auto ec = os::map_anonymous(m_total_bytes, p)) return ec;
+    auto* b = static_cast<unsigned char*>(p);
+    m_bitmap = reinterpret_cast<std::uint64_t*>(b);
+    m_list = reinterpret_cast<std::uint64_t*>(b + m_bitmap_bytes);
+    m_chunk_bitmap = reinterpret_cast<std::uint64_t*>(b + m_bitmap_bytes + m_list_bytes);
+    m_chunk_list = reinterpret_cast<std::uint64_t*>(b + m_bitmap_bytes + m_list_bytes + m_chunk_bitmap_bytes);
+    return {};
+  }
+
+  void destroy() noexcept {
+    if (m_bitmap) os::release(m_bitmap, m_total_bytes);
+    m_bitmap = nullptr;
+  }
+
+  /// Handler side: makes page `page` of the mapping at `base` (`mapped` bytes) writable
+  /// and records it. Returns false if the kernel refused even a whole chunk.
+  bool on_fault(unsigned char* base, std::size_t mapped, std::size_t page) noexcept {
+    if (page >= m_max_pages) return false;
+    std::size_t chunk = page / chunk_pages;
+    if (!test(m_chunk_bitmap, chunk) && m_count < isolated_page_budget) {
+      if (os::protect(base + page * page_size, page_size, true)) return widen(base, mapped, chunk);
+      if (!test(m_bitmap, page)) {
+        set(m_bitmap, page);
+        m_list[m_count++] = page;
+      }
+      return true;
+    }
+    return widen(base, mapped, chunk);
+  }
+
+  /// Commit side: adds the pages written inside whole-chunk regions (read from pagemap,
+  /// or every page of the chunk if pagemap cannot be read) and sorts the list.
+  std::error_code collect(unsigned char* base, std::size_t mapped, int pagemap_fd) noexcept {
+    std::size_t mapped_pages = mapped / page_size;
+    std::uint64_t entries[chunk_pages];
+    for (std::size_t i = 0; i < m_chunk_count; ++i) {
+      std::size_t first = static_cast<std::size_t>(m_chunk_list[i]) * chunk_pages;
+      std::size_t n = std::min(chunk_pages, mapped_pages - std::min(first, mapped_pages));
+      bool known = pagemap_fd >= 0 && !os::read_pagemap(pagemap_fd, base + first * page_size, entries, n);
+      for (std::size_t k = 0; k < n; ++k) {
+        if (known && !os::pagemap_is_private(entries[k])) continue;
+        if (!test(m_bitmap, first + k)) {
+          set(m_bitmap, first + k);
+          m_list[m_count++] = first + k;
+        }
+      }
+    }
+    std::sort(m_list, m_list + m_count);
+    return {};
+  }
+
+  /// Drops the private copies of everything recorded (`discard`) and makes it read-only
+  /// again; then forgets it all. Cost: proportional to the recorded pages and chunks.
+  std::error_code reset(unsigned char* base, std::size_t mapped, bool discard) noexcept {
+    std::error_code first_error;
+    auto run = [&](std::size_t page, std::size_t n) {
+      if (page * page_size >= mapped) return;
+      std::size_t bytes = std::min(n * page_size, mapped - page * page_size);
+      if (discard)
+        if (auto ec = os::discard(base + page * page_size, bytes); ec && !first_error) first_error = ec;
+      if (auto ec = os::protect(base + page * page_size, bytes, false); ec && !first_error) first_error = ec;
+    };
+    std::sort(m_list, m_list + m_count);
+    for (std::size_t i = 0; i < m_count;) {
+      std::size_t j = i + 1;
+      while (j < m_count && m_list[j] == m_list[j - 1] + 1) ++j;
+      run(static_cast<std::size_t>(m_list[i]), j - i);
+      for (std::size_t k = i; k < j; ++k) clear(m_bitmap, static_cast<std::size_t>(m_list[k]));
+      i = j;
+    }
+    for (std::size_t i = 0; i < m_chunk_count; ++i) {
+      run(static_cast<std::size_t>(m_chunk_list[i]) * chunk_pages, chunk_pages);
+      clear(m_chunk_bitmap, static_cast<std::size_t>(m_chunk_list[i]));
+    }
+    m_count = 0;
+    m_chunk_count = 0;
+    return first_error;
+  }
+
+  const std::uint64_t* pages() const noexcept { return m_list; }
+  std::size_t count() const noexcept { return m_count; }
+  std::size_t chunk_count() const noexcept { return m_chunk_count; }
+  bool contains(std::size_t page) const noexcept {
+    return page < m_max_pages && (test(m_bitmap, page) || test(m_chunk_bitmap, page / chunk_pages));
+  }
+
+ private:
+  static std::size_t round_up8(std::size_t n) noexcept { return (n + page_size - 1) / page_size * page_size; }
+  static bool test(const std::uint64_t* bits, std::size_t i) noexcept { return (bits[i / 64] >> (i % 64)) & 1; }
+  static void set(std::uint64_t* bits, std::size_t i) noexcept { bits[i / 64] |= std::uint64_t{1} << (i % 64); }
+  static void clear(std::uint64_t* bits, std::size_t i) noexcept { bits[i / 64] &= ~(std::uint64_t{1} << (i % 64)); }
+
+  bool widen(unsigned char* base, std::size_t mapped, std::size_t chunk) noexcept {
+    std::size_t begin = chunk * chunk_size;
+    if (begin >= mapped) return false;
+    std::size_t bytes = std::min(chunk_size, mapped - begin);
+    // Re-protecting an already wide chunk is needed when growth mapped more of it.
+    if (os::protect(base + begin, bytes, true)) return false;
+    if (!test(m_chunk_bitmap, chunk)) {
+      set(m_chunk_bitmap, chunk);
+      m_chunk_list[m_chunk_count++] = chunk;
+    }
+    return true;
+  }
+
+  std::size_t m_max_pages = 0, m_chunks = 0;
+  std::size_t m_bitmap_bytes = 0, m_list_bytes = 0, m_chunk_bitmap_bytes = 0, m_chunk_list_bytes = 0;
+  std::size_t m_total_bytes = 0;
+  std::uint64_t* m_bitmap = nullptr;
+  std::uint64_t* m_list = nullptr;
+  std::uint64_t* m_chunk_bitmap = nullptr;
+  std::uint64_t* m_chunk_list = nullptr;
+  std::size_t m_count = 0;
+  std::size_t m_chunk_count = 0;
+};
+
+/// One open storage as the fault handler sees it. Slots live in static storage and are
+/// never freed, so the handler can read one while another thread closes it.
+struct tracked_region {
+  std::atomic<std::uintptr_t> begin{0};   ///< start of the reservation; 0: slot unused
+  std::atomic<std::uintptr_t> mapped{0};  ///< bytes of the file mapped from begin
+  std::atomic<std::uintptr_t> reserved{0};
+  std::atomic<std::uintptr_t> writer{0};  ///< the writing thread (os::current_thread()); 0: none
+  std::atomic<std::uint64_t> generation{0};
+  std::atomic<void*> owner{nullptr};      ///< the engine
+  std::atomic<dirty_set*> dirty{nullptr};
+  std::atomic<const char*> name{nullptr};  ///< file path for messages
+  std::uint64_t device = 0, inode = 0;     ///< guarded by registry_mutex()
+};
+
+inline constexpr std::size_t max_open_storages = 64;
+
+inline tracked_region* registry() noexcept {
+  static tracked_region slots[max_open_storages];
+  return slots;
+}
+
+/// Serialises opening and closing (not used by the handler).
+inline std::mutex& registry_mutex() noexcept {
+  static std::mutex m;
+  return m;
+}
+
+namespace tracker_impl {
+inline struct sigaction g_previous {};
+
+inline void report(const char* what, std::uintptr_t addr, const tracked_region* r) noexcept {
+  char hex[24], num[24];
+  write_stderr("tmf: ");
+  write_stderr(what);
+  write_stderr(" at address ");
+  write_stderr(format_hex(addr, hex));
+  if (const char* n = r->name.load(std::memory_order_relaxed)) {
+    write_stderr(" in storage ");
+    write_stderr(n);
+  }
+  write_stderr(" (pid ");
+  write_stderr(format_dec(static_cast<std::uint64_t>(os::process_id()), num));
+  write_stderr(")\n");
+}
+
+inline void on_segv(int sig, siginfo_t* info, void* ctx) {
+  int saved_errno = errno;
+  auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
+  tracked_region* slots = registry();
+  for (std::size_t i = 0; i < max_open_storages; ++i) {
+    tracked_region& r = slots[i];
+    std::uintptr_t begin = r.begin.load(std::memory_order_acquire);
+    if (begin == 0 || addr < begin || addr - begin >= r.reserved.load(std::memory_order_relaxed)) continue;
+    std::uintptr_t offset = addr - begin;
+    if (r.generation.load(std::memory_order_relaxed) != os::impl::g_fork_generation) {
+      report("write to a storage opened before fork()", addr, &r);
+    } else if (offset >= r.mapped.load(std::memory_order_acquire)) {
+      report("access beyond the end of the storage's arena", addr, &r);
+    } else if (r.writer.load(std::memory_order_acquire) != os::current_thread()) {
+      report("write to a storage by a thread without a writer (read-only page)", addr, &r);
+    } else {
+      dirty_set* d = r.dirty.load(std::memory_order_relaxed);
+      if (d->on_fault(reinterpret_cast<unsigned char*>(begin), r.mapped.load(std::memory_order_relaxed),
+                      offset / page_size)) {
+        errno = saved_errno;
+        return;  // the store runs again, now on a writable page
+      }
+      report("cannot make a page writable (out of memory mappings: raise vm.max_map_count)", addr, &r);
+    }
+    break;
+  }
+  errno = saved_errno;
+  os::chain_segv(g_previous, sig, info, ctx);
+}
+}  // namespace tracker_impl
+
+/// Installs the fault handler once per process.
+inline std::error_code install_tracker() noexcept {
+  static const std::error_code result = os::install_segv_handler(&tracker_impl::on_segv, tracker_impl::g_previous);
+  return result;
+}
+
+}  // namespace tmf::detail

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+/// \file
+/// Error reporting: `tmf::errc`, its `std::error_category`, and `tmf::error`.
+#pragma once
+
+#include <string>
+#include <system_error>
+
+namespace tmf {
+
+/// Every condition tmf itself reports. OS failures keep their `std::system_category()` code.
+enum class errc {
+  not_a_storage = 1,    ///< the file is not a tmf storage (bad magic, empty, garbage)
+  incompatible_format,  ///< format version, word size, endianness, page size or user magic differ
+  root_mismatch,        ///< the file was created for another Root type (size, alignment or name)
+  address_unavailable,  ///< the fixed address range is occupied in this process
+  already_open,         ///< the file is already open in this process, or this thread already holds a transaction
+  read_only,            ///< a write was requested on a storage opened with open_mode::read_only
+  no_writer,            ///< an allocator was needed but this thread has no active writer
+  corrupted,            ///< an audit or recovery found inconsistent data
+  forked,               ///< the storage was opened by the parent process before fork()
+};
+
+namespace detail {
+class error_category_impl final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "tmf"; }
+  std::string message(int ev) const override {
+    switch (static_cast<errc>(ev)) {
+      case errc::not_a_storage: return "not a tmf storage";
+      case errc::incompatible_format: return "incompatible storage format";
+      case errc::root_mismatch: return "the storage holds another Root type";
+      case errc::address_unavailable: return "the storage's address range is not available";
+      case errc::already_open: return "already open";
+      case errc::read_only: return "the storage is open read-only";
+      case errc::no_writer: return "no active writer on this thread";
+      case errc::corrupted: return "the storage is corrupted";
+      case errc::forked: return "the storage was opened before fork()";
+    }
+    return "unknown tmf error";
+  }
+};
+}  // namespace detail
+
+/// The category of `tmf::errc` codes; its name() is "tmf".
+inline const std::error_category& error_category() noexcept {
+  static const detail::error_category_impl category;
+  return category;
+}
+
+/// Makes `std::error_code{e, tmf::error_category()}`; found by ADL.
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+/// Every failure tmf reports, other than `std::bad_alloc`.
+/// `code()` is a `tmf::errc` or the system error that caused it.
+class error : public std::system_error {
+ public:
+  error(std::error_code ec, const std::string& what) : std::system_error(ec, what) {}
+  error(errc e, const std::string& what) : std::system_error(make_error_code(e), what) {}
+};
+
+}  // namespace tmf
+
+template <>
+struct std::is_error_code_enum<tmf::errc> : std::true_type {};

@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+/// \file
+/// How a storage is opened (`tmf::options`) and what it reports (`tmf::storage_stats`).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tmf {
+
+/// What the storage constructor may do with the file.
+enum class open_mode {
+  open_or_create,  ///< open the file, creating it if it does not exist
+  create_only,     ///< create a new file; fail with std::errc::file_exists if it exists
+  open_only,       ///< open an existing file; fail with std::errc::no_such_file_or_directory
+  read_only,       ///< open an existing file for reading; write() throws errc::read_only
+};
+
+/// What a returned commit() survives.
+enum class durability {
+  full,     ///< power loss: the log is fdatasync'ed once per commit
+  no_sync,  ///< a process crash only: nothing is ever fsync'ed; a power cut may lose or corrupt recent commits
+};
+
+/// Options of `tmf::storage`. The defaults suit most programs.
+struct options {
+  open_mode mode = open_mode::open_or_create;
+  /// Fixed mapping address. nullptr: the one recorded in the file, or a library default
+  /// zone for a new file. A file can only ever be mapped at the address it was created at.
+  void* address = nullptr;
+  /// Address range reserved (64 GiB on 64-bit, 1 GiB on 32-bit); the file grows on demand
+  /// up to it. May be raised on reopen; never lowered below what the file records.
+  std::size_t max_size = sizeof(void*) == 8 ? (std::size_t{64} << 30) : (std::size_t{1} << 30);
+  durability sync = durability::full;
+  /// The application's own schema tag, stored at creation and checked on open.
+  std::uint64_t magic = 0;
+  /// (tmf extension) Log bytes after which a commit also checkpoints: syncs the data file
+  /// and restarts the log. Larger: fewer data-file syncs, longer recovery and bigger log.
+  std::size_t checkpoint_bytes = std::size_t{64} << 20;
+};
+
+/// A snapshot of a storage's sizes and activity.
+struct storage_stats {
+  std::size_t file_bytes;          ///< size of the data file
+  std::size_t arena_bytes;         ///< bytes of the file in use (header page included)
+  std::size_t allocated_bytes;     ///< bytes handed out by the heap (rounded to its quantum)
+  std::size_t free_bytes;          ///< bytes in free blocks
+  std::size_t free_blocks;         ///< number of free blocks
+  std::size_t largest_free_block;  ///< bytes in the largest free block
+  std::uint64_t commits;           ///< commits since this storage object was opened
+  std::uint64_t rollbacks;         ///< rollbacks (explicit, by a writer's destructor, or by a failed commit)
+  std::uint64_t pages_logged;      ///< pages written to the log by those commits
+};
+
+}  // namespace tmf

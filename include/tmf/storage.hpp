@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+/// \file
+/// `tmf::storage<Root>` and its transactions, `tmf::writer<Root>` and `tmf::reader<Root>`.
+#pragma once
+
+#include <filesystem>
+#include <new>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "allocator.hpp"
+#include "detail/engine.hpp"
+#include "error.hpp"
+#include "options.hpp"
+
+namespace tmf {
+
+template <class Root>
+class storage;
+
+/// The one write transaction of a storage. Move-only; bound to the thread that created it.
+/// Changes are private to this process until commit().
+template <class Root>
+class writer {
+ public:
+  writer(writer&& other) noexcept : m_engine(std::exchange(other.m_engine, nullptr)) {}
+  writer& operator=(writer&& other) noexcept {
+    if (this != &other) {
+      release();
+      m_engine = std::exchange(other.m_engine, nullptr);
+    }
+    return *this;
+  }
+  writer(const writer&) = delete;
+  writer& operator=(const writer&) = delete;
+
+  /// Rolls back what was not committed, then releases the write lock.
+  ~writer() { release(); }
+
+  Root& operator*() { return root(); }
+  Root* operator->() { return &root(); }
+  /// \throws tmf::error{errc::forked} in a child process.
+  Root& root() {
+    check();
+    return *static_cast<Root*>(m_engine->root());
+  }
+
+  /// Makes everything since the last commit atomic and, with durability::full, durable
+  /// (one fdatasync). The writer stays open.
+  /// \throws tmf::error with the system error if the log cannot be written or synced; the
+  ///         transaction is then rolled back, the writer usable and the files unchanged.
+  void commit() {
+    check();
+    m_engine->commit();
+  }
+
+  /// Undoes everything since the last commit, allocations included. No copying: the
+  /// private copies of the written pages are dropped.
+  void rollback() {
+    check();
+    m_engine->rollback();
+  }
+
+  /// An allocator bound to this storage (usable while this writer is active).
+  template <class T = std::byte>
+  allocator<T> get_allocator() const noexcept {
+    return allocator<T>(m_engine->base());
+  }
+
+ private:
+  friend class storage<Root>;
+  explicit writer(detail::engine* e) noexcept : m_engine(e) {}
+  void check() const {
+    if (!m_engine) throw error(errc::no_writer, "tmf: use of a moved-from writer");
+    m_engine->check_fork();
+  }
+  void release() noexcept {
+    if (m_engine) m_engine->end_write();
+    m_engine = nullptr;
+  }
+  detail::engine* m_engine;
+};
+
+/// A read transaction: a consistent view of the last commit. Move-only.
+template <class Root>
+class reader {
+ public:
+  reader(reader&& other) noexcept : m_engine(std::exchange(other.m_engine, nullptr)) {}
+  reader& operator=(reader&& other) noexcept {
+    if (this != &other) {
+      release();
+      m_engine = std::exchange(other.m_engine, nullptr);
+    }
+    return *this;
+  }
+  reader(const reader&) = delete;
+  reader& operator=(const reader&) = delete;
+  ~reader() { release(); }
+
+  const Root& operator*() const { return root(); }
+  const Root* operator->() const { return &root(); }
+  const Root& root() const {
+    if (!m_engine) throw error(errc::no_writer, "tmf: use of a moved-from reader");
+    m_engine->check_fork();
+    return *static_cast<const Root*>(m_engine->root());
+  }
+
+ private:
+  friend class storage<Root>;
+  explicit reader(detail::engine* e) noexcept : m_engine(e) {}
+  void release() noexcept {
+    if (m_engine) m_engine->end_read();
+    m_engine = nullptr;
+  }
+  detail::engine* m_engine;
+};
+
+/// A file mapped at a fixed address holding one `Root` object and everything it reaches
+/// through `tmf::allocator`. Not copyable, not movable.
+///
+/// \pre Root is default-constructible and not polymorphic; it must not hold pointers to
+///      memory outside the storage (they would dangle after a restart).
+template <class Root>
+class storage {
+  static_assert(!std::is_polymorphic_v<Root>,
+                "tmf::storage<Root>: Root must not be polymorphic (a vtable pointer does not survive a restart)");
+  static_assert(std::is_default_constructible_v<Root>, "tmf::storage<Root>: Root must be default-constructible");
+
+ public:
+  /// Opens or creates `file` (and its log `file-log`). A new file's Root is
+  /// default-constructed in a first write transaction, committed before this returns.
+  /// \throws tmf::error: errc::not_a_storage, incompatible_format, root_mismatch,
+  ///         address_unavailable, already_open, corrupted, or the system error (no such
+  ///         file, permission denied, file exists, ...). On any refusal the file is left
+  ///         byte-for-byte untouched.
+  explicit storage(const std::filesystem::path& file, const options& opt = {})
+      : m_engine(file, opt, detail::fingerprint_of<Root>()) {
+    if (m_engine.root() == nullptr) make_root();
+  }
+  storage(const storage&) = delete;
+  storage& operator=(const storage&) = delete;
+
+  /// Waits until this is the only writer (all threads, all processes).
+  /// \throws tmf::error{errc::read_only}, {errc::already_open} if this thread already holds
+  ///         the writer or a reader of this storage, {errc::forked}.
+  writer<Root> write() {
+    m_engine.begin_write(true);
+    return writer<Root>(&m_engine);
+  }
+  /// Like write(), but empty instead of waiting.
+  std::optional<writer<Root>> try_write() {
+    if (!m_engine.begin_write(false)) return std::nullopt;
+    return writer<Root>(&m_engine);
+  }
+  /// A consistent view of the last commit. Waits while a writer of this process is active
+  /// (readers share its mapping) or while another process applies a commit.
+  /// \throws tmf::error{errc::already_open} if this thread holds the writer, {errc::forked}.
+  reader<Root> read() {
+    m_engine.begin_read(true);
+    return reader<Root>(&m_engine);
+  }
+  /// Like read(), but empty instead of waiting.
+  std::optional<reader<Root>> try_read() {
+    if (!m_engine.begin_read(false)) return std::nullopt;
+    return reader<Root>(&m_engine);
+  }
+
+  /// Sizes and counters (a consistent snapshot).
+  storage_stats stats() const { return engine().stats(); }
+  /// Full audit of the header and the heap. \throws tmf::error{errc::corrupted} naming the problem.
+  void check() const {
+    engine().check_fork();
+    engine().check();
+  }
+  void* address() const noexcept { return m_engine.base(); }
+  /// Current arena bytes (header page included).
+  std::size_t size() const noexcept { return m_engine.size(); }
+  const std::filesystem::path& path() const noexcept { return m_engine.path(); }
+
+ private:
+  detail::engine& engine() const noexcept { return const_cast<detail::engine&>(m_engine); }
+
+  void make_root() {
+    if (!m_engine.writable())
+      throw error(errc::read_only, "tmf: " + m_engine.path().string() + " has no Root yet; open it writable once");
+    writer<Root> w = write();
+    if (m_engine.root() != nullptr) return;  // another process made it first
+    m_engine.init_heap();
+    void* p = m_engine.allocate(sizeof(Root), alignof(Root));
+    ::new (p) Root();  // throws: the writer's destructor rolls the heap back
+    m_engine.set_root(p);
+    w.commit();
+  }
+
+  detail::engine m_engine;
+};
+
+}  // namespace tmf
