@@ -117,9 +117,16 @@ class dirty_set {
       if (auto ec = os::protect(base + page * page_size, bytes, false); ec && !first_error) first_error = ec;
     };
     std::sort(m_list, m_list + m_count);
+    // Pages inside a whole chunk are covered by the chunk's run below: re-protecting them
+    // one by one would split the chunk into thousands of mappings.
+    auto wide = [&](std::uint64_t page) { return test(m_chunk_bitmap, static_cast<std::size_t>(page) / chunk_pages); };
     for (std::size_t i = 0; i < m_count;) {
+      if (wide(m_list[i])) {
+        clear(m_bitmap, static_cast<std::size_t>(m_list[i++]));
+        continue;
+      }
       std::size_t j = i + 1;
-      while (j < m_count && m_list[j] == m_list[j - 1] + 1) ++j;
+      while (j < m_count && m_list[j] == m_list[j - 1] + 1 && !wide(m_list[j])) ++j;
       run(static_cast<std::size_t>(m_list[i]), j - i);
       for (std::size_t k = i; k < j; ++k) clear(m_bitmap, static_cast<std::size_t>(m_list[k]));
       i = j;

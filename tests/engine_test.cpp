@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+// Tests of include/tmf/detail/engine.hpp: recovery from deaths at each step of a commit,
+// torn log tails, failed log writes and syncs, checkpoints, growth seen by other processes,
+// full disks. Deaths are simulated in forked children with os::io_hook: the child _exits
+// at the chosen I/O operation, exactly as a SIGKILL there would leave the files.
+#include <tmf/detail/log.hpp>
+#include <tmf/tmf.hpp>
+
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+
+#include <cstring>
+
+#include "test_support.hpp"
+
+namespace {
+
+namespace os = tmf::detail::os;
+using tmf::detail::page_size;
+
+struct root {
+  std::uint64_t value = 0;
+  tmf::vector<std::uint64_t> pages;  // one word per page-sized stride, to dirty many pages
+};
+
+std::uint64_t g_data_inode = 0;
+int g_writes_left = -1;      // data-file writes allowed before dying
+bool g_die_on_log_sync = false;
+std::error_code g_fail_log_write, g_fail_log_sync, g_fail_allocate;
+
+bool is_data(int fd) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && st.st_ino == g_data_inode;
+}
+
+std::error_code hook(os::io_op op, int fd, std::uint64_t, std::uint64_t, const void*) {
+  const bool data = is_data(fd);
+  if (op == os::io_op::write && data && g_writes_left >= 0) {
+    if (g_writes_left == 0) ::_exit(0);  // die here, like a SIGKILL
+    --g_writes_left;
+  }
+  if (op == os::io_op::write && !data && g_fail_log_write) return g_fail_log_write;
+  if (op == os::io_op::sync && !data && g_die_on_log_sync) ::_exit(0);
+  if (op == os::io_op::sync && !data && g_fail_log_sync) return g_fail_log_sync;
+  if (op == os::io_op::allocate && data && g_fail_allocate) return g_fail_allocate;
+  return {};
+}
+
+struct engine_fixture : ::testing::Test {
+  tmf_test::scoped_path path;
+  void SetUp() override {
+    g_writes_left = -1;
+    g_die_on_log_sync = false;
+    g_fail_log_write = g_fail_log_sync = g_fail_allocate = {};
+    // Create the file with a committed baseline: value 1, 8 pages of 1s.
+    tmf::storage<root> s(path);
+    auto w = s.write();
+    w->value = 1;
+    w->pages.assign(8 * page_size / sizeof(std::uint64_t), 1);
+    w.commit();
+    struct stat st;
+    ::stat(path.path().c_str(), &st);
+    g_data_inode = st.st_ino;
+  }
+  void TearDown() override { os::io_hook = nullptr; }
+
+  /// In a child: opens, sets the hook, sets value and every page word to `v`, commits.
+  int child_commit(std::uint64_t v) {
+    return tmf_test::run_in_child([&] {
+      tmf::storage<root> s(path);
+      auto w = s.write();
+      w->value = v;
+      for (auto& x : w->pages) x = v;
+      os::io_hook = &hook;
+      w.commit();
+      os::io_hook = nullptr;
+      return 0;
+    });
+  }
+
+  /// In a fresh child: opens, checks, and returns 0 if the state is uniformly `v`.
+  int verify_in_child(std::uint64_t v) {
+    return tmf_test::run_in_child([&] {
+      tmf::storage<root> s(path);
+      s.check();
+      auto r = s.read();
+      if (r->value != v) {
+        std::fprintf(stderr, "value %llu, expected %llu\n", (unsigned long long)r->value, (unsigned long long)v);
+        return 1;
+      }
+      for (auto x : r->pages)
+        if (x != v) {
+          std::fprintf(stderr, "page word %llu, expected %llu (half-applied)\n", (unsigned long long)x,
+                       (unsigned long long)v);
+          return 2;
+        }
+      return 0;
+    });
+  }
+};
+
+TEST_F(engine_fixture, DeathAtTheLogSyncKeepsTheWholeRecordOrNothing) {
+  // A process death does not lose the page cache: the record written just before the
+  // sync is complete, so recovery replays all of it (an unacknowledged commit may land,
+  // never half of one). Power loss at this point is the power-loss harness's business.
+  g_die_on_log_sync = true;
+  EXPECT_EQ(child_commit(2), 0);
+  EXPECT_EQ(verify_in_child(2), 0);
+}
+
+TEST_F(engine_fixture, DeathAfterTheLogSyncBeforeApplyIsReplayedOnOpen) {
+  g_writes_left = 0;  // die at the first write to the data file
+  EXPECT_EQ(child_commit(2), 0);
+  EXPECT_EQ(verify_in_child(2), 0) << "a durable commit was lost";
+}
+
+TEST_F(engine_fixture, DeathInTheMiddleOfApplyIsRepairedOnOpen) {
+  for (int allowed : {1, 3}) {
+    g_writes_left = allowed;
+    EXPECT_EQ(child_commit(10 + allowed), 0);
+    EXPECT_EQ(verify_in_child(10 + allowed), 0) << "half-applied commit after " << allowed << " page writes";
+  }
+}
+
+TEST_F(engine_fixture, ReaderInAnotherProcessNeverSeesAHalfAppliedCommit) {
+  for (int allowed : {0, 2}) {
+    int go[2];
+    ASSERT_EQ(::pipe(go), 0);
+    const std::uint64_t v = 20 + static_cast<std::uint64_t>(allowed);
+    pid_t pid = ::fork();
+    if (pid == 0) {  // the writer opens on its own, then dies in the middle of applying
+      char c;
+      if (::read(go[0], &c, 1) != 1) ::_exit(1);
+      tmf::storage<root> s(path);
+      auto w = s.write();
+      w->value = v;
+      for (auto& x : w->pages) x = v;
+      g_writes_left = allowed;
+      os::io_hook = &hook;
+      w.commit();
+      ::_exit(3);  // not reached: the hook exits
+    }
+    {
+      tmf::storage<root> s(path);  // stays open while the writer dies
+      ASSERT_EQ(s.read()->value, allowed == 0 ? 1u : 20u);
+      ASSERT_EQ(::write(go[1], "g", 1), 1);
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+      ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "writer status " << status;
+      auto r = s.read();
+      EXPECT_EQ(r->value, v) << "the durable commit was not repaired into the data file";
+      for (auto x : r->pages) ASSERT_EQ(x, v) << "a reader saw a half-applied commit";
+    }
+    ::close(go[0]);
+    ::close(go[1]);
+  }
+}
+
+TEST_F(engine_fixture, TornLastRecordIsIgnored) {
+  // Commit 2 applied, commit 3 durable but not applied; then damage commit 3's record.
+  EXPECT_EQ(tmf_test::run_in_child([&] {
+              tmf::storage<root> s(path);
+              {
+                auto w = s.write();
+                w->value = 2;
+                for (auto& x : w->pages) x = 2;
+                w.commit();
+                w->value = 3;
+                for (auto& x : w->pages) x = 3;
+                g_writes_left = 0;
+                os::io_hook = &hook;
+                w.commit();
+              }
+              return 1;  // not reached
+            }),
+            0);
+  // The last record starts where the data header's log_end says (header written by commit 2).
+  int fd = ::open(path.path().c_str(), O_RDONLY);
+  tmf::detail::file_header h;
+  ASSERT_EQ(::pread(fd, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
+  ::close(fd);
+  ASSERT_EQ(h.txn, 3u) << "commit 2 should be applied (txn 1 created the root, 2 the baseline)";
+  int lfd = ::open(tmf_test::log_path(path.path()).c_str(), O_RDWR);
+  char junk = 0x5a;
+  ASSERT_EQ(::pwrite(lfd, &junk, 1, static_cast<off_t>(h.log_end + 200)), 1);
+  ::close(lfd);
+  EXPECT_EQ(verify_in_child(2), 0) << "a damaged record was replayed, or the good state was lost";
+}
+
+TEST_F(engine_fixture, FailedLogWriteRollsBackAndTheWriterStaysUsable) {
+  tmf::storage<root> s(path);
+  auto w = s.write();
+  w->value = 5;
+  g_fail_log_write = std::make_error_code(std::errc::no_space_on_device);
+  os::io_hook = &hook;
+  try {
+    w.commit();
+    ADD_FAILURE() << "commit succeeded despite a failing log write";
+  } catch (const tmf::error& e) {
+    EXPECT_EQ(e.code(), std::errc::no_space_on_device) << e.what();
+  }
+  os::io_hook = nullptr;
+  EXPECT_EQ(w->value, 1u) << "the failed transaction was not rolled back";
+  w->value = 6;
+  w.commit();
+  EXPECT_EQ(s.stats().rollbacks, 1u);
+}
+
+TEST_F(engine_fixture, FailedLogSyncIsAFailedCommitEvenAfterACrash) {
+  EXPECT_EQ(tmf_test::run_in_child([&] {
+              tmf::storage<root> s(path);
+              auto w = s.write();
+              w->value = 7;
+              g_fail_log_sync = std::make_error_code(std::errc::io_error);
+              os::io_hook = &hook;
+              try {
+                w.commit();
+                return 1;
+              } catch (const tmf::error& e) {
+                if (e.code() != std::errc::io_error) return 2;
+              }
+              if (w->value != 1) return 3;
+              ::_exit(0);  // crash with the failed record in the page cache
+            }),
+            0);
+  EXPECT_EQ(verify_in_child(1), 0) << "a commit reported as failed was replayed";
+}
+
+TEST_F(engine_fixture, DiskFullOnGrowthIsBadAllocAndTheWriterStaysUsable) {
+  tmf::storage<root> s(path);
+  auto w = s.write();
+  g_fail_allocate = std::make_error_code(std::errc::no_space_on_device);
+  os::io_hook = &hook;
+  EXPECT_THROW(w->pages.resize(64 << 20), std::bad_alloc);
+  os::io_hook = nullptr;
+  w->value = 9;
+  w.commit();
+  w.rollback();
+  EXPECT_EQ(w->value, 9u);
+  s.check();
+}
+
+TEST_F(engine_fixture, CheckpointsRestartTheLogAndKeepTheData) {
+  tmf::options o;
+  o.checkpoint_bytes = page_size;  // every commit checkpoints
+  {
+    tmf::storage<root> s(path, o);
+    for (std::uint64_t v = 2; v < 6; ++v) {
+      auto w = s.write();
+      w->value = v;
+      for (auto& x : w->pages) x = v;
+      w.commit();
+      int lfd = ::open(tmf_test::log_path(path.path()).c_str(), O_RDONLY);
+      tmf::detail::log_header lh;
+      ASSERT_EQ(::pread(lfd, &lh, sizeof lh, 0), static_cast<ssize_t>(sizeof lh));
+      ::close(lfd);
+      EXPECT_EQ(lh.base_txn, v + 1) << "the log did not restart at the checkpoint";
+    }
+  }
+  EXPECT_EQ(verify_in_child(5), 0);
+}
+
+TEST_F(engine_fixture, CleanCloseLeavesNothingToReplay) {
+  { tmf::storage<root> s(path); }
+  const auto bytes = tmf_test::read_bytes(path.path());
+  { tmf::storage<root> s(path); }
+  EXPECT_EQ(bytes, tmf_test::read_bytes(path.path())) << "reopening a cleanly closed file modified it";
+}
+
+TEST_F(engine_fixture, GrowthByAnotherProcessIsMappedByReaders) {
+  int go[2], done[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {  // the writer: opens on its own (the parent had not opened yet)
+    char c;
+    if (::read(go[0], &c, 1) != 1) ::_exit(1);
+    {
+      tmf::storage<root> s(path);
+      auto w = s.write();
+      w->pages.assign(4 << 20, 42);  // 32 MiB: the arena grows
+      w->value = 42;
+      w.commit();
+    }
+    ::_exit(::write(done[1], "x", 1) == 1 ? 0 : 1);
+  }
+  tmf::storage<root> s(path);
+  const auto before = s.size();
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  char c;
+  ASSERT_EQ(::read(done[0], &c, 1), 1);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  auto r = s.read();
+  EXPECT_GT(s.size(), before) << "the arena did not grow";
+  ASSERT_EQ(r->value, 42u);
+  ASSERT_EQ(r->pages.size(), std::size_t{4} << 20);
+  for (std::size_t i = 0; i < r->pages.size(); i += 511) ASSERT_EQ(r->pages[i], 42u) << "word " << i;
+  for (int fd : {go[0], go[1], done[0], done[1]}) ::close(fd);
+}
+
+TEST_F(engine_fixture, ConcurrentCreationMakesOneRoot) {
+  tmf_test::scoped_path fresh(std::string_view("fresh"));
+  struct counted {
+    std::uint64_t made = 0;
+    counted() { made = 1; }
+  };
+  std::vector<pid_t> pids;
+  for (int i = 0; i < 4; ++i) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      try {
+        tmf::storage<counted> s(fresh.path());
+        auto w = s.write();
+        w->made += 10;  // each process adds 10 to the one root
+        w.commit();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child: %s\n", e.what());
+        ::_exit(1);
+      }
+      ::_exit(0);
+    }
+    pids.push_back(pid);
+  }
+  for (pid_t pid : pids) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  tmf::storage<counted> s(fresh.path());
+  EXPECT_EQ(s.read()->made, 41u) << "the root was constructed more than once, or an update was lost";
+}
+
+}  // namespace

@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+// Tests of include/tmf/detail/log.hpp: record format, checksums, torn tails, replay order.
+#include <tmf/detail/log.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace {
+
+using namespace tmf::detail;
+
+struct log_fixture : ::testing::Test {
+  tmf_test::scoped_path log_file{std::string_view("log")};
+  tmf_test::scoped_path data_file{std::string_view("data")};
+  int log_fd = -1, data_fd = -1;
+  std::vector<unsigned char> mem = std::vector<unsigned char>(8 * page_size);
+  std::vector<std::uint64_t> pages{0, 2, 3, 7};
+
+  void SetUp() override {
+    ASSERT_FALSE(os::create_file(log_file.path(), log_fd));
+    ASSERT_FALSE(os::create_file(data_file.path(), data_fd));
+    for (std::size_t i = 0; i < mem.size(); ++i) mem[i] = static_cast<unsigned char>(i * 31 + i / page_size);
+  }
+  void TearDown() override {
+    os::close_file(log_fd);
+    os::close_file(data_fd);
+  }
+  std::uint64_t write(std::uint64_t off = log_start, std::uint64_t txn = 5) {
+    EXPECT_FALSE(write_record(log_fd, off, txn, 42, pages.data(), pages.size(), mem.data()));
+    return off + record_size(pages.size());
+  }
+  bool valid_at(std::uint64_t off, std::uint64_t txn = 5, std::uint64_t file_id = 42, record_info* out = nullptr) {
+    bool valid = false;
+    record_info info;
+    EXPECT_FALSE(check_record(log_fd, off, txn, file_id, 8, valid, info));
+    if (out) *out = info;
+    return valid;
+  }
+};
+
+TEST_F(log_fixture, HeaderRoundTripAndValidation) {
+  log_header h;
+  bool valid = true;
+  ASSERT_FALSE(read_log_header(log_fd, 42, h, valid));
+  EXPECT_FALSE(valid) << "an empty log has no valid header";
+  ASSERT_FALSE(write_log_header(log_fd, 42, 17, true));
+  ASSERT_FALSE(read_log_header(log_fd, 42, h, valid));
+  EXPECT_TRUE(valid);
+  EXPECT_EQ(h.base_txn, 17u);
+  ASSERT_FALSE(read_log_header(log_fd, 43, h, valid));
+  EXPECT_FALSE(valid) << "a log of another data file was accepted";
+  ASSERT_FALSE(os::pwrite_all(log_fd, "X", 1, 20));
+  ASSERT_FALSE(read_log_header(log_fd, 42, h, valid));
+  EXPECT_FALSE(valid) << "a damaged header was accepted";
+}
+
+TEST_F(log_fixture, RecordRoundTrip) {
+  std::uint64_t end = write();
+  record_info info;
+  ASSERT_TRUE(valid_at(log_start, 5, 42, &info));
+  EXPECT_EQ(info.txn, 5u);
+  EXPECT_EQ(info.page_count, pages.size());
+  EXPECT_EQ(info.end, end);
+  EXPECT_FALSE(valid_at(log_start, 6)) << "wrong transaction id accepted";
+  EXPECT_FALSE(valid_at(log_start, 5, 41)) << "wrong file id accepted";
+  EXPECT_FALSE(valid_at(end)) << "nothing after the record";
+}
+
+TEST_F(log_fixture, EveryTornTailIsRejected) {
+  std::uint64_t end = write();
+  // A crash can leave any prefix of the record: only the whole of it counts.
+  for (std::uint64_t cut = log_start; cut < end; cut += 509) {
+    ASSERT_FALSE(os::truncate(log_fd, cut));
+    EXPECT_FALSE(valid_at(log_start)) << "record cut at " << cut - log_start << " of " << end - log_start
+                                      << " bytes was accepted";
+    write();
+  }
+}
+
+TEST_F(log_fixture, AnyFlippedByteIsRejected) {
+  std::uint64_t end = write();
+  for (std::uint64_t at = log_start; at < end; at += 97) {
+    unsigned char b;
+    std::size_t got;
+    ASSERT_FALSE(os::pread_all(log_fd, &b, 1, at, got));
+    unsigned char f = b ^ 0x10;
+    ASSERT_FALSE(os::pwrite_all(log_fd, &f, 1, at));
+    EXPECT_FALSE(valid_at(log_start)) << "flipped byte at record offset " << at - log_start << " accepted";
+    ASSERT_FALSE(os::pwrite_all(log_fd, &b, 1, at));
+  }
+  EXPECT_TRUE(valid_at(log_start));
+}
+
+std::vector<std::uint64_t> g_write_offsets;
+int g_data_fd = -1;
+std::error_code record_data_writes(os::io_op op, int fd, std::uint64_t off, std::uint64_t, const void*) {
+  if (op == os::io_op::write && fd == g_data_fd) g_write_offsets.push_back(off);
+  return {};
+}
+
+TEST_F(log_fixture, ApplyRecordCopiesPagesAndWritesTheHeaderPageLast) {
+  write();
+  record_info info;
+  ASSERT_TRUE(valid_at(log_start, 5, 42, &info));
+  g_data_fd = data_fd;
+  g_write_offsets.clear();
+  os::io_hook = &record_data_writes;
+  ASSERT_FALSE(apply_record(log_fd, info, data_fd));
+  os::io_hook = nullptr;
+  ASSERT_EQ(g_write_offsets.size(), pages.size());
+  EXPECT_EQ(g_write_offsets.back(), 0u) << "page 0 must be applied last";
+  std::vector<unsigned char> page(page_size);
+  for (auto p : pages) {
+    std::size_t got;
+    ASSERT_FALSE(os::pread_all(data_fd, page.data(), page_size, p * page_size, got));
+    EXPECT_EQ(0, std::memcmp(page.data(), mem.data() + p * page_size, page_size)) << "page " << p;
+  }
+}
+
+TEST_F(log_fixture, ApplyPagesCoalescesRunsAndWritesPageZeroLast) {
+  g_data_fd = data_fd;
+  g_write_offsets.clear();
+  os::io_hook = &record_data_writes;
+  std::vector<std::uint64_t> run{0, 1, 2, 3, 5, 6};
+  ASSERT_FALSE(apply_pages(data_fd, run.data(), run.size(), mem.data()));
+  os::io_hook = nullptr;
+  // pwritev reports one hook call per buffer: pages 1,2,3 (one run), 5,6 (another), then 0.
+  ASSERT_EQ(g_write_offsets.size(), run.size());
+  EXPECT_EQ(g_write_offsets.back(), 0u);
+  std::vector<unsigned char> back(7 * page_size);
+  std::size_t got;
+  ASSERT_FALSE(os::pread_all(data_fd, back.data(), back.size(), 0, got));
+  for (auto p : run)
+    EXPECT_EQ(0, std::memcmp(back.data() + p * page_size, mem.data() + p * page_size, page_size)) << "page " << p;
+}
+
+TEST_F(log_fixture, ConsecutiveRecordsChain) {
+  std::uint64_t end = write(log_start, 5);
+  std::uint64_t end2 = write(end, 6);
+  record_info info;
+  ASSERT_TRUE(valid_at(end, 6, 42, &info));
+  EXPECT_EQ(info.end, end2);
+  EXPECT_FALSE(valid_at(end, 7));
+}
+
+}  // namespace

@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+// Tests of include/tmf/detail/tracker.hpp: the dirty-page set, chunk mode and pagemap
+// detection (over a plain private file mapping), and the fault path through a storage.
+#include <tmf/detail/tracker.hpp>
+#include <tmf/tmf.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace {
+
+using namespace tmf::detail;
+
+struct mapped_file {
+  tmf_test::scoped_path path;
+  int fd = -1;
+  void* base = nullptr;
+  std::size_t bytes;
+  explicit mapped_file(std::size_t n) : path(std::string_view("map")), bytes(n) {
+    EXPECT_FALSE(os::create_file(path.path(), fd));
+    EXPECT_FALSE(os::allocate(fd, 0, bytes));
+    EXPECT_FALSE(os::reserve(nullptr, bytes, false, base));
+    EXPECT_FALSE(os::map_file(base, bytes, fd, 0));
+  }
+  ~mapped_file() {
+    os::release(base, bytes);
+    os::close_file(fd);
+  }
+  unsigned char* at(std::size_t page) { return static_cast<unsigned char*>(base) + page * page_size; }
+  unsigned char file_byte(std::size_t page) {
+    unsigned char c = 0;
+    std::size_t got;
+    os::pread_all(fd, &c, 1, page * page_size, got);
+    return c;
+  }
+};
+
+TEST(DirtySet, RecordsFaultedPagesOnceAndResetRestoresTheFile) {
+  mapped_file m(64 * page_size);
+  dirty_set d;
+  ASSERT_FALSE(d.init(64));
+  for (std::size_t p : {5u, 3u, 5u, 9u}) {
+    ASSERT_TRUE(d.on_fault(static_cast<unsigned char*>(m.base), m.bytes, p));
+    *m.at(p) = 0xAB;  // writable now
+  }
+  EXPECT_EQ(d.count(), 3u) << "a page must be recorded once";
+  EXPECT_TRUE(d.contains(3) && d.contains(5) && d.contains(9));
+  EXPECT_FALSE(d.contains(4));
+  ASSERT_FALSE(d.collect(static_cast<unsigned char*>(m.base), m.bytes, -1));
+  EXPECT_EQ(std::vector<std::uint64_t>(d.pages(), d.pages() + d.count()), (std::vector<std::uint64_t>{3, 5, 9}));
+  EXPECT_EQ(m.file_byte(5), 0) << "a private write reached the file";
+  ASSERT_FALSE(d.reset(static_cast<unsigned char*>(m.base), m.bytes, true));
+  EXPECT_EQ(d.count(), 0u);
+  EXPECT_FALSE(d.contains(5));
+  EXPECT_EQ(*m.at(5), 0) << "reset(discard) did not drop the private copy";
+}
+
+TEST(DirtySet, PastTheBudgetWholeChunksAreUnprotectedAndPagemapFindsTheWrites) {
+  const std::size_t pages = 2 * isolated_page_budget + 3 * chunk_pages;
+  mapped_file m(pages * page_size);
+  dirty_set d;
+  ASSERT_FALSE(d.init(pages));
+  auto* base = static_cast<unsigned char*>(m.base);
+  // Every other page up to the budget: one by one.
+  std::size_t p = 0;
+  for (; d.count() < isolated_page_budget; p += 2) {
+    ASSERT_TRUE(d.on_fault(base, m.bytes, p));
+    *m.at(p) = 1;
+  }
+  EXPECT_EQ(d.chunk_count(), 0u);
+  // The next fault opens a whole chunk; writes inside it do not fault.
+  const std::size_t first_wide = (p / chunk_pages + 1) * chunk_pages;
+  ASSERT_TRUE(d.on_fault(base, m.bytes, first_wide + 1));
+  EXPECT_EQ(d.chunk_count(), 1u);
+  std::vector<std::size_t> written{first_wide + 1, first_wide + 7, first_wide + chunk_pages - 1};
+  for (auto w : written) *m.at(w) = 2;
+  int pagemap = -1;
+  bool have_pagemap = !os::open_pagemap(pagemap);
+  ASSERT_FALSE(d.collect(base, m.bytes, have_pagemap ? pagemap : -1));
+  std::size_t in_chunk = 0;
+  for (std::size_t i = 0; i < d.count(); ++i)
+    if (d.pages()[i] >= first_wide && d.pages()[i] < first_wide + chunk_pages) ++in_chunk;
+  if (have_pagemap)
+    EXPECT_EQ(in_chunk, written.size()) << "pagemap should find exactly the written pages of the chunk";
+  else
+    EXPECT_EQ(in_chunk, chunk_pages) << "without pagemap the whole chunk is logged";
+  ASSERT_FALSE(d.reset(base, m.bytes, true));
+  for (auto w : written) EXPECT_EQ(*m.at(w), 0) << "page " << w << " not discarded";
+  if (pagemap >= 0) os::close_file(pagemap);
+}
+
+struct big_root {
+  char* bytes = nullptr;  // raw storage memory: not zero-filled, so allocating dirties nothing
+};
+
+// A transaction may dirty far more scattered pages than the kernel's map count allows as
+// separate mappings (vm.max_map_count = 65530): 100,000 every-other pages.
+TEST(Tracker, HundredThousandScatteredPagesCommitAndRollBack) {
+  tmf_test::scoped_path p;
+  constexpr std::size_t n = 100000;
+  tmf::options o;
+  o.max_size = std::size_t{1} << 30;
+  o.sync = tmf::durability::no_sync;
+  auto page_of = [](char* data, std::size_t i) -> char& {
+    auto a = (reinterpret_cast<std::uintptr_t>(data) + page_size - 1) / page_size * page_size;
+    return reinterpret_cast<char*>(a)[2 * i * page_size];
+  };
+  {
+    tmf::storage<big_root> s(p, o);
+    {
+      auto w = s.write();
+      w->bytes = w.get_allocator<char>().allocate(2 * n * page_size + page_size);
+      w.commit();
+    }
+    {
+      auto w = s.write();
+      for (std::size_t i = 0; i < n; ++i) page_of(w->bytes, i) = static_cast<char>(1 + i % 100);
+      const auto before = s.stats().pages_logged;
+      w.commit();
+      const auto logged = s.stats().pages_logged - before;
+      EXPECT_GE(logged, n) << "not every written page was logged";
+      EXPECT_LE(logged, n + 8) << "pages that were not written were logged (pagemap detection)";
+    }
+    {
+      auto w = s.write();
+      for (std::size_t i = 0; i < n; ++i) page_of(w->bytes, i) = 0;
+      w.rollback();
+      for (std::size_t i = 0; i < n; ++i)
+        ASSERT_EQ(page_of(w->bytes, i), static_cast<char>(1 + i % 100)) << "rollback lost page " << i;
+    }
+    s.check();
+  }
+  // A new process sees the committed bytes.
+  int rc = tmf_test::run_in_child([&] {
+    tmf::storage<big_root> s(p.path(), o);
+    auto r = s.read();
+    char* data = r->bytes;
+    for (std::size_t i = 0; i < n; ++i)
+      if (page_of(data, i) != static_cast<char>(1 + i % 100)) return 1;
+    return 0;
+  });
+  EXPECT_EQ(rc, 0) << "a new process did not see the committed pages";
+}
+
+}  // namespace
