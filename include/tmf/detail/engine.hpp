@@ -155,7 +155,7 @@ class engine {
     if (auto ec = os::lock_byte(m_fd, lock_writer, os::lock_kind::exclusive, wait, got)) throw_os(ec, "write lock");
     if (!got) return false;
     try {
-      replay_pending();
+      if (!last_writer_was_us()) replay_pending();
       ensure_mapped(static_cast<std::size_t>(header()->arena_size));
     } catch (...) {
       os::lock_byte(m_fd, lock_writer, os::lock_kind::unlock, true, got);
@@ -172,7 +172,9 @@ class engine {
   void end_write() noexcept {
     if (os::fork_generation() != m_fork_generation) return;  // the parent's locks are not ours
     TMF_ASSERT(is_writer_thread());
-    if (m_dirty.count() != 0 || m_dirty.chunk_count() != 0) rollback_pages();
+    if (has_changes()) ++m_rollbacks;
+    if (m_dirty.reset(m_base, m_mapped.load(std::memory_order_relaxed), true))
+      fatal("cannot drop private pages at the end of a writer (madvise/mprotect failed)");
     m_region->writer.store(0, std::memory_order_release);
     m_writer_thread.store(0, std::memory_order_relaxed);
     thread_state& ts = this_thread();
@@ -190,7 +192,7 @@ class engine {
   /// Makes everything since the last commit atomic and durable.
   void commit() {
     check_writer("commit");
-    if (m_dirty.count() == 0 && m_dirty.chunk_count() == 0 && header()->max_size == m_max_size) {
+    if (!has_changes()) {
       ++m_commits;  // nothing changed: nothing to log
       return;
     }
@@ -219,6 +221,7 @@ class engine {
     m_pages_logged += n;
     apply_committed(txn, n);
     m_log_off = end;
+    m_seen_txn = txn;
     ++m_commits;
     if (m_log_off - log_start > m_opt.checkpoint_bytes) checkpoint();
   }
@@ -359,6 +362,18 @@ class engine {
     }
   };
 
+  /// Writer lock held. True if the data file is still at the transaction this process
+  /// last committed or recovered, and no dead writer left a record after it: then the log
+  /// position is known and nothing needs replaying (one small read instead of four).
+  bool last_writer_was_us() {
+    if (header()->txn != m_seen_txn) return false;  // the mapping shows the file: no private copy yet
+    bool valid = false;
+    record_info info;
+    if (check_record(m_log_fd, m_log_off, m_seen_txn + 1, m_file_id, m_reserved / page_size + 1, valid, info))
+      return false;
+    return !valid;
+  }
+
   void check_writer(const char* what) {
     check_fork();
     if (!is_writer_thread())
@@ -367,10 +382,18 @@ class engine {
     if (m_poison) throw error(m_poison, "tmf: " + m_path.string() + " is unusable after a failed apply");
   }
 
+  /// Undoes the transaction; the header page stays writable for the writer's next one.
   void rollback_pages() noexcept {
-    if (auto ec = m_dirty.reset(m_base, m_mapped.load(std::memory_order_relaxed), true))
+    if (has_changes()) ++m_rollbacks;
+    if (m_dirty.reset(m_base, m_mapped.load(std::memory_order_relaxed), true, dirty_set::header_page::keep_discard))
       fatal("cannot drop private pages on rollback (madvise/mprotect failed)");
-    ++m_rollbacks;
+  }
+
+  /// Whether the transaction changed anything: a page other than the header, or the
+  /// header itself (its checksum is sealed at every commit).
+  bool has_changes() const noexcept {
+    const file_header* h = header();
+    return m_dirty.beyond_header() || h->checksum != header_checksum(*h) || h->max_size != m_max_size;
   }
 
   // -- opening and closing ----------------------------------------------------------------
@@ -573,6 +596,8 @@ class engine {
 
   void close_all(bool checkpoint_if_last) noexcept {
     const bool forked = os::fork_generation() != m_fork_generation;
+    if (checkpoint_if_last && !forked && (m_readers != 0 || m_writer_thread.load() != 0))
+      fatal("a storage was destroyed while one of its readers or writers was still alive");
     if (m_region) m_region->begin.store(0, std::memory_order_release);
     if (checkpoint_if_last && !forked && m_writable && m_fd >= 0 && m_log_fd >= 0 && m_base && !m_poison) {
       // The last process to close syncs the data file and empties the log.
@@ -679,7 +704,9 @@ class engine {
       m_poison = ec;
       throw_os(ec, "commit to " + m_path.string() + " is durable in the log but could not be applied");
     }
-    if (m_dirty.reset(m_base, m_mapped.load(std::memory_order_relaxed), true))
+    // The header page keeps its private copy (now equal to the file) while this writer
+    // lives: every commit writes it, and this saves a fault per commit.
+    if (m_dirty.reset(m_base, m_mapped.load(std::memory_order_relaxed), true, dirty_set::header_page::keep))
       fatal("cannot drop private pages after commit (madvise/mprotect failed)");
   }
 
@@ -710,9 +737,11 @@ class engine {
   }
 
   file_header pread_header() {
-    os::file_info fi;
-    if (auto ec = os::stat_file(m_fd, fi)) throw_os(ec, "cannot stat " + m_path.string());
-    return read_header(fi.size);
+    file_header h;
+    std::size_t got = 0;
+    if (auto ec = os::pread_all(m_fd, &h, sizeof h, 0, got)) throw_os(ec, "cannot read " + m_path.string());
+    if (got < sizeof h) throw error(errc::not_a_storage, "tmf: " + m_path.string() + " is too short to be a tmf storage");
+    return h;
   }
 
   /// Replays valid records from `off`, expecting `txn` first; returns how many.
@@ -770,6 +799,7 @@ class engine {
     if (replayed == 0 && s.header.base_txn == h.txn && s.marker.txn <= h.txn) {
       m_log_base = h.txn;
       m_log_off = log_start;
+      m_seen_txn = h.txn;
       return;  // clean: nothing written, the file stays byte-for-byte as it was
     }
     extend_to_arena();
@@ -781,6 +811,7 @@ class engine {
     clear_marker(h.txn);
     m_log_base = h.txn;
     m_log_off = log_start;
+    m_seen_txn = h.txn;
   }
 
   void clear_marker(std::uint64_t txn) {
@@ -819,6 +850,7 @@ class engine {
     }
     m_log_base = s.header.base_txn;
     m_log_off = off;
+    m_seen_txn = pread_header().txn;
   }
 
   /// Takes the apply lock shared for this process's first reader; repairs a half-applied
@@ -901,6 +933,7 @@ class engine {
   std::mutex m_map_mutex;
   std::atomic<std::uintptr_t> m_writer_thread{0};
   std::uint64_t m_log_base = 0, m_log_off = log_start, m_log_allocated = 0;
+  std::uint64_t m_seen_txn = ~std::uint64_t{0};  ///< the data file's txn when this process last knew the log position
   bool m_data_sync_failed = false;
   std::error_code m_poison;
   std::atomic<std::uint64_t> m_commits{0}, m_rollbacks{0}, m_pages_logged{0};

@@ -12,11 +12,6 @@
 /// The heap knows nothing about files: its tests run over a plain buffer.
 #pragma once
 
-#include <tmf/detail/config.hpp>
-#include <tmf/error.hpp>
-
-#include <boost/intrusive/set.hpp>
-
 #include <algorithm>
 #include <bit>
 #include <cstddef>
@@ -26,6 +21,11 @@
 #include <new>
 #include <string>
 #include <vector>
+
+#include <boost/intrusive/set.hpp>
+
+#include "../error.hpp"
+#include "config.hpp"
 
 namespace tmf::detail {
 
@@ -228,7 +228,7 @@ class heap {
     } else if (merge_next) {
       const std::size_t merged = bs + next->m_size;
       heap_impl::free_block* block = make_block(p, 0);  // [p, p+bs) does not touch next's node
-      by_addr.replace_node(next_it, *block);             // same place in address order
+      by_addr.replace_node(next_it, *block);            // same place in address order
       resize(*next, *block, merged);
     } else {
       heap_impl::free_block* block = make_block(p, bs);
@@ -319,9 +319,7 @@ class heap {
  private:
   using block_iterator = heap_impl::size_tree::iterator;
 
-  std::size_t arena_bytes() const noexcept {
-    return static_cast<std::size_t>(m_s->m_end - m_s->m_begin);
-  }
+  std::size_t arena_bytes() const noexcept { return static_cast<std::size_t>(m_s->m_end - m_s->m_begin); }
 
   static heap_impl::free_block* make_block(std::uintptr_t at, std::size_t size) noexcept {
     auto* block = ::new (reinterpret_cast<void*>(at)) heap_impl::free_block;
@@ -341,8 +339,7 @@ class heap {
     auto& by_size = m_s->m_by_size;
     const heap_impl::by_size_compare less;
     const auto it = by_size.iterator_to(from);
-    const bool smaller =
-        new_size < from.m_size || (new_size == from.m_size && to.address() < from.address());
+    const bool smaller = new_size < from.m_size || (new_size == from.m_size && to.address() < from.address());
     to.m_size = new_size;  // may change `from`'s key in place; only `to` is compared below
     bool in_place;
     if (smaller) {
@@ -468,9 +465,7 @@ class heap {
 };
 
 namespace heap_impl {
-[[noreturn]] inline void corrupted(const std::string& what) {
-  throw error(errc::corrupted, "heap: " + what);
-}
+[[noreturn]] inline void corrupted(const std::string& what) { throw error(errc::corrupted, "heap: " + what); }
 }  // namespace heap_impl
 
 template <class Tree, class Visit>
@@ -490,8 +485,7 @@ void heap::audit_tree(const Tree& tree, const char* name, std::size_t max_blocks
   node_ptr rightmost = header;
 
   // Returns the black height of the subtree at n.
-  const auto walk = [&](const auto& self, node_ptr n, node_ptr parent, bool parent_red,
-                        int depth) -> int {
+  const auto walk = [&](const auto& self, node_ptr n, node_ptr parent, bool parent_red, int depth) -> int {
     if (n == nullptr) return 1;
     const auto na = reinterpret_cast<std::uintptr_t>(n);
     const auto pa = reinterpret_cast<std::uintptr_t>(parent);

@@ -105,22 +105,39 @@ class dirty_set {
     return {};
   }
 
+  /// What `reset` does with page 0 (a storage's header, written by every commit).
+  enum class header_page {
+    release,       ///< like any other page
+    keep,          ///< stays writable and recorded, private copy kept (after a commit: it equals the file)
+    keep_discard,  ///< stays writable and recorded, private copy dropped (after a rollback)
+  };
+
   /// Drops the private copies of everything recorded (`discard`) and makes it read-only
-  /// again; then forgets it all. Cost: proportional to the recorded pages and chunks.
-  std::error_code reset(unsigned char* base, std::size_t mapped, bool discard) noexcept {
+  /// again; then forgets it all, except page 0 as `header` says. Cost: proportional to the
+  /// recorded pages and chunks.
+  std::error_code reset(unsigned char* base, std::size_t mapped, bool discard,
+                        header_page header = header_page::release) noexcept {
     std::error_code first_error;
+    auto note = [&](std::error_code ec) {
+      if (ec && !first_error) first_error = ec;
+    };
     auto run = [&](std::size_t page, std::size_t n) {
       if (page * page_size >= mapped) return;
       std::size_t bytes = std::min(n * page_size, mapped - page * page_size);
-      if (discard)
-        if (auto ec = os::discard(base + page * page_size, bytes); ec && !first_error) first_error = ec;
-      if (auto ec = os::protect(base + page * page_size, bytes, false); ec && !first_error) first_error = ec;
+      if (discard) note(os::discard(base + page * page_size, bytes));
+      note(os::protect(base + page * page_size, bytes, false));
     };
     std::sort(m_list, m_list + m_count);
     // Pages inside a whole chunk are covered by the chunk's run below: re-protecting them
     // one by one would split the chunk into thousands of mappings.
     auto wide = [&](std::uint64_t page) { return test(m_chunk_bitmap, static_cast<std::size_t>(page) / chunk_pages); };
-    for (std::size_t i = 0; i < m_count;) {
+    const bool keep_header = header != header_page::release && m_count > 0 && m_list[0] == 0 && !wide(0);
+    std::size_t i = 0;
+    if (keep_header) {
+      if (header == header_page::keep_discard) note(os::discard(base, page_size));
+      i = 1;
+    }
+    while (i < m_count) {
       if (wide(m_list[i])) {
         clear(m_bitmap, static_cast<std::size_t>(m_list[i++]));
         continue;
@@ -131,13 +148,18 @@ class dirty_set {
       for (std::size_t k = i; k < j; ++k) clear(m_bitmap, static_cast<std::size_t>(m_list[k]));
       i = j;
     }
-    for (std::size_t i = 0; i < m_chunk_count; ++i) {
-      run(static_cast<std::size_t>(m_chunk_list[i]) * chunk_pages, chunk_pages);
-      clear(m_chunk_bitmap, static_cast<std::size_t>(m_chunk_list[i]));
+    for (std::size_t c = 0; c < m_chunk_count; ++c) {
+      run(static_cast<std::size_t>(m_chunk_list[c]) * chunk_pages, chunk_pages);
+      clear(m_chunk_bitmap, static_cast<std::size_t>(m_chunk_list[c]));
     }
-    m_count = 0;
+    m_count = keep_header ? 1 : 0;
     m_chunk_count = 0;
     return first_error;
+  }
+
+  /// True if anything other than a kept page 0 is recorded.
+  bool beyond_header() const noexcept {
+    return m_chunk_count != 0 || m_count > 1 || (m_count == 1 && m_list[0] != 0);
   }
 
   const std::uint64_t* pages() const noexcept { return m_list; }
