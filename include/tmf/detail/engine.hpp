@@ -939,17 +939,19 @@ class engine {
   std::atomic<std::uint64_t> m_commits{0}, m_rollbacks{0}, m_pages_logged{0};
 };
 
-/// The engine whose arena starts at `base` in this process, or nullptr.
+/// The engine whose arena starts at `base` in this process, or nullptr. The per-thread
+/// cache holds a registry slot (static, never freed), not an engine: a storage closed and
+/// another opened at the same address is seen through the slot's current owner.
 inline engine* find_engine(const void* base) noexcept {
-  thread_local engine* cached = nullptr;
-  thread_local const void* cached_base = nullptr;
-  if (cached_base == base && cached && cached->base() == base) return cached;
+  const auto want = reinterpret_cast<std::uintptr_t>(base);
+  thread_local tracked_region* cached = nullptr;
+  if (cached && cached->begin.load(std::memory_order_acquire) == want)
+    return static_cast<engine*>(cached->owner.load(std::memory_order_acquire));
   tracked_region* slots = registry();
   for (std::size_t i = 0; i < max_open_storages; ++i)
-    if (slots[i].begin.load(std::memory_order_acquire) == reinterpret_cast<std::uintptr_t>(base)) {
-      cached = static_cast<engine*>(slots[i].owner.load(std::memory_order_acquire));
-      cached_base = base;
-      return cached;
+    if (slots[i].begin.load(std::memory_order_acquire) == want) {
+      cached = &slots[i];
+      return static_cast<engine*>(slots[i].owner.load(std::memory_order_acquire));
     }
   return nullptr;
 }
