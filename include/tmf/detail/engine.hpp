@@ -121,8 +121,11 @@ class engine {
   const std::filesystem::path& path() const noexcept { return m_path; }
   std::size_t size() const noexcept { return static_cast<std::size_t>(header()->arena_size); }
   bool writable() const noexcept { return m_writable; }
+  /// True on the thread holding the writer; never in a forked child (whose thread may
+  /// carry the same id as the parent's writer).
   bool is_writer_thread() const noexcept {
-    return m_writer_thread.load(std::memory_order_relaxed) == os::current_thread();
+    return m_writer_thread.load(std::memory_order_relaxed) == os::current_thread() &&
+           os::fork_generation() == m_fork_generation;
   }
   void* root() const noexcept { return reinterpret_cast<void*>(static_cast<std::uintptr_t>(header()->root)); }
 
@@ -288,6 +291,7 @@ class engine {
   // -- allocation -------------------------------------------------------------------------
 
   void* allocate(std::size_t size, std::size_t align) {
+    check_fork();
     if (!is_writer_thread())
       throw error(errc::no_writer, "tmf: allocation in " + m_path.string() + " by a thread without its writer");
     heap hp = arena_heap();
@@ -300,6 +304,7 @@ class engine {
   }
 
   void deallocate(void* p, std::size_t size) noexcept {
+    if (os::fork_generation() != m_fork_generation) fatal("deallocate in a storage opened before fork()");
     if (!is_writer_thread()) fatal("deallocate in a storage by a thread without its writer");
     arena_heap().deallocate(p, size);
   }
@@ -315,6 +320,7 @@ class engine {
   // -- inspection -------------------------------------------------------------------------
 
   storage_stats stats() {
+    check_fork();
     view v(*this);
     os::file_info fi;
     os::stat_file(m_fd, fi);
@@ -333,6 +339,7 @@ class engine {
 
   /// Audits the header and the heap; throws errc::corrupted naming the problem.
   void check() {
+    check_fork();
     view v(*this);
     const file_header* h = header();
     const std::string name = m_path.string();
