@@ -71,7 +71,7 @@ inline thread_state& this_thread() noexcept {
 }
 
 [[noreturn]] inline void throw_os(std::error_code ec, const std::string& what) {
-  throw error(ec, "tmf: " + what + ": " + ec.message());
+  throw error(ec, "tmf: " + what);  // system_error appends ": " + ec.message()
 }
 
 /// Reserves `size` bytes in the library's default zone, else wherever the kernel chooses.
@@ -577,7 +577,7 @@ class engine {
     int fd = -1;
     if (auto ec = os::create_file(tmp, fd)) {
       release_reservation();
-      throw_os(ec, "cannot create " + tmp.string());
+      throw_os(ec, "cannot create " + name);
     }
     std::error_code ec = os::pwrite_all(fd, page, page_size, 0);
     if (!ec && m_opt.sync == durability::full) ec = os::sync_data(fd);
@@ -614,7 +614,8 @@ class engine {
         if (!os::lock_byte(m_fd, lock_writer, os::lock_kind::exclusive, true, w) && w) {
           try {
             replay_pending();
-            checkpoint();
+            // An empty log generation means the data file was synced when it began.
+            if (m_log_off != log_start || m_data_sync_failed) checkpoint();
           } catch (...) {
           }
         }
