@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+//
+// Commit cost (wall-clock time: the syncs are the point).
+//  - small: update one 8-byte field and commit, the writer kept open;
+//      tmf durability::full / no_sync  vs  LMDB txn_begin + put(8-byte value) + commit,
+//      default flags (synced) / MDB_NOSYNC.
+//  - dirty N pages: write one byte in N pages, every other page of a big tmf::vector<char>,
+//      and commit; vs LMDB updating N 8-byte values that lie in N different leaf pages.
+//      Counters: pages/s and s/page (per-page cost).
+
+#include <cstdint>
+#include <string>
+
+#include <benchmark/benchmark.h>
+#include <tmf/tmf.hpp>
+
+#include "bench_common.hpp"
+
+namespace {
+
+constexpr std::size_t page = 4096;
+constexpr std::int64_t max_pages = 256;
+
+struct commit_root {
+  std::uint64_t counter = 0;
+  tmf::vector<char> big;  // 2 * max_pages pages (dirty-N case only)
+};
+
+tmf::durability sync_of(std::int64_t arg) { return arg ? tmf::durability::full : tmf::durability::no_sync; }
+const char* sync_name(std::int64_t arg) { return arg ? "full" : "no_sync"; }
+
+// Pages tmf logged per commit (the header page included).
+void pages_per_commit(benchmark::State& state, const tmf::storage_stats& a, const tmf::storage_stats& b) {
+  state.counters["logged/commit"] =
+      static_cast<double>(b.pages_logged - a.pages_logged) / static_cast<double>(b.commits - a.commits);
+}
+
+void BM_commit_small_tmf(benchmark::State& state) {
+  tmf_bench::scoped_file f("commit-small.tmf");
+  tmf::storage<commit_root> store(f.path(), {.sync = sync_of(state.range(0))});
+  auto w = store.write();
+  const tmf::storage_stats before = store.stats();
+  for (auto _ : state) {
+    ++w->counter;
+    w.commit();
+  }
+  state.SetLabel(sync_name(state.range(0)));
+  pages_per_commit(state, before, store.stats());
+}
+BENCHMARK(BM_commit_small_tmf)->Arg(1)->Arg(0)->UseRealTime()->MinTime(0.2);
+
+void pages_counters(benchmark::State& state, std::int64_t n) {
+  state.counters["pages/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["s/page"] = benchmark::Counter(
+      static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
+void BM_commit_dirty_tmf(benchmark::State& state) {
+  const std::int64_t n = state.range(0);
+  tmf_bench::scoped_file f("commit-dirty.tmf");
+  tmf::storage<commit_root> store(f.path(), {.sync = sync_of(state.range(1))});
+  auto w = store.write();
+  w->big.assign(2 * max_pages * page + page, 0);
+  w.commit();
+  // The vector's buffer is 64-byte aligned, not page aligned: step from its first full page.
+  auto first = (reinterpret_cast<std::uintptr_t>(w->big.data()) + page - 1) & ~(page - 1);
+  char* base = reinterpret_cast<char*>(first);
+  char v = 0;
+  const tmf::storage_stats before = store.stats();
+  for (auto _ : state) {
+    ++v;
+    for (std::int64_t i = 0; i < n; ++i) base[2 * i * page] = v;
+    w.commit();
+  }
+  state.SetLabel(sync_name(state.range(1)));
+  pages_counters(state, n);
+  pages_per_commit(state, before, store.stats());
+}
+BENCHMARK(BM_commit_dirty_tmf)
+    ->ArgsProduct({{1, 16, max_pages}, {1, 0}})
+    ->ArgNames({"pages", "full"})
+    ->UseRealTime()
+    ->MinTime(0.2);
+
+#if defined(TMF_HAVE_LMDB)
+using tmf_bench::mdb_check;
+
+void lmdb_put(MDB_txn* txn, MDB_dbi dbi, std::uint64_t key, std::uint64_t value) {
+  MDB_val k{sizeof key, &key}, d{sizeof value, &value};
+  mdb_check(mdb_put(txn, dbi, &k, &d, 0), "mdb_put");
+}
+
+void BM_commit_small_lmdb(benchmark::State& state) {
+  tmf_bench::scoped_file f("commit-small.lmdb");
+  tmf_bench::lmdb_env db(f.str(), state.range(0) ? 0 : MDB_NOSYNC);
+  std::uint64_t counter = 0;
+  for (auto _ : state) {
+    MDB_txn* txn;
+    mdb_check(mdb_txn_begin(db.env, nullptr, 0, &txn), "mdb_txn_begin");
+    lmdb_put(txn, db.dbi, 1, ++counter);
+    mdb_check(mdb_txn_commit(txn), "mdb_txn_commit");
+  }
+  state.SetLabel(state.range(0) ? "synced" : "MDB_NOSYNC");
+}
+BENCHMARK(BM_commit_small_lmdb)->Arg(1)->Arg(0)->UseRealTime()->MinTime(0.2);
+
+constexpr std::uint64_t lmdb_stride = 512;  // keys per stride: more than an LMDB leaf holds
+
+void BM_commit_dirty_lmdb(benchmark::State& state) {
+  const std::int64_t n = state.range(0);
+  tmf_bench::scoped_file f("commit-dirty.lmdb");
+  tmf_bench::lmdb_env db(f.str(), state.range(1) ? 0 : MDB_NOSYNC);
+  {
+    MDB_txn* txn;
+    mdb_check(mdb_txn_begin(db.env, nullptr, 0, &txn), "mdb_txn_begin");
+    for (std::uint64_t k = 0; k < max_pages * lmdb_stride; ++k) {
+      MDB_val key{sizeof k, &k}, d{sizeof k, &k};
+      mdb_check(mdb_put(txn, db.dbi, &key, &d, MDB_APPEND), "mdb_put");
+    }
+    mdb_check(mdb_txn_commit(txn), "mdb_txn_commit");
+  }
+  std::uint64_t v = 0;
+  for (auto _ : state) {
+    ++v;
+    MDB_txn* txn;
+    mdb_check(mdb_txn_begin(db.env, nullptr, 0, &txn), "mdb_txn_begin");
+    for (std::int64_t i = 0; i < n; ++i) lmdb_put(txn, db.dbi, static_cast<std::uint64_t>(i) * lmdb_stride, v);
+    mdb_check(mdb_txn_commit(txn), "mdb_txn_commit");
+  }
+  state.SetLabel(state.range(1) ? "synced" : "MDB_NOSYNC");
+  pages_counters(state, n);
+}
+BENCHMARK(BM_commit_dirty_lmdb)
+    ->ArgsProduct({{1, 16, max_pages}, {1, 0}})
+    ->ArgNames({"pages", "synced"})
+    ->UseRealTime()
+    ->MinTime(0.2);
+#endif
+
+}  // namespace
+
+BENCHMARK_MAIN();
