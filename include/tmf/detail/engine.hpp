@@ -502,6 +502,14 @@ class engine {
     ensure_mapped(static_cast<std::size_t>(h.arena_size));
     if (auto ec = m_dirty.init(m_reserved / page_size)) throw_os(ec, "cannot reserve the dirty-page set");
     if (os::open_pagemap(m_pagemap_fd)) m_pagemap_fd = -1;  // then whole chunks are logged
+    // Readers check the apply marker through a shared view of the log's first page: a load
+    // instead of a pread per read transaction. Only once the log has the marker's bytes
+    // (touching a page wholly past the end of a file is SIGBUS); until then, pread.
+    os::file_info li;
+    if (m_log_fd >= 0 && !os::stat_file(m_log_fd, li) && li.size >= apply_marker_offset + sizeof(apply_marker)) {
+      const void* view = nullptr;
+      if (!os::map_shared_view(m_log_fd, page_size, view)) m_log_view = static_cast<const unsigned char*>(view);
+    }
 
     m_region->reserved.store(m_reserved, std::memory_order_relaxed);
     m_region->dirty.store(&m_dirty, std::memory_order_relaxed);
@@ -622,6 +630,8 @@ class engine {
       }
     }
     m_dirty.destroy();
+    if (m_log_view) os::release(const_cast<unsigned char*>(m_log_view), page_size);
+    m_log_view = nullptr;
     if (m_pagemap_fd >= 0) os::close_file(m_pagemap_fd);
     release_reservation();
     // Closing the descriptors releases this process's locks, unless a forked parent still
@@ -737,6 +747,7 @@ class engine {
     if (!valid) {
       if (auto ec = write_log_header(m_log_fd, m_file_id, h.txn, m_opt.sync == durability::full))
         throw_os(ec, "cannot write " + m_log_path.string());
+      clear_marker(h.txn);
       s.header.base_txn = h.txn;
       s.marker = {};
     }
@@ -870,8 +881,11 @@ class engine {
       if (!got) return false;
       if (m_log_fd < 0) return true;
       apply_marker mk{};
-      std::size_t n = 0;
-      os::pread_all(m_log_fd, &mk, sizeof mk, apply_marker_offset, n);
+      std::size_t n = sizeof mk;
+      if (m_log_view)
+        std::memcpy(&mk, m_log_view + apply_marker_offset, sizeof mk);  // the log never shrinks below it
+      else
+        os::pread_all(m_log_fd, &mk, sizeof mk, apply_marker_offset, n);
       bool half_applied = n == sizeof mk && std::memcmp(mk.magic, apply_marker_magic, sizeof mk.magic) == 0 &&
                           mk.txn > header()->txn;
       if (!half_applied) return true;
@@ -927,6 +941,7 @@ class engine {
   bool m_writable = true;
   bool m_first = false;
   int m_fd = -1, m_log_fd = -1, m_pagemap_fd = -1;
+  const unsigned char* m_log_view = nullptr;  ///< shared read-only view of the log's first page
   unsigned char* m_base = nullptr;
   std::size_t m_reserved = 0;
   std::uint64_t m_max_size = 0;

@@ -301,6 +301,15 @@ inline std::error_code map_file(void* addr, std::size_t size, int fd, std::uint6
   return p == MAP_FAILED ? last_error() : std::error_code{};
 }
 
+/// Maps `size` bytes of `fd` from offset 0, shared and read-only, wherever the kernel
+/// chooses: a window on the file's page cache that shows other processes' writes at once.
+inline std::error_code map_shared_view(int fd, std::size_t size, const void*& out) noexcept {
+  void* p = ::mmap64(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return last_error();
+  out = p;
+  return {};
+}
+
 /// Changes the protection of whole pages: read-only, or read-write.
 inline std::error_code protect(void* addr, std::size_t size, bool writable) noexcept {
   return ::mprotect(addr, size, writable ? PROT_READ | PROT_WRITE : PROT_READ) == 0 ? std::error_code{}

@@ -121,11 +121,26 @@ class dirty_set {
     auto note = [&](std::error_code ec) {
       if (ec && !first_error) first_error = ec;
     };
+    // Discard exactly the recorded runs; re-protect them in spans that also cover small
+    // gaps between runs (already read-only), one mprotect for many scattered pages.
+    constexpr std::size_t max_gap = 16;
+    std::size_t span_begin = 0, span_end = 0;  // pages; empty when equal
+    auto flush_span = [&] {
+      if (span_end > span_begin)
+        note(os::protect(base + span_begin * page_size, (span_end - span_begin) * page_size, false));
+      span_begin = span_end = 0;
+    };
     auto run = [&](std::size_t page, std::size_t n) {
       if (page * page_size >= mapped) return;
-      std::size_t bytes = std::min(n * page_size, mapped - page * page_size);
-      if (discard) note(os::discard(base + page * page_size, bytes));
-      note(os::protect(base + page * page_size, bytes, false));
+      n = std::min(n, mapped / page_size - page);
+      if (discard) note(os::discard(base + page * page_size, n * page_size));
+      if (span_end > span_begin && page <= span_end + max_gap) {
+        span_end = std::max(span_end, page + n);
+      } else {
+        flush_span();
+        span_begin = page;
+        span_end = page + n;
+      }
     };
     std::sort(m_list, m_list + m_count);
     // Pages inside a whole chunk are covered by the chunk's run below: re-protecting them
@@ -148,8 +163,10 @@ class dirty_set {
       for (std::size_t k = i; k < j; ++k) clear(m_bitmap, static_cast<std::size_t>(m_list[k]));
       i = j;
     }
+    flush_span();
     for (std::size_t c = 0; c < m_chunk_count; ++c) {
       run(static_cast<std::size_t>(m_chunk_list[c]) * chunk_pages, chunk_pages);
+      flush_span();
       clear(m_chunk_bitmap, static_cast<std::size_t>(m_chunk_list[c]));
     }
     m_count = keep_header ? 1 : 0;
