@@ -15,7 +15,12 @@
 ///  - byte 1, the writer lock: exclusive for a writer's whole life.
 ///  - byte 2, the apply lock: shared while a process has read transactions; exclusive while
 ///    a commit copies pages into the data file.
-/// Inside a process a shared_mutex orders the writer against readers: they share the
+///  - byte 3, the turnstile, and the "commit pending" word in the log's first page: Linux
+///    grants a shared lock past a waiting exclusive one, so overlapping readers could starve
+///    a commit forever. A committer takes the turnstile, raises the pending word, then waits
+///    for the apply lock; readers that see the word (through a shared view of the page) do
+///    not start but queue on the turnstile until the commit is applied.
+/// Inside a process a writer-preferring rw_mutex orders the writer against readers: they share the
 /// writer's mapping, private copies included.
 ///
 /// A writer that dies while applying leaves the data file half-written with its header
@@ -30,7 +35,6 @@
 #include <mutex>
 #include <new>
 #include <random>
-#include <shared_mutex>
 #include <string>
 
 #include "../error.hpp"
@@ -44,8 +48,10 @@
 
 namespace tmf::detail {
 
-inline constexpr unsigned lock_open = 0, lock_writer = 1, lock_apply = 2;
+inline constexpr unsigned lock_open = 0, lock_writer = 1, lock_apply = 2, lock_turnstile = 3;
 inline constexpr std::uint64_t apply_marker_offset = 512;
+/// A word in the log's first page, non-zero while a committer waits for the apply lock.
+inline constexpr std::uint64_t commit_pending_offset = 576;
 inline constexpr char apply_marker_magic[8] = {'t', 'm', 'f', '-', 'a', 'p', 'l', '\0'};
 
 /// Stamped in the log before a commit's pages are copied into the data file.
@@ -153,7 +159,7 @@ class engine {
       m_rw.lock();
     else if (!m_rw.try_lock())
       return false;
-    std::unique_lock<std::shared_mutex> guard(m_rw, std::adopt_lock);
+    std::unique_lock<os::rw_mutex> guard(m_rw, std::adopt_lock);
     bool got = false;
     if (auto ec = os::lock_byte(m_fd, lock_writer, os::lock_kind::exclusive, wait, got)) throw_os(ec, "write lock");
     if (!got) return false;
@@ -244,20 +250,46 @@ class engine {
                   "tmf: this thread holds the writer of " + m_path.string() + "; read through the writer");
     thread_state& ts = this_thread();
     if (ts.reader_count == thread_state::capacity) throw error(errc::already_open, "tmf: too many nested readers");
-    if (wait)
-      m_rw.lock_shared();
-    else if (!m_rw.try_lock_shared())
-      return false;
-    try {
-      std::lock_guard<std::mutex> g(m_reader_mutex);
-      if (m_readers == 0 && !acquire_apply_shared(wait)) {
+    // A nested read on a thread that already reads this storage must not queue behind a
+    // waiting writer: it would wait for itself.
+    const bool nested = holds_reader(ts);
+    if (!nested) {
+      if (wait)
+        m_rw.lock_shared();
+      else if (!m_rw.try_lock_shared())
+        return false;
+    }
+    bool passed_turnstile = false;
+    for (;;) {
+      try {
+        std::lock_guard<std::mutex> g(m_reader_mutex);
+        if (m_readers == 0) {
+          if (!acquire_apply_shared(wait)) {
+            if (!nested) m_rw.unlock_shared();
+            return false;
+          }
+          ++m_readers;
+          break;
+        }
+        if (nested || passed_turnstile || !commit_pending()) {
+          ++m_readers;
+          break;
+        }
+      } catch (...) {
+        if (!nested) m_rw.unlock_shared();
+        throw;
+      }
+      // A commit elsewhere waits for this process's readers to drain: do not join them.
+      bool got = false;
+      std::error_code ec;
+      if (wait) ec = os::lock_byte(m_fd, lock_turnstile, os::lock_kind::shared, true, got);
+      if (ec || !got) {
         m_rw.unlock_shared();
+        if (ec) throw_os(ec, "turnstile lock");
         return false;
       }
-      ++m_readers;
-    } catch (...) {
-      m_rw.unlock_shared();
-      throw;
+      os::lock_byte(m_fd, lock_turnstile, os::lock_kind::unlock, true, got);
+      passed_turnstile = true;
     }
     ts.readers[ts.reader_count++] = this;
     try {
@@ -285,7 +317,7 @@ class engine {
         os::lock_byte(m_fd, lock_apply, os::lock_kind::unlock, true, got);
       }
     }
-    m_rw.unlock_shared();
+    if (!holds_reader(ts)) m_rw.unlock_shared();
   }
 
   // -- allocation -------------------------------------------------------------------------
@@ -379,6 +411,40 @@ class engine {
     if (check_record(m_log_fd, m_log_off, m_seen_txn + 1, m_file_id, m_reserved / page_size + 1, valid, info))
       return false;
     return !valid;
+  }
+
+  bool holds_reader(const thread_state& ts) const noexcept {
+    return std::find(ts.readers, ts.readers + ts.reader_count, this) != ts.readers + ts.reader_count;
+  }
+
+  /// Whether a committer in some process waits for the apply lock (see the turnstile).
+  bool commit_pending() const noexcept {
+    if (!m_log_view) return false;
+    return __atomic_load_n(reinterpret_cast<const std::uint64_t*>(m_log_view + commit_pending_offset),
+                           __ATOMIC_ACQUIRE) != 0;
+  }
+
+  /// Takes the apply lock exclusively for a commit or a repair, through the turnstile so
+  /// that new readers queue behind it. Undone by `unlock_apply_exclusive`.
+  std::error_code lock_apply_exclusive() noexcept {
+    bool got;
+    if (auto ec = os::lock_byte(m_fd, lock_turnstile, os::lock_kind::exclusive, true, got)) return ec;
+    set_commit_pending(1);
+    if (auto ec = os::lock_byte(m_fd, lock_apply, os::lock_kind::exclusive, true, got)) {
+      unlock_apply_exclusive();
+      return ec;
+    }
+    return {};
+  }
+  void unlock_apply_exclusive() noexcept {
+    bool got;
+    os::lock_byte(m_fd, lock_apply, os::lock_kind::unlock, true, got);
+    set_commit_pending(0);
+    os::lock_byte(m_fd, lock_turnstile, os::lock_kind::unlock, true, got);
+  }
+  void set_commit_pending(std::uint64_t v) noexcept {
+    // Best effort: a failed write only costs fairness (readers read the word, never trust it).
+    if (m_log_fd >= 0) os::pwrite_all(m_log_fd, &v, sizeof v, commit_pending_offset);
   }
 
   void check_writer(const char* what) {
@@ -506,7 +572,7 @@ class engine {
     // instead of a pread per read transaction. Only once the log has the marker's bytes
     // (touching a page wholly past the end of a file is SIGBUS); until then, pread.
     os::file_info li;
-    if (m_log_fd >= 0 && !os::stat_file(m_log_fd, li) && li.size >= apply_marker_offset + sizeof(apply_marker)) {
+    if (m_log_fd >= 0 && !os::stat_file(m_log_fd, li) && li.size >= commit_pending_offset + sizeof(std::uint64_t)) {
       const void* view = nullptr;
       if (!os::map_shared_view(m_log_fd, page_size, view)) m_log_view = static_cast<const unsigned char*>(view);
     }
@@ -708,14 +774,15 @@ class engine {
 
   /// Copies a logged transaction into the data file and drops the private copies.
   void apply_committed(std::uint64_t txn, std::size_t n) {
-    bool got;
     apply_marker mk{};
     std::memcpy(mk.magic, apply_marker_magic, sizeof mk.magic);
     mk.txn = txn;
-    std::error_code ec = os::lock_byte(m_fd, lock_apply, os::lock_kind::exclusive, true, got);
-    if (!ec) ec = os::pwrite_all(m_log_fd, &mk, sizeof mk, apply_marker_offset);
-    if (!ec) ec = apply_pages(m_fd, m_dirty.pages(), n, m_base);
-    os::lock_byte(m_fd, lock_apply, os::lock_kind::unlock, true, got);
+    std::error_code ec = lock_apply_exclusive();
+    if (!ec) {
+      ec = os::pwrite_all(m_log_fd, &mk, sizeof mk, apply_marker_offset);
+      if (!ec) ec = apply_pages(m_fd, m_dirty.pages(), n, m_base);
+      unlock_apply_exclusive();
+    }
     if (ec) {
       // The commit is durable in the log and will be replayed by the next writer or open;
       // this process keeps its private copies (its view is right) but stops writing.
@@ -833,11 +900,15 @@ class engine {
     m_seen_txn = h.txn;
   }
 
+  /// Sets the apply marker to `txn` (nothing half-applied) and clears a stale pending word.
   void clear_marker(std::uint64_t txn) {
     apply_marker mk{};
     std::memcpy(mk.magic, apply_marker_magic, sizeof mk.magic);
     mk.txn = txn;
     if (auto ec = os::pwrite_all(m_log_fd, &mk, sizeof mk, apply_marker_offset)) throw_os(ec, "cannot write the log");
+    const std::uint64_t zero = 0;
+    if (auto ec = os::pwrite_all(m_log_fd, &zero, sizeof zero, commit_pending_offset))
+      throw_os(ec, "cannot write the log");
   }
 
   /// Writer lock held: replays a record that a dead writer made durable but did not (fully)
@@ -846,7 +917,6 @@ class engine {
     file_header h = pread_header();
     log_state s = read_log_state(h);
     std::uint64_t off = (h.log_base == s.header.base_txn && h.log_end >= log_start) ? h.log_end : log_start;
-    bool got;
     bool replay_needed = false;
     {
       bool valid = false;
@@ -856,16 +926,16 @@ class engine {
       replay_needed = valid;
     }
     if (replay_needed || s.marker.txn > h.txn) {
-      if (auto ec = os::lock_byte(m_fd, lock_apply, os::lock_kind::exclusive, true, got)) throw_os(ec, "apply lock");
+      if (auto ec = lock_apply_exclusive()) throw_os(ec, "apply lock");
       try {
         replay_from(off, h.txn + 1);
         extend_to_arena();
         clear_marker(pread_header().txn);
       } catch (...) {
-        os::lock_byte(m_fd, lock_apply, os::lock_kind::unlock, true, got);
+        unlock_apply_exclusive();
         throw;
       }
-      os::lock_byte(m_fd, lock_apply, os::lock_kind::unlock, true, got);
+      unlock_apply_exclusive();
     }
     m_log_base = s.header.base_txn;
     m_log_off = off;
@@ -877,8 +947,26 @@ class engine {
   bool acquire_apply_shared(bool wait) {
     for (;;) {
       bool got = false;
-      if (auto ec = os::lock_byte(m_fd, lock_apply, os::lock_kind::shared, wait, got)) throw_os(ec, "apply lock");
-      if (!got) return false;
+      bool fast = !commit_pending();
+      if (fast) {
+        if (auto ec = os::lock_byte(m_fd, lock_apply, os::lock_kind::shared, wait, got)) throw_os(ec, "apply lock");
+        if (!got) return false;
+        if (commit_pending()) {  // a committer raised its flag meanwhile: let it go first
+          os::lock_byte(m_fd, lock_apply, os::lock_kind::unlock, true, got);
+          fast = false;
+        }
+      }
+      if (!fast) {
+        // Queue behind the committer. Holding the turnstile shared, no commit can hold the
+        // apply lock (committers take the turnstile first), so the apply lock comes at once;
+        // a stale flag left by a dead committer costs only this slower path.
+        if (auto ec = os::lock_byte(m_fd, lock_turnstile, os::lock_kind::shared, wait, got)) throw_os(ec, "turnstile");
+        if (!got) return false;
+        bool g;
+        auto ec = os::lock_byte(m_fd, lock_apply, os::lock_kind::shared, true, got);
+        os::lock_byte(m_fd, lock_turnstile, os::lock_kind::unlock, true, g);
+        if (ec) throw_os(ec, "apply lock");
+      }
       if (m_log_fd < 0) return true;
       apply_marker mk{};
       std::size_t n = sizeof mk;
@@ -950,7 +1038,7 @@ class engine {
   std::uint64_t m_fork_generation = 0;
   tracked_region* m_region = nullptr;
   dirty_set m_dirty;
-  std::shared_mutex m_rw;
+  os::rw_mutex m_rw;
   std::mutex m_reader_mutex;
   std::size_t m_readers = 0;
   std::mutex m_map_mutex;

@@ -373,6 +373,32 @@ inline std::uint64_t fork_generation() noexcept {
   return impl::g_fork_generation;
 }
 
+/// A reader-writer lock that prefers writers: once a writer waits, new readers wait too
+/// (glibc's default, used by std::shared_mutex, lets readers starve a writer). Not
+/// recursive: a thread that holds it shared must not lock it shared again.
+class rw_mutex {
+ public:
+  rw_mutex() noexcept {
+    pthread_rwlockattr_t attr;
+    ::pthread_rwlockattr_init(&attr);
+    ::pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    ::pthread_rwlock_init(&m_lock, &attr);
+    ::pthread_rwlockattr_destroy(&attr);
+  }
+  rw_mutex(const rw_mutex&) = delete;
+  rw_mutex& operator=(const rw_mutex&) = delete;
+  ~rw_mutex() { ::pthread_rwlock_destroy(&m_lock); }
+  void lock() noexcept { ::pthread_rwlock_wrlock(&m_lock); }
+  bool try_lock() noexcept { return ::pthread_rwlock_trywrlock(&m_lock) == 0; }
+  void unlock() noexcept { ::pthread_rwlock_unlock(&m_lock); }
+  void lock_shared() noexcept { ::pthread_rwlock_rdlock(&m_lock); }
+  bool try_lock_shared() noexcept { return ::pthread_rwlock_tryrdlock(&m_lock) == 0; }
+  void unlock_shared() noexcept { ::pthread_rwlock_unlock(&m_lock); }
+
+ private:
+  pthread_rwlock_t m_lock;
+};
+
 using segv_handler = void (*)(int, siginfo_t*, void*);
 
 /// Installs `handler` for SIGSEGV (SA_SIGINFO | SA_ONSTACK | SA_NODEFER), saving the previous action.

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0 OR MIT
+#
+# Builds and runs every test. Stages, each in its own build directory build/<stage>:
+#   release  RelWithDebInfo; tests, examples and benchmarks; every test (ctest -j2)
+#   asan     Debug -O1, TMF_SANITIZE="address;undefined"; tests only; every label but package
+#   tsan     RelWithDebInfo, TMF_SANITIZE=thread; the concurrency tests (ctest -L concurrency)
+#   m32      RelWithDebInfo, -m32, GoogleTest built from source; tests and examples; every test
+#
+# Usage: scripts/test.sh [--quick | --stage NAME]...
+#   --quick       the release stage only
+#   --stage NAME  only this stage (repeatable)
+# Environment: TMF_JOBS (default 2) parallel jobs; CMAKE_GENERATOR as usual.
+# Prints one summary line per stage and "N passed, N failed" over all stages; exits non-zero if
+# any stage failed (configure, build or tests). A stage whose build fails still runs its tests:
+# the targets that did not build show up as <target>_NOT_BUILT failures.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+all_stages=(release asan tsan m32)
+stages=()
+usage() { sed -n '4,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) stages=(release) ;;
+    --stage)
+      [[ $# -ge 2 ]] || { echo "test.sh: --stage needs a name (${all_stages[*]})" >&2; exit 2; }
+      stages+=("$2")
+      shift ;;
+    --stage=*) stages+=("${1#--stage=}") ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "test.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ ${#stages[@]} -gt 0 ]] || stages=("${all_stages[@]}")
+for s in "${stages[@]}"; do
+  case " ${all_stages[*]} " in
+    *" $s "*) ;;
+    *) echo "test.sh: unknown stage '$s' (stages: ${all_stages[*]})" >&2; exit 2 ;;
+  esac
+done
+
+# shellcheck source=scripts/deps.sh
+source scripts/deps.sh
+tmf_require_packages "${TMF_DEPS_ALL[@]}"
+
+jobs=${TMF_JOBS:-2}
+total_passed=0
+total_failed=0
+failed_stages=()
+summary=()
+
+# The options of a stage: its CMake arguments, build target and ctest arguments.
+stage_config() {
+  local stage=$1
+  build_target=()
+  ctest_args=()
+  case "$stage" in
+    release)
+      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo
+                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=ON) ;;
+    asan)
+      # -Werror off: GCC's warnings under -fsanitize have false positives; release has -Werror.
+      cmake_args=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1"
+                  "-DTMF_SANITIZE=address;undefined" -DTMF_WERROR=OFF
+                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=OFF -DTMF_BUILD_BENCHMARKS=OFF)
+      ctest_args=(-LE package) ;;
+    tsan)
+      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTMF_SANITIZE=thread -DTMF_WERROR=OFF
+                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=OFF -DTMF_BUILD_BENCHMARKS=OFF)
+      build_target=(--target tmf_concurrency_tests)
+      ctest_args=(-L concurrency --no-tests=ignore) ;;
+    m32)
+      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS=-m32 -DTMF_GTEST_FROM_SOURCE=ON
+                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=OFF) ;;
+  esac
+}
+
+# ThreadSanitizer (GCC 12, Clang 14) aborts with "unexpected memory mapping" when the kernel
+# randomises mmap with more than 28 bits; run the tsan tests without ASLR then, if allowed.
+tsan_wrapper() {
+  tsan_prefix=()
+  local bits
+  bits=$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null || echo 0)
+  if [[ "$bits" -gt 28 ]] && setarch "$(uname -m)" -R true 2>/dev/null; then
+    echo "test.sh: vm.mmap_rnd_bits=$bits: running the tsan tests under setarch -R"
+    tsan_prefix=(setarch "$(uname -m)" -R)
+  fi
+}
+
+run_stage() {
+  local stage=$1
+  local dir="build/$stage"
+  local log="$dir/ctest.log"
+  local status=ok what=""
+  local t0 t1 t2 t3
+  stage_config "$stage"
+  echo
+  echo "=================== stage $stage ($dir) ==================="
+
+  t0=$SECONDS
+  if ! cmake -S . -B "$dir" "${cmake_args[@]}"; then
+    summary+=("$(printf '%-8s FAILED at configure (%ss)' "$stage" $((SECONDS - t0)))")
+    failed_stages+=("$stage")
+    return
+  fi
+  t1=$SECONDS
+
+  # Keep going past a file that does not compile, so that the other tests still run.
+  local keep_going=()
+  case "$(sed -n 's/^CMAKE_GENERATOR:INTERNAL=//p' "$dir/CMakeCache.txt")" in
+    *Makefiles*) keep_going=(-- -k) ;;
+    Ninja*) keep_going=(-- -k 0) ;;
+  esac
+  if ! cmake --build "$dir" -j"$jobs" "${build_target[@]}" "${keep_going[@]}"; then
+    status=failed
+    what="build failed; "
+  fi
+  t2=$SECONDS
+
+  local prefix=()
+  if [[ "$stage" == tsan ]]; then
+    tsan_wrapper
+    prefix=("${tsan_prefix[@]}")
+  fi
+  local ctest_rc=0
+  (cd "$dir" && "${prefix[@]}" ctest -j"$jobs" --output-on-failure "${ctest_args[@]}" </dev/null) 2>&1 |
+    tee "$log" || ctest_rc=$?
+  t3=$SECONDS
+
+  local passed=0 failed=0 line
+  line=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' "$log" | tail -n 1 || true)
+  if [[ -n "$line" ]]; then
+    failed=$(awk '{print $1}' <<<"$line")
+    passed=$(( $(awk '{print $NF}' <<<"$line") - failed ))
+  fi
+  if [[ $ctest_rc -ne 0 ]]; then
+    status=failed
+    [[ $failed -gt 0 ]] || what+="ctest exited with $ctest_rc; "
+  fi
+  total_passed=$((total_passed + passed))
+  total_failed=$((total_failed + failed))
+  [[ $status == ok ]] || failed_stages+=("$stage")
+  summary+=("$(printf '%-8s %-6s %s%d passed, %d failed (configure %ss, build %ss, tests %ss)' \
+    "$stage" "$([[ $status == ok ]] && echo OK || echo FAILED)" "$what" "$passed" "$failed" \
+    $((t1 - t0)) $((t2 - t1)) $((t3 - t2)))")
+}
+
+for stage in "${stages[@]}"; do
+  run_stage "$stage"
+done
+
+echo
+echo "=================== summary ==================="
+printf '%s\n' "${summary[@]}"
+echo "$total_passed passed, $total_failed failed"
+if [[ ${#failed_stages[@]} -gt 0 ]]; then
+  echo "failed stages: ${failed_stages[*]}"
+  exit 1
+fi

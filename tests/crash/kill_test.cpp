@@ -1,0 +1,593 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+// Crash test: a child process runs random transactions (commits, rollbacks, allocations,
+// frees, big allocations that grow the file) and is killed with SIGKILL at random instants.
+// After every round a fresh process reopens the storage (recovery), runs check(), and
+// verifies that the state is exactly one committed state, no older than the last commit
+// the child acknowledged: seq_disk is acked or acked + 1, and the whole content equals a
+// plain-std model replayed to seq_disk.
+//
+// The state is a deterministic function of the transaction number: transaction n applies
+// ops drawn from a PRNG seeded by (seed, n), so the parent's model(n) is computed by
+// applying the same generator to std containers.
+//
+// Tests: RandomTransactionsSurviveSigkill (the requirement: >= 200 SIGKILLs at random
+// instants), KillDuringCreation, KillAtExactFileOperations (the worker kills itself at its
+// k-th file write/sync/allocate/truncate through tmf's I/O hook).
+// Environment: TMF_CRASH_ROUNDS (default 200) rounds; TMF_CRASH_SEED fixes the seed (the seed
+// in use is printed; timings are not reproducible, the op sequence is).
+
+#include <tmf/tmf.hpp>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test_support.hpp"
+
+namespace {
+
+// -- deterministic generator ----------------------------------------------------------------
+
+std::uint64_t mix64(std::uint64_t z) noexcept {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+struct prng {
+  std::uint64_t state;
+  explicit prng(std::uint64_t a, std::uint64_t b = 0) noexcept : state(mix64(a + 0x9e3779b97f4a7c15ULL) ^ mix64(~b)) {}
+  std::uint64_t next() noexcept { return mix64(state += 0x9e3779b97f4a7c15ULL); }
+  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
+};
+
+// -- the data: the same shape in the storage (tmf containers) and in the model (std) --------
+
+struct disk_root {
+  std::uint64_t seq = 0;
+  tmf::map<std::uint64_t, tmf::vector<std::uint64_t>> lists;
+  tmf::vector<tmf::string> strings;
+  tmf::unordered_map<std::uint64_t, std::uint64_t> counters;
+  tmf::map<std::uint64_t, tmf::vector<unsigned char>> blobs;
+};
+
+struct model_root {
+  std::uint64_t seq = 0;
+  std::map<std::uint64_t, std::vector<std::uint64_t>> lists;
+  std::vector<std::string> strings;
+  std::unordered_map<std::uint64_t, std::uint64_t> counters;
+  std::map<std::uint64_t, std::vector<unsigned char>> blobs;
+};
+
+constexpr std::uint64_t list_keys = 256, counter_keys = 1024, max_strings = 200, max_blobs = 6;
+
+template <class Blob>
+void fill_blob(Blob& b, std::size_t size, std::uint64_t salt) {
+  b.resize(size);
+  for (std::size_t i = 0; i < size; i += 8) {
+    const std::uint64_t v = salt ^ (i * 0x9e3779b97f4a7c15ULL);
+    std::memcpy(b.data() + i, &v, std::min<std::size_t>(8, size - i));
+  }
+}
+
+template <class Map>
+auto pick(Map& m, std::uint64_t key) {
+  auto it = m.lower_bound(key);
+  return it == m.end() ? m.begin() : it;
+}
+
+/// The ops of transaction `n` (stream 0), or junk that will be rolled back (other streams).
+/// Runs identically on disk_root (inside a writer) and model_root.
+template <class Root>
+void apply_ops(Root& r, std::uint64_t seed, std::uint64_t n, std::uint64_t stream) {
+  prng g(seed ^ (stream * 0x5851f42d4c957f2dULL), n);
+  const int ops = 1 + static_cast<int>(g.below(12));
+  for (int i = 0; i < ops; ++i) {
+    switch (g.below(16)) {
+      case 0:
+      case 1:
+      case 2: {  // (re)place a list: allocation, and a free when it existed
+        auto& v = r.lists[g.below(list_keys)];
+        std::size_t len = g.below(48);
+        if (g.below(10) == 0) len += g.below(3000);
+        v.clear();
+        v.shrink_to_fit();
+        for (std::size_t j = 0; j < len; ++j) v.push_back(g.next());
+        break;
+      }
+      case 3: {  // append to a list: reallocation
+        if (r.lists.empty()) break;
+        auto it = pick(r.lists, g.below(list_keys));
+        const std::size_t k = 1 + g.below(40);
+        for (std::size_t j = 0; j < k; ++j) it->second.push_back(g.next());
+        break;
+      }
+      case 4:
+      case 5: {  // erase a list: frees
+        if (r.lists.empty()) break;
+        r.lists.erase(pick(r.lists, g.below(list_keys)));
+        break;
+      }
+      case 6:
+      case 7: {  // new string, or erase one when there are many
+        if (r.strings.size() >= max_strings) {
+          r.strings.erase(r.strings.begin() + static_cast<std::ptrdiff_t>(g.below(r.strings.size())));
+        } else {
+          r.strings.emplace_back();
+          std::size_t len = g.below(60);
+          if (g.below(8) == 0) len += g.below(2000);
+          r.strings.back().append(len, static_cast<char>('a' + g.below(26)));
+        }
+        break;
+      }
+      case 8: {  // append to a string
+        if (r.strings.empty()) break;
+        auto& s = r.strings[g.below(r.strings.size())];
+        if (s.size() > 8000) s.clear();
+        s.append(1 + g.below(100), static_cast<char>('A' + g.below(26)));
+        break;
+      }
+      case 9: {  // erase a string
+        if (r.strings.empty()) break;
+        r.strings.erase(r.strings.begin() + static_cast<std::ptrdiff_t>(g.below(r.strings.size())));
+        break;
+      }
+      case 10:
+      case 11:
+      case 12: {  // counters: node allocations, rehashes
+        r.counters[g.below(counter_keys)] += g.next() | 1;
+        break;
+      }
+      case 13: {
+        r.counters.erase(g.below(counter_keys));
+        break;
+      }
+      case 14: {  // big allocation (10-300 KiB): many pages, the file grows; or a big free
+        if (r.blobs.size() >= max_blobs || (!r.blobs.empty() && g.below(4) == 0)) {
+          r.blobs.erase(pick(r.blobs, g.below(1u << 20)));
+        } else {
+          const std::uint64_t key = g.below(1u << 20);
+          const std::size_t size = (10u << 10) + g.below(290u << 10);
+          fill_blob(r.blobs[key], size, g.next());
+        }
+        break;
+      }
+      case 15: {  // scattered stores into a big block, no allocation
+        if (r.blobs.empty()) break;
+        auto& b = pick(r.blobs, g.below(1u << 20))->second;
+        if (b.empty()) break;
+        for (int k = 0; k < 8; ++k) b[g.below(b.size())] = static_cast<unsigned char>(g.next());
+        break;
+      }
+    }
+  }
+}
+
+/// Brings the model to transaction `target` (from scratch if it is ahead).
+void advance(model_root& m, std::uint64_t seed, std::uint64_t target) {
+  if (target < m.seq) m = model_root{};
+  while (m.seq < target) {
+    const std::uint64_t n = m.seq + 1;
+    apply_ops(m, seed, n, 0);
+    m.seq = n;
+  }
+}
+
+/// Empty if the storage's content equals the model, else what differs.
+std::string compare(const disk_root& d, const model_root& m) {
+  std::ostringstream out;
+  if (d.seq != m.seq) out << "seq " << d.seq << " != model " << m.seq << "; ";
+  if (d.lists.size() != m.lists.size()) {
+    out << "lists.size " << d.lists.size() << " != " << m.lists.size() << "; ";
+  } else {
+    auto a = d.lists.begin();
+    for (auto b = m.lists.begin(); b != m.lists.end(); ++a, ++b) {
+      if (a->first != b->first) {
+        out << "lists key " << a->first << " != " << b->first << "; ";
+        break;
+      }
+      if (!std::equal(a->second.begin(), a->second.end(), b->second.begin(), b->second.end())) {
+        out << "lists[" << a->first << "] differs (size " << a->second.size() << " vs " << b->second.size() << "); ";
+        break;
+      }
+    }
+  }
+  if (d.strings.size() != m.strings.size()) {
+    out << "strings.size " << d.strings.size() << " != " << m.strings.size() << "; ";
+  } else {
+    for (std::size_t i = 0; i < m.strings.size(); ++i)
+      if (std::string_view(d.strings[i]) != std::string_view(m.strings[i])) {
+        out << "strings[" << i << "] differs (size " << d.strings[i].size() << " vs " << m.strings[i].size() << "); ";
+        break;
+      }
+  }
+  if (d.counters.size() != m.counters.size()) {
+    out << "counters.size " << d.counters.size() << " != " << m.counters.size() << "; ";
+  } else {
+    for (const auto& [k, v] : m.counters) {
+      auto it = d.counters.find(k);
+      if (it == d.counters.end() || it->second != v) {
+        out << "counters[" << k << "] differs; ";
+        break;
+      }
+    }
+  }
+  if (d.blobs.size() != m.blobs.size()) {
+    out << "blobs.size " << d.blobs.size() << " != " << m.blobs.size() << "; ";
+  } else {
+    auto a = d.blobs.begin();
+    for (auto b = m.blobs.begin(); b != m.blobs.end(); ++a, ++b)
+      if (a->first != b->first || a->second.size() != b->second.size() ||
+          std::memcmp(a->second.data(), b->second.data(), b->second.size()) != 0) {
+        out << "blob " << b->first << " differs; ";
+        break;
+      }
+  }
+  return out.str();
+}
+
+// -- processes ------------------------------------------------------------------------------
+
+constexpr std::uint64_t opened_flag = std::uint64_t{1} << 63;
+
+void send(int fd, std::uint64_t v) noexcept {
+  while (::write(fd, &v, sizeof v) < 0 && errno == EINTR) {
+  }
+}
+
+void sleep_us(std::uint64_t us) {
+  timespec ts{static_cast<time_t>(us / 1000000), static_cast<long>(us % 1000000) * 1000};
+  while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/// Self-inflicted SIGKILL at the `kill_at`-th file operation (write, sync, allocate,
+/// truncate: tmf's I/O hook runs before each) of the process: a kill at an exact point.
+struct io_kill {
+  static inline std::uint64_t kill_at = 0, ops = 0;
+  static std::error_code hook(tmf::detail::os::io_op, int, std::uint64_t, std::uint64_t, const void*) {
+    if (++ops >= kill_at) ::kill(::getpid(), SIGKILL);
+    return {};
+  }
+  static void arm(std::uint64_t at) {
+    kill_at = at;
+    ops = 0;
+    tmf::detail::os::io_hook = &hook;
+  }
+};
+
+/// The victim: opens the storage, reports the seq it found (flagged), then runs
+/// transactions forever, reporting every acknowledged commit. Never returns.
+[[noreturn]] void run_worker(const std::filesystem::path& path, const tmf::options& opt, std::uint64_t seed,
+                             std::uint64_t worker_seed, int fd, std::uint64_t kill_at_op) {
+  try {
+    if (kill_at_op != 0) io_kill::arm(kill_at_op);
+    tmf::storage<disk_root> s(path, opt);
+    s.check();
+    std::uint64_t acked;
+    {
+      auto r = s.read();
+      acked = r->seq;
+    }
+    send(fd, opened_flag | acked);
+    prng ctl(worker_seed);
+    for (;;) {
+      {
+        auto w = s.write();
+        const int txns = 1 + static_cast<int>(ctl.below(4));
+        for (int t = 0; t < txns; ++t) {
+          const std::uint64_t kind = ctl.below(12);
+          if (kind == 0 || kind == 1) {  // junk, undone by rollback(); the real transaction follows
+            apply_ops(*w, seed, w->seq + 1, 1 + ctl.below(1000));
+            w->seq = ctl.next();
+            w.rollback();
+          } else if (kind == 2) {  // junk, undone by the writer's destructor
+            apply_ops(*w, seed, w->seq + 1, 1 + ctl.below(1000));
+            w->seq = ctl.next();
+            break;
+          }
+          const std::uint64_t n = w->seq + 1;
+          apply_ops(*w, seed, n, 0);
+          w->seq = n;
+          if (kind == 3) {  // the real thing, rolled back: done again by a later transaction
+            w.rollback();
+            continue;
+          }
+          w.commit();
+          if (n != acked + 1) {
+            std::fprintf(stderr, "kill_test worker: committed %" PRIu64 " after %" PRIu64 "\n", n, acked);
+            ::_exit(4);
+          }
+          acked = n;
+          send(fd, n);
+        }
+      }
+      const std::uint64_t k = ctl.below(16);
+      if (k == 0) {
+        auto r = s.read();
+        if (r->seq != acked) {
+          std::fprintf(stderr, "kill_test worker: read seq %" PRIu64 " after committing %" PRIu64 "\n", r->seq, acked);
+          ::_exit(5);
+        }
+      } else if (k == 1) {
+        s.check();
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kill_test worker (pid %d): %s\n", static_cast<int>(::getpid()), e.what());
+    ::_exit(3);
+  }
+}
+
+struct round_stats {
+  std::uint64_t rounds = 0, kills = 0, acked_commits = 0, killed_before_open = 0, unacked_survived = 0,
+                recovery_kills = 0;
+};
+
+/// Runs rounds of (worker killed [, second worker killed during its open/recovery]) + verify.
+class kill_harness {
+ public:
+  kill_harness(std::filesystem::path path, std::uint64_t seed) : m_path(std::move(path)), m_seed(seed), m_ctl(seed, 77) {}
+
+  /// One round; returns an empty string, or what went wrong.
+  /// `kill_at_op` != 0: the worker kills itself at its kill_at_op-th file operation instead.
+  std::string round(std::uint64_t max_delay_us, std::uint64_t kill_at_op = 0) {
+    std::uint64_t lo = m_model.seq;  // the file holds exactly this (verified) state now
+    ++m_stats.rounds;
+    if (std::string err = kill_one(max_delay_us, lo, kill_at_op); !err.empty()) return err;
+    if (m_ctl.below(8) == 0) {  // a second victim, killed while it opens (and recovers)
+      ++m_stats.recovery_kills;
+      if (std::string err = kill_one(3000, lo); !err.empty()) return err;
+    }
+    return verify(lo);
+  }
+
+  const round_stats& stats() const noexcept { return m_stats; }
+  std::uint64_t seq() const noexcept { return m_model.seq; }
+
+ private:
+  tmf::options random_options() {
+    tmf::options o;
+    o.sync = m_ctl.below(2) == 0 ? tmf::durability::full : tmf::durability::no_sync;
+    if (m_ctl.below(5) < 2) o.checkpoint_bytes = 256u << 10;
+    return o;
+  }
+
+  /// Forks a worker, kills it after a random delay, checks its reports; raises `lo` to the
+  /// last acknowledged commit. The file may then hold lo or lo + 1.
+  std::string kill_one(std::uint64_t max_delay_us, std::uint64_t& lo, std::uint64_t kill_at_op = 0) {
+    const tmf::options opt = random_options();
+    const std::uint64_t delay = m_ctl.below(6) == 0 ? 0 : m_ctl.below(max_delay_us + 1);
+    const std::uint64_t worker_seed = m_ctl.next();
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return "pipe2 failed";
+    std::cout.flush();
+    std::cerr.flush();
+    const pid_t pid = ::fork();
+    if (pid < 0) return "fork failed";
+    if (pid == 0) {
+      ::close(fds[0]);
+      run_worker(m_path, opt, m_seed, worker_seed, fds[1], kill_at_op);
+    }
+    ::close(fds[1]);
+    if (kill_at_op == 0) {
+      if (delay) sleep_us(delay);
+      ::kill(pid, SIGKILL);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    ++m_stats.kills;
+    std::vector<std::uint64_t> msgs;
+    for (;;) {
+      std::uint64_t v;
+      const ssize_t got = ::read(fds[0], &v, sizeof v);
+      if (got == static_cast<ssize_t>(sizeof v)) {
+        msgs.push_back(v);
+      } else if (got < 0 && errno == EINTR) {
+        continue;
+      } else {
+        break;
+      }
+    }
+    ::close(fds[0]);
+    std::ostringstream err;
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
+      err << "the worker did not die by SIGKILL (status " << status << "; see its message on stderr)";
+      return err.str();
+    }
+    if (msgs.empty()) {
+      ++m_stats.killed_before_open;
+      return {};
+    }
+    if ((msgs[0] & opened_flag) == 0) return "the worker's first report is not its open";
+    const std::uint64_t opened = msgs[0] & ~opened_flag;
+    if (opened < lo || opened > lo + 1) {
+      err << "a reopened process found seq " << opened << ", expected " << lo << " or " << lo + 1;
+      return err.str();
+    }
+    std::uint64_t last = opened;
+    for (std::size_t i = 1; i < msgs.size(); ++i) {
+      if (msgs[i] != last + 1) {
+        err << "worker acknowledged " << msgs[i] << " after " << last;
+        return err.str();
+      }
+      last = msgs[i];
+    }
+    m_stats.acked_commits += msgs.size() - 1;
+    lo = last;
+    return {};
+  }
+
+  /// A fresh process opens (recovers), checks, and compares with the model.
+  std::string verify(std::uint64_t lo) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return "pipe2 failed";
+    const std::filesystem::path path = m_path;
+    const std::uint64_t seed = m_seed;
+    model_root& model = m_model;  // the child's copy-on-write copy
+    const int rc = tmf_test::run_in_child([&]() -> int {
+      ::close(fds[0]);
+      tmf::storage<disk_root> s(path, tmf::options{});  // open_or_create: a kill during creation leaves no file
+      try {
+        s.check();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "kill_test verifier: check() after recovery: %s\n", e.what());
+        return 10;
+      }
+      auto r = s.read();
+      const std::uint64_t seq = r->seq;
+      send(fds[1], seq);
+      if (seq < lo || seq > lo + 1) {
+        std::fprintf(stderr, "kill_test verifier: seq on disk %" PRIu64 ", acknowledged %" PRIu64 "\n", seq, lo);
+        return 11;
+      }
+      advance(model, seed, seq);
+      if (std::string d = compare(*r, model); !d.empty()) {
+        std::fprintf(stderr, "kill_test verifier: content at seq %" PRIu64 " differs from the model: %s\n", seq,
+                     d.c_str());
+        return 12;
+      }
+      return 0;
+    });
+    ::close(fds[1]);
+    std::uint64_t seq = 0;
+    const bool got = ::read(fds[0], &seq, sizeof seq) == static_cast<ssize_t>(sizeof seq);
+    ::close(fds[0]);
+    if (rc != 0 || !got) {
+      std::ostringstream err;
+      err << "verifier failed with code " << rc << " (seed " << m_seed << ", acknowledged " << lo
+          << (got ? ", seq on disk " + std::to_string(seq) : std::string()) << "; its message is on stderr)";
+      return err.str();
+    }
+    if (seq == lo + 1) ++m_stats.unacked_survived;
+    advance(m_model, m_seed, seq);
+    return {};
+  }
+
+  std::filesystem::path m_path;
+  std::uint64_t m_seed;
+  prng m_ctl;
+  model_root m_model;
+  round_stats m_stats;
+};
+
+std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  return std::strtoull(v, nullptr, 0);
+}
+
+std::uint64_t test_seed() {
+  if (const char* v = std::getenv("TMF_CRASH_SEED"); v != nullptr && *v != '\0') return std::strtoull(v, nullptr, 0);
+  std::random_device rd;
+  return (std::uint64_t{rd()} << 32) ^ rd();
+}
+
+/// Removes `<path>.new-*`, the temporary files of creations that were killed.
+std::size_t remove_creation_leftovers(const std::filesystem::path& path) {
+  std::size_t n = 0;
+  const std::string prefix = path.filename().string() + ".new-";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(path.parent_path(), ec))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) {
+      std::filesystem::remove(e.path(), ec);
+      ++n;
+    }
+  return n;
+}
+
+// Requirement: at least 200 SIGKILLs per run, each followed by recovery + check() + a full
+// comparison with the model (TMF_CRASH_ROUNDS overrides the round count).
+TEST(KillTest, RandomTransactionsSurviveSigkill) {
+  tmf_test::scoped_path path;
+  const std::uint64_t seed = test_seed();
+  const std::uint64_t rounds = env_u64("TMF_CRASH_ROUNDS", 200);
+  std::cout << "kill_test: seed " << seed << " (TMF_CRASH_SEED), " << rounds << " rounds" << std::endl;
+  const auto start = std::chrono::steady_clock::now();
+  kill_harness h(path, seed);
+  for (std::uint64_t i = 0; i < rounds; ++i) {
+    const std::string err = h.round(30000);
+    ASSERT_TRUE(err.empty()) << "round " << i << " (seed " << seed << "): " << err;
+  }
+  remove_creation_leftovers(path);
+  const auto& st = h.stats();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cout << "kill_test: " << st.rounds << " rounds, " << st.kills << " SIGKILLs (" << st.recovery_kills
+            << " of a process opening/recovering, " << st.killed_before_open << " before the open finished), "
+            << st.acked_commits << " commits acknowledged, final seq " << h.seq() << ", " << st.rounds
+            << " recoveries verified (" << st.unacked_survived << " found an unacknowledged commit), " << secs
+            << " s" << std::endl;
+  EXPECT_GE(st.kills, rounds);
+  EXPECT_GT(st.acked_commits, 0u) << "no worker ever committed: the delays are too short";
+}
+
+// Kills the process that creates the file: the next open must find no file or a valid one.
+TEST(KillTest, KillDuringCreation) {
+  tmf_test::scoped_path path;
+  const std::uint64_t seed = test_seed();
+  std::cout << "kill_test: seed " << seed << std::endl;
+  std::size_t leftovers = 0;
+  const std::uint64_t rounds = std::max<std::uint64_t>(1, env_u64("TMF_CRASH_ROUNDS", 200) / 8);
+  for (std::uint64_t i = 0; i < rounds; ++i) {
+    tmf_test::remove_storage(path);
+    kill_harness h(path, seed + i);
+    const std::string err = h.round(4000);
+    ASSERT_TRUE(err.empty()) << "round " << i << " (seed " << seed + i << "): " << err;
+    leftovers += remove_creation_leftovers(path);
+  }
+  std::cout << "kill_test: " << rounds << " creations killed; " << leftovers
+            << " temporary files of killed creations were left behind" << std::endl;
+}
+
+// Kills the worker at an exact file operation (the k-th write, sync, allocate or truncate
+// since it started: log records (one operation per page), apply markers, data pages, the
+// header, log headers at checkpoints, growth), k log-uniform in 1..3000 so that the steps of
+// the first commit are hit one by one and later commits and checkpoints too; then the same
+// verification.
+TEST(KillTest, KillAtExactFileOperations) {
+  tmf_test::scoped_path path;
+  const std::uint64_t seed = test_seed();
+  const std::uint64_t rounds = std::max<std::uint64_t>(1, env_u64("TMF_CRASH_ROUNDS", 200) * 3 / 10);
+  std::cout << "kill_test: seed " << seed << " (TMF_CRASH_SEED), " << rounds << " rounds" << std::endl;
+  kill_harness h(path, seed);
+  prng pick_op(seed, 99);
+  for (std::uint64_t i = 0; i < rounds; ++i) {
+    const auto op = static_cast<std::uint64_t>(
+        std::exp(static_cast<double>(pick_op.below(1u << 20)) / (1u << 20) * std::log(3000.0))) + 1;
+    const std::string err = h.round(0, op);
+    ASSERT_TRUE(err.empty()) << "round " << i << " (seed " << seed << ", killed at file operation " << op << "): " << err;
+  }
+  remove_creation_leftovers(path);
+  const auto& st = h.stats();
+  std::cout << "kill_test: " << st.rounds << " rounds killed at an exact file operation, " << st.acked_commits
+            << " commits acknowledged, " << st.unacked_survived << " recoveries found an unacknowledged commit"
+            << std::endl;
+  EXPECT_GT(st.acked_commits, 0u);
+}
+
+}  // namespace

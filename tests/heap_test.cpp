@@ -1,0 +1,884 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+// Tests of tmf::detail::heap over a plain buffer.
+#include <tmf/detail/heap.hpp>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using tmf::detail::heap;
+using tmf::detail::heap_quantum;
+using tmf::detail::heap_state;
+using tmf::detail::page_size;
+namespace heap_impl = tmf::detail::heap_impl;
+
+constexpr std::size_t q = heap_quantum;
+constexpr std::size_t impossible = std::numeric_limits<std::size_t>::max();
+
+/// A page-aligned buffer whose first `size` bytes are the arena (it may grow up to the
+/// buffer's capacity), with the heap_state in separate memory, as in a real storage.
+class arena {
+ public:
+  explicit arena(std::size_t size, std::size_t capacity = std::size_t{4} << 20)
+      : m_capacity(capacity),
+        m_buffer(static_cast<std::byte*>(std::aligned_alloc(page_size, capacity))),
+        m_state(std::make_unique<state_bytes>()) {
+    std::memset(m_buffer, 0xee, capacity);  // garbage: the heap must not rely on zeroed memory
+    heap::create(state(), m_buffer, m_buffer + size);
+  }
+  ~arena() { std::free(m_buffer); }
+  arena(const arena&) = delete;
+  arena& operator=(const arena&) = delete;
+
+  heap_state* state() noexcept { return reinterpret_cast<heap_state*>(m_state->bytes); }
+  heap h() noexcept { return heap(state()); }
+  std::byte* base() const noexcept { return m_buffer; }
+  std::byte* at(std::size_t offset) const noexcept { return m_buffer + offset; }
+  std::size_t capacity() const noexcept { return m_capacity; }
+
+ private:
+  struct state_bytes {
+    alignas(heap_state) unsigned char bytes[sizeof(heap_state)];
+  };
+  std::size_t m_capacity;
+  std::byte* m_buffer;
+  std::unique_ptr<state_bytes> m_state;
+};
+
+using block_list = std::vector<std::pair<std::size_t, std::size_t>>;  // (offset, size)
+
+/// The free blocks as (offset from the buffer, size), in address order.
+block_list free_list(arena& a) {
+  block_list out;
+  a.h().for_each_free_block([&](void* p, std::size_t size) {
+    out.emplace_back(static_cast<std::size_t>(static_cast<std::byte*>(p) - a.base()), size);
+  });
+  return out;
+}
+
+std::string to_string(const block_list& blocks) {
+  std::string s;
+  for (const auto& [off, size] : blocks) {
+    // Appended piecewise: "[" + std::string trips GCC 12's -Wrestrict false positive at -O3.
+    s += '[';
+    s += std::to_string(off);
+    s += '+';
+    s += std::to_string(size);
+    s += "] ";
+  }
+  return s;
+}
+
+/// Makes the whole arena allocated, then frees exactly `ranges` (offset, size): the free
+/// blocks are then exactly these ranges (if no two touch).
+void make_layout(arena& a, const block_list& ranges) {
+  heap h = a.h();
+  const auto total = static_cast<std::size_t>(static_cast<std::byte*>(h.end()) - a.base());
+  ASSERT_EQ(h.allocate(total, 1), a.base());
+  ASSERT_EQ(h.free_blocks(), 0u);
+  for (const auto& [off, size] : ranges) h.deallocate(a.at(off), size);
+  ASSERT_NO_THROW(h.check());
+  ASSERT_EQ(free_list(a), ranges);
+}
+
+std::size_t offset_of(const arena& a, const void* p) {
+  return static_cast<std::size_t>(static_cast<const std::byte*>(p) - a.base());
+}
+
+TEST(heap, block_size) {
+  EXPECT_EQ(heap::block_size(0), q);
+  EXPECT_EQ(heap::block_size(1), q);
+  EXPECT_EQ(heap::block_size(q - 1), q);
+  EXPECT_EQ(heap::block_size(q), q);
+  EXPECT_EQ(heap::block_size(q + 1), 2 * q);
+  EXPECT_EQ(heap::block_size(1000 * q), 1000 * q);
+  EXPECT_EQ(heap::block_size(1000 * q + 1), 1001 * q);
+}
+
+TEST(heap, fresh_heap_stats) {
+  arena a(1 << 20);
+  heap h = a.h();
+  EXPECT_EQ(h.begin(), a.base());
+  EXPECT_EQ(h.end(), a.at(1 << 20));
+  EXPECT_EQ(h.allocated_bytes(), 0u);
+  EXPECT_EQ(h.free_bytes(), std::size_t{1} << 20);
+  EXPECT_EQ(h.free_blocks(), 1u);
+  EXPECT_EQ(h.largest_free_block(), std::size_t{1} << 20);
+  EXPECT_EQ(free_list(a), (block_list{{0, 1 << 20}}));
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, empty_arena) {
+  arena a(0);
+  heap h = a.h();
+  EXPECT_EQ(h.begin(), h.end());
+  EXPECT_EQ(h.free_bytes(), 0u);
+  EXPECT_EQ(h.free_blocks(), 0u);
+  EXPECT_EQ(h.largest_free_block(), 0u);
+  EXPECT_NO_THROW(h.check());
+  EXPECT_EQ(h.allocate(0, 1), nullptr);
+  EXPECT_EQ(h.allocate(1, 64), nullptr);
+  EXPECT_EQ(h.growth_needed(0, 1), q);
+  h.grow(a.at(q));
+  EXPECT_EQ(h.allocate(0, 1), a.base());
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, a_second_handle_sees_the_same_state) {
+  arena a(1 << 16);
+  void* p = a.h().allocate(100, 8);
+  heap other(a.state());
+  EXPECT_EQ(other.allocated_bytes(), heap::block_size(100));
+  other.deallocate(p, 100);
+  EXPECT_EQ(a.h().allocated_bytes(), 0u);
+  EXPECT_EQ(a.h().free_blocks(), 1u);
+}
+
+TEST(heap, sequential_allocations_ascend_and_free_back_to_one_block) {
+  constexpr std::size_t size = 1 << 20;
+  arena a(size);
+  heap h = a.h();
+  std::vector<std::pair<void*, std::size_t>> blocks;
+  std::size_t expected_offset = 0;
+  for (std::size_t i = 0; i < 200; ++i) {
+    const std::size_t n = (i * 37) % 1000;
+    void* p = h.allocate(n, 8);
+    ASSERT_NE(p, nullptr) << "allocation " << i;
+    EXPECT_EQ(offset_of(a, p), expected_offset) << "allocation " << i << " of " << n << " bytes";
+    expected_offset += heap::block_size(n);
+    blocks.emplace_back(p, n);
+    EXPECT_EQ(h.allocated_bytes(), expected_offset);
+    EXPECT_EQ(h.free_bytes(), size - expected_offset);
+    EXPECT_EQ(h.free_blocks(), 1u);
+  }
+  ASSERT_NO_THROW(h.check());
+  // Free every other block, then the rest: holes appear, then coalesce away.
+  for (std::size_t i = 0; i < blocks.size(); i += 2) h.deallocate(blocks[i].first, blocks[i].second);
+  ASSERT_NO_THROW(h.check());
+  EXPECT_EQ(h.free_blocks(), blocks.size() / 2 + 1) << to_string(free_list(a));  // the holes and the top
+  for (std::size_t i = 1; i < blocks.size(); i += 2) h.deallocate(blocks[i].first, blocks[i].second);
+  ASSERT_NO_THROW(h.check());
+  EXPECT_EQ(h.allocated_bytes(), 0u);
+  EXPECT_EQ(h.free_bytes(), size);
+  EXPECT_EQ(free_list(a), (block_list{{0, size}}));
+}
+
+TEST(heap, zero_size_takes_one_quantum) {
+  arena a(1 << 16);
+  heap h = a.h();
+  void* p1 = h.allocate(0, 1);
+  void* p2 = h.allocate(0, 1);
+  ASSERT_NE(p1, nullptr);
+  ASSERT_NE(p2, nullptr);
+  EXPECT_NE(p1, p2);
+  EXPECT_EQ(offset_of(a, p2), q);
+  EXPECT_EQ(h.allocated_bytes(), 2 * q);
+  h.deallocate(p1, 0);
+  EXPECT_EQ(free_list(a), (block_list{{0, q}, {2 * q, (1 << 16) - 2 * q}}));
+  h.deallocate(p2, 0);
+  EXPECT_EQ(free_list(a), (block_list{{0, 1 << 16}}));
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, best_fit_prefers_smallest_then_lowest_address) {
+  arena a(1 << 16);
+  heap h = a.h();
+  // Free: 4q at 0, 2q at 10q, 2q at 20q, 3q at 30q, 5q at 40q, 2q at 50q.
+  make_layout(
+      a, {{0, 4 * q}, {10 * q, 2 * q}, {20 * q, 2 * q}, {30 * q, 3 * q}, {40 * q, 5 * q}, {50 * q, 2 * q}});
+  EXPECT_EQ(offset_of(a, h.allocate(2 * q, 1)), 10 * q) << "not first fit (0), the lowest of the 2q blocks";
+  EXPECT_EQ(offset_of(a, h.allocate(2 * q - 5, 8)), 20 * q) << "the next 2q block";
+  EXPECT_EQ(offset_of(a, h.allocate(3 * q, 16)), 30 * q) << "the exact 3q block, not 4q at 0";
+  EXPECT_EQ(offset_of(a, h.allocate(q, 1)), 50 * q) << "the last 2q block";
+  EXPECT_EQ(free_list(a), (block_list{{0, 4 * q}, {40 * q, 5 * q}, {51 * q, q}}));
+  EXPECT_EQ(offset_of(a, h.allocate(q, 1)), 51 * q) << "the 1q remainder";
+  EXPECT_EQ(offset_of(a, h.allocate(3 * q, 1)), 0u) << "4q at 0 beats 5q at 40q";
+  EXPECT_EQ(offset_of(a, h.allocate(5 * q, 1)), 40 * q);
+  EXPECT_EQ(free_list(a), (block_list{{3 * q, q}}));
+  EXPECT_EQ(h.allocate(2 * q, 1), nullptr) << "no block of 2q left";
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, coalesces_with_previous_next_and_both) {
+  arena a(64 * q);
+  heap h = a.h();
+  make_layout(a, {{10 * q, 2 * q}, {20 * q, 2 * q}, {30 * q, 2 * q}});
+  // With the previous block only.
+  h.deallocate(a.at(12 * q), q);
+  EXPECT_EQ(free_list(a), (block_list{{10 * q, 3 * q}, {20 * q, 2 * q}, {30 * q, 2 * q}}));
+  // With the next block only.
+  h.deallocate(a.at(19 * q), 1);
+  EXPECT_EQ(free_list(a), (block_list{{10 * q, 3 * q}, {19 * q, 3 * q}, {30 * q, 2 * q}}));
+  // With both.
+  h.deallocate(a.at(22 * q), 8 * q);
+  EXPECT_EQ(free_list(a), (block_list{{10 * q, 3 * q}, {19 * q, 13 * q}}));
+  EXPECT_EQ(h.free_blocks(), 2u);
+  EXPECT_EQ(h.largest_free_block(), 13 * q);
+  // Neither.
+  h.deallocate(a.at(0), 2 * q);
+  EXPECT_EQ(free_list(a), (block_list{{0, 2 * q}, {10 * q, 3 * q}, {19 * q, 13 * q}}));
+  // Both, at the arena's ends.
+  h.deallocate(a.at(2 * q), 8 * q);
+  h.deallocate(a.at(13 * q), 6 * q);
+  h.deallocate(a.at(32 * q), 32 * q);
+  EXPECT_EQ(free_list(a), (block_list{{0, 64 * q}}));
+  EXPECT_EQ(h.free_bytes(), 64 * q);
+  EXPECT_EQ(h.allocated_bytes(), 0u);
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, alignments_up_to_a_page_are_honoured_and_gaps_stay_free) {
+  for (std::size_t align = 1; align <= page_size; align *= 2) {
+    arena a(1 << 20);
+    heap h = a.h();
+    void* first = h.allocate(1, 1);  // misalign the top block's start
+    ASSERT_EQ(first, a.base());
+    void* p = h.allocate(100, align);
+    ASSERT_NE(p, nullptr) << "align " << align;
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % align, 0u) << "align " << align;
+    const std::size_t off = offset_of(a, p);
+    const std::size_t expected = std::max(q, align);
+    EXPECT_EQ(off, expected) << "align " << align;
+    block_list expect_free;
+    if (off > q) expect_free.emplace_back(q, off - q);  // the leading gap
+    expect_free.emplace_back(off + heap::block_size(100), (1 << 20) - off - heap::block_size(100));
+    EXPECT_EQ(free_list(a), expect_free) << "align " << align;
+    ASSERT_NO_THROW(h.check()) << "align " << align;
+    // The gap is used by a later small request.
+    if (off > q) {
+      EXPECT_EQ(h.allocate(q, 1), a.at(q)) << "align " << align;
+      h.deallocate(a.at(q), q);
+    }
+    h.deallocate(p, 100);
+    h.deallocate(first, 1);
+    EXPECT_EQ(free_list(a), (block_list{{0, 1 << 20}})) << "align " << align;
+  }
+}
+
+TEST(heap, bad_alignments_return_null) {
+  arena a(1 << 16);
+  heap h = a.h();
+  EXPECT_EQ(h.allocate(8, 0), nullptr);
+  EXPECT_EQ(h.allocate(8, 3), nullptr);
+  EXPECT_EQ(h.allocate(8, 48), nullptr);
+  EXPECT_EQ(h.allocate(8, 2 * page_size), nullptr);
+  EXPECT_EQ(h.growth_needed(8, 0), impossible);
+  EXPECT_EQ(h.growth_needed(8, 3), impossible);
+  EXPECT_EQ(h.growth_needed(8, 2 * page_size), impossible);
+  EXPECT_EQ(h.allocated_bytes(), 0u);
+}
+
+TEST(heap, over_aligned_request_picks_the_best_fitting_aligned_block) {
+  arena a(64 * page_size);
+  heap h = a.h();
+  // 2q blocks at page offset q (unaligned) in pages 1..10, and a page-aligned 2q block at page 20:
+  // the scan must skip the unaligned ones. Also 3q at page offset 0 in page 30 (fits, but larger).
+  block_list layout;
+  for (std::size_t i = 1; i <= 10; ++i) layout.emplace_back(i * page_size + q, 2 * q);
+  layout.emplace_back(20 * page_size, 2 * q);
+  layout.emplace_back(30 * page_size, 3 * q);
+  make_layout(a, layout);
+  EXPECT_EQ(offset_of(a, h.allocate(2 * q, page_size)), 20 * page_size);
+  EXPECT_EQ(offset_of(a, h.allocate(q, page_size)), 30 * page_size);
+  EXPECT_EQ(h.allocate(q, page_size), nullptr);
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, over_aligned_request_prefers_a_best_fit_to_a_block_sure_to_fit) {
+  // As above, plus a large block that any request fits: within the scan limit the best fit wins.
+  arena a(64 * page_size);
+  heap h = a.h();
+  block_list layout;
+  for (std::size_t i = 1; i <= 10; ++i) layout.emplace_back(i * page_size + q, 2 * q);
+  layout.emplace_back(20 * page_size, 2 * q);
+  layout.emplace_back(30 * page_size + q, 8 * page_size);
+  make_layout(a, layout);
+  EXPECT_EQ(offset_of(a, h.allocate(2 * q, page_size)), 20 * page_size);
+  EXPECT_EQ(offset_of(a, h.allocate(2 * q, page_size)), 31 * page_size) << "then the large block";
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, over_aligned_scan_goes_past_its_limit_when_no_block_is_sure_to_fit) {
+  arena a(256 * page_size);
+  heap h = a.h();
+  // More unaligned candidates than the scan limit, then the only fitting block; no large block.
+  block_list layout;
+  const std::size_t n = 3 * heap_impl::aligned_scan_limit;
+  for (std::size_t i = 1; i <= n; ++i) layout.emplace_back(i * page_size + q, 2 * q);
+  layout.emplace_back((n + 10) * page_size, 2 * q);
+  make_layout(a, layout);
+  EXPECT_EQ(offset_of(a, h.allocate(2 * q, page_size)), (n + 10) * page_size);
+  EXPECT_EQ(h.allocate(2 * q, page_size), nullptr);
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, over_aligned_scan_jumps_to_a_block_sure_to_fit) {
+  arena a(256 * page_size);
+  heap h = a.h();
+  block_list layout;
+  const std::size_t n = 3 * heap_impl::aligned_scan_limit;
+  for (std::size_t i = 1; i <= n; ++i) layout.emplace_back(i * page_size + q, 2 * q);
+  layout.emplace_back((n + 10) * page_size + q, 2 * page_size);  // sure to fit (its page-aligned part)
+  make_layout(a, layout);
+  void* p = h.allocate(2 * q, page_size);
+  EXPECT_EQ(offset_of(a, p), (n + 11) * page_size);
+  // The leading gap stays free.
+  EXPECT_EQ(free_list(a).back(), (std::pair{(n + 11) * page_size + 2 * q, page_size - q}));
+  EXPECT_EQ(free_list(a)[n], (std::pair{(n + 10) * page_size + q, page_size - q}));
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, exhaustion_returns_null) {
+  arena a(16 * page_size);
+  heap h = a.h();
+  std::vector<void*> blocks;
+  for (;;) {
+    void* p = h.allocate(1000, 64);
+    if (p == nullptr) break;
+    blocks.push_back(p);
+    ASSERT_LE(blocks.size(), 16 * page_size / 1000) << "more blocks than fit";
+  }
+  EXPECT_EQ(blocks.size(), 16 * page_size / heap::block_size(1000));
+  EXPECT_LT(h.largest_free_block(), heap::block_size(1000));
+  // Fill the rest with quanta, then nothing at all fits.
+  while (void* p = h.allocate(0, 1)) blocks.push_back(p);
+  EXPECT_EQ(h.free_bytes(), 0u);
+  EXPECT_EQ(h.free_blocks(), 0u);
+  EXPECT_EQ(h.largest_free_block(), 0u);
+  EXPECT_EQ(h.allocated_bytes(), 16 * page_size);
+  EXPECT_EQ(h.allocate(0, 1), nullptr);
+  EXPECT_EQ(h.allocate(1, page_size), nullptr);
+  EXPECT_EQ(h.allocate(impossible, 1), nullptr);
+  EXPECT_EQ(h.allocate(impossible - 2 * page_size, 1), nullptr);
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, oversized_requests_return_null) {
+  arena a(16 * page_size);
+  heap h = a.h();
+  EXPECT_EQ(h.allocate(16 * page_size + 1, 1), nullptr);
+  EXPECT_EQ(h.allocate(impossible, 1), nullptr);
+  EXPECT_EQ(h.allocate(impossible, page_size), nullptr);
+  EXPECT_EQ(h.growth_needed(impossible, 1), impossible);
+  EXPECT_EQ(h.growth_needed(impossible - q, 1), impossible);
+  EXPECT_NE(h.allocate(16 * page_size, 1), nullptr);
+}
+
+TEST(heap, grow_extends_the_top_free_block) {
+  arena a(4 * page_size);
+  heap h = a.h();
+  void* p = h.allocate(page_size, 1);
+  ASSERT_EQ(p, a.base());
+  h.grow(a.at(6 * page_size));
+  EXPECT_EQ(h.end(), a.at(6 * page_size));
+  EXPECT_EQ(free_list(a), (block_list{{page_size, 5 * page_size}}));
+  EXPECT_EQ(h.free_bytes(), 5 * page_size);
+  EXPECT_EQ(h.largest_free_block(), 5 * page_size);
+  h.grow(a.at(6 * page_size));  // no-op
+  EXPECT_EQ(free_list(a), (block_list{{page_size, 5 * page_size}}));
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, grow_adds_a_block_when_the_top_is_allocated) {
+  arena a(4 * page_size);
+  heap h = a.h();
+  make_layout(a, {{page_size, page_size}});  // the top is allocated
+  h.grow(a.at(4 * page_size + q));
+  EXPECT_EQ(free_list(a), (block_list{{page_size, page_size}, {4 * page_size, q}}));
+  EXPECT_EQ(h.free_blocks(), 2u);
+  EXPECT_EQ(h.free_bytes(), page_size + q);
+  EXPECT_EQ(h.allocated_bytes(), 3 * page_size);
+  EXPECT_NO_THROW(h.check());
+  h.grow(a.at(5 * page_size));  // now the top is free: extended
+  EXPECT_EQ(free_list(a), (block_list{{page_size, page_size}, {4 * page_size, page_size}}));
+  EXPECT_NO_THROW(h.check());
+  // Freeing the block before the grown part coalesces across the old end.
+  h.deallocate(a.at(2 * page_size), 2 * page_size);
+  EXPECT_EQ(free_list(a), (block_list{{page_size, 4 * page_size}}));
+  EXPECT_NO_THROW(h.check());
+}
+
+TEST(heap, growth_needed_is_enough) {
+  struct scenario {
+    const char* name;
+    block_list layout;  // the free blocks (the rest of the arena is allocated)
+    std::size_t arena;  // arena bytes
+    std::size_t size, align;
+    std::size_t expected;  // growth_needed
+  };
+  const std::size_t bs100 = heap::block_size(100);
+  const std::size_t p = page_size;
+  // clang-format off
+  const std::vector<scenario> scenarios = {
+      // name                                  free blocks            arena       size   align  expected
+      {"top free, too small",                  {{14 * p, 2 * p}},     16 * p,     3 * p, 64,    p},
+      {"top free, fits",                       {{14 * p, 2 * p}},     16 * p,     2 * p, 64,    0},
+      {"top allocated",                        {{p, p}},              16 * p,     100,   64,    bs100},
+      {"top allocated, aligned end",           {{p, p}},              16 * p,     100,   p,     bs100},
+      {"top allocated, unaligned end",         {{p, p}},              16 * p + q, 100,   p,     p - q + bs100},
+      {"top free, unaligned start",            {{15 * p + q, p - q}}, 16 * p,     p,     p,     p},
+      {"top free, aligned start inside",       {{15 * p - q, p + q}}, 16 * p,     p,     p,     0},
+      {"small block elsewhere, top allocated", {{0, q}},              16 * p,     2 * q, 1,     2 * q},
+  };
+  // clang-format on
+  for (const scenario& s : scenarios) {
+    arena a(s.arena);
+    heap h = a.h();
+    make_layout(a, s.layout);
+    const std::size_t g = h.growth_needed(s.size, s.align);
+    EXPECT_EQ(g, s.expected) << s.name;
+    EXPECT_EQ(g % q, 0u) << s.name;
+    h.grow(static_cast<std::byte*>(h.end()) + g);
+    void* ptr = h.allocate(s.size, s.align);
+    EXPECT_NE(ptr, nullptr) << s.name;
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(ptr) % s.align, 0u) << s.name;
+    EXPECT_NO_THROW(h.check()) << s.name;
+  }
+}
+
+TEST(heap, growth_needed_is_minimal_for_the_top_block) {
+  // Growing by one quantum less than growth_needed is not enough when no other block fits.
+  for (std::size_t align = 1; align <= page_size; align *= 2) {
+    for (std::size_t size : {std::size_t{0}, std::size_t{1}, 100 * q + 3, 3 * page_size}) {
+      arena a(2 * page_size + 3 * q);
+      heap h = a.h();
+      ASSERT_NE(h.allocate(page_size + q, 1), nullptr);  // top block starts at page_size + q
+      const std::size_t g = h.growth_needed(size, align);
+      ASSERT_NE(g, impossible);
+      if (g >= q) {
+        h.grow(static_cast<std::byte*>(h.end()) + (g - q));
+        EXPECT_EQ(h.allocate(size, align), nullptr) << "size " << size << " align " << align << " g " << g;
+        h.grow(static_cast<std::byte*>(h.end()) + q);
+      } else {
+        h.grow(static_cast<std::byte*>(h.end()) + g);
+      }
+      EXPECT_NE(h.allocate(size, align), nullptr) << "size " << size << " align " << align << " g " << g;
+      EXPECT_NO_THROW(h.check());
+    }
+  }
+}
+
+// Randomized: random allocate/free/grow against a model of the live blocks, checking the
+// heap's audit, its free list (it must equal the model's gaps exactly: full coalescing),
+// the best-fit choice, that nullptr means nothing fits, and that block contents survive.
+// Two profiles: "mixed" (sizes up to 100 KB, ~400 live blocks, runs out of its 2 MiB) and
+// "small" (sizes under 512 bytes, ~2000 live blocks: many free blocks, long aligned scans).
+class heap_random : public testing::TestWithParam<std::tuple<std::uint64_t, bool>> {};
+
+struct live_block {
+  std::size_t size;  // as requested
+  std::uint8_t pattern;
+};
+
+void fill(std::byte* p, std::size_t n, std::uint8_t pattern) {
+  for (std::size_t i = 0; i < n; ++i)
+    p[i] = static_cast<std::byte>(static_cast<std::uint8_t>(pattern + i * 7));
+}
+
+std::size_t first_mismatch(const std::byte* p, std::size_t n, std::uint8_t pattern) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (p[i] != static_cast<std::byte>(static_cast<std::uint8_t>(pattern + i * 7))) return i;
+  }
+  return n;
+}
+
+TEST_P(heap_random, matches_a_model) {
+  const std::uint64_t seed = std::get<0>(GetParam());
+  const bool small_only = std::get<1>(GetParam());
+  const std::size_t target_live = small_only ? 2000 : 400;
+  const char* const profile = small_only ? " small" : " mixed";
+  constexpr int steps = 20000;
+  constexpr int check_every_step_until = 4000;
+  std::mt19937_64 rng(seed);
+  arena a(64 * 1024, std::size_t{2} << 20);  // starts small, grows up to 2 MiB, then runs out
+  heap h = a.h();
+  std::map<std::uintptr_t, live_block> live;  // by address
+  std::size_t live_bytes = 0;
+  std::size_t grows = 0;
+  std::size_t nulls = 0;
+  std::size_t over_aligned = 0;
+
+  const auto rand_below = [&](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
+  const auto model_gaps = [&] {
+    block_list gaps;
+    std::uintptr_t cursor = reinterpret_cast<std::uintptr_t>(h.begin());
+    for (const auto& [addr, blk] : live) {
+      if (addr > cursor)
+        gaps.emplace_back(cursor - reinterpret_cast<std::uintptr_t>(a.base()), addr - cursor);
+      cursor = addr + heap::block_size(blk.size);
+    }
+    const auto e = reinterpret_cast<std::uintptr_t>(h.end());
+    if (e > cursor) gaps.emplace_back(cursor - reinterpret_cast<std::uintptr_t>(a.base()), e - cursor);
+    return gaps;
+  };
+  const auto fits = [&](const std::pair<std::size_t, std::size_t>& gap, std::size_t bs, std::size_t align) {
+    const std::uintptr_t start = reinterpret_cast<std::uintptr_t>(a.base()) + gap.first;
+    const std::uintptr_t aligned = (start + align - 1) & ~static_cast<std::uintptr_t>(align - 1);
+    return aligned + bs <= start + gap.second;
+  };
+
+  for (int step = 0; step < steps; ++step) {
+    const bool allocate = live.empty() || rand_below(100) < (live.size() < target_live ? 60u : 45u);
+    if (allocate) {
+      const std::size_t kind = rand_below(100);
+      const std::size_t size = small_only  ? rand_below(512)
+                               : kind < 70 ? rand_below(300)
+                               : kind < 95 ? rand_below(5000)
+                                           : rand_below(100000);
+      const std::size_t align_kind = rand_below(100);
+      const std::size_t align = align_kind < 80 ? std::size_t{1} << rand_below(7)         // 1..64
+                                                : std::size_t{1} << (7 + rand_below(6));  // 128..4096
+      const std::size_t bs = heap::block_size(size);
+      const block_list gaps = model_gaps();
+      // The model's answer: any fit? and, for align <= quantum, the best fit's address.
+      bool any = false;
+      std::size_t best_off = 0, best_size = 0;
+      for (const auto& g : gaps) {
+        if (!fits(g, bs, align)) continue;
+        any = true;
+        if (best_size == 0 || g.second < best_size) best_off = g.first, best_size = g.second;
+      }
+      void* p = h.allocate(size, align);
+      if (p == nullptr && !any) {
+        const std::size_t g = h.growth_needed(size, align);
+        ASSERT_NE(g, impossible) << "seed " << seed << profile << " step " << step;
+        // Grow in 64 KiB steps, as a storage would grow its file, while the buffer allows.
+        const std::size_t chunk = (g + 0xffff) & ~std::size_t{0xffff};
+        const std::size_t used = offset_of(a, h.end());
+        if (used + chunk <= a.capacity()) {
+          h.grow(a.at(used + chunk));
+          ++grows;
+          p = h.allocate(size, align);
+          ASSERT_NE(p, nullptr) << "seed " << seed << profile << " step " << step << ": allocate(" << size
+                                << ", " << align << ") failed after growing by growth_needed " << g;
+        } else {
+          ++nulls;
+        }
+      } else {
+        ASSERT_EQ(p != nullptr, any) << "seed " << seed << profile << " step " << step << ": allocate("
+                                     << size << ", " << align << ") returned " << p << " but the model "
+                                     << (any ? "has a fitting gap" : "has none") << "; gaps "
+                                     << to_string(gaps);
+        if (align <= q) {
+          EXPECT_EQ(offset_of(a, p), best_off)
+              << "seed " << seed << profile << " step " << step << ": not the best fit for " << bs
+              << " bytes; gaps " << to_string(gaps);
+        }
+      }
+      if (p != nullptr) {
+        const auto addr = reinterpret_cast<std::uintptr_t>(p);
+        ASSERT_EQ(addr % align, 0u) << "seed " << seed << profile << " step " << step << " align " << align;
+        ASSERT_GE(p, h.begin()) << "seed " << seed << profile << " step " << step;
+        ASSERT_LE(addr + bs, reinterpret_cast<std::uintptr_t>(h.end()))
+            << "seed " << seed << profile << " step " << step;
+        // No overlap with the live neighbours.
+        const auto next = live.lower_bound(addr);
+        if (next != live.end()) {
+          ASSERT_GE(next->first, addr + bs)
+              << "seed " << seed << profile << " step " << step << ": new block " << p
+              << " overlaps live block at " << next->first;
+        }
+        if (next != live.begin()) {
+          const auto prev = std::prev(next);
+          ASSERT_LE(prev->first + heap::block_size(prev->second.size), addr)
+              << "seed " << seed << profile << " step " << step << ": new block " << p
+              << " overlaps live block at " << prev->first;
+        }
+        const auto pattern = static_cast<std::uint8_t>(rng());
+        fill(static_cast<std::byte*>(p), size, pattern);
+        live.emplace(addr, live_block{size, pattern});
+        live_bytes += bs;
+        if (align > q) ++over_aligned;
+      }
+    } else {
+      auto it = live.begin();
+      std::advance(it, static_cast<std::ptrdiff_t>(rand_below(live.size())));
+      auto* p = reinterpret_cast<std::byte*>(it->first);
+      const std::size_t bad = first_mismatch(p, it->second.size, it->second.pattern);
+      ASSERT_EQ(bad, it->second.size)
+          << "seed " << seed << profile << " step " << step << ": block " << static_cast<void*>(p) << " of "
+          << it->second.size << " bytes was overwritten at offset " << bad;
+      h.deallocate(p, it->second.size);
+      live_bytes -= heap::block_size(it->second.size);
+      live.erase(it);
+    }
+
+    ASSERT_EQ(h.allocated_bytes(), live_bytes) << "seed " << seed << profile << " step " << step;
+    ASSERT_EQ(h.allocated_bytes() + h.free_bytes(), offset_of(a, h.end()))
+        << "seed " << seed << profile << " step " << step;
+    if (step < check_every_step_until || step % 97 == 0 || step == steps - 1) {
+      ASSERT_NO_THROW(h.check()) << "seed " << seed << profile << " step " << step;
+      const block_list gaps = model_gaps();
+      ASSERT_EQ(free_list(a), gaps) << "seed " << seed << profile << " step " << step;
+      std::size_t largest = 0;
+      for (const auto& g : gaps) largest = std::max(largest, g.second);
+      ASSERT_EQ(h.free_blocks(), gaps.size()) << "seed " << seed << profile << " step " << step;
+      ASSERT_EQ(h.largest_free_block(), largest) << "seed " << seed << profile << " step " << step;
+    }
+  }
+  // The run must have exercised growth, exhaustion and over-aligned requests.
+  EXPECT_GT(grows, 0u) << "seed " << seed << profile;
+  if (!small_only) {
+    EXPECT_GT(nulls, 0u) << "seed " << seed << " mixed";
+  }
+  EXPECT_GT(over_aligned, 0u) << "seed " << seed << profile;
+
+  // Free everything: one block remains.
+  for (const auto& [addr, blk] : live) {
+    ASSERT_EQ(first_mismatch(reinterpret_cast<std::byte*>(addr), blk.size, blk.pattern), blk.size)
+        << "seed " << seed << profile << " block " << addr;
+    h.deallocate(reinterpret_cast<void*>(addr), blk.size);
+  }
+  ASSERT_NO_THROW(h.check()) << "seed " << seed << profile;
+  EXPECT_EQ(free_list(a), (block_list{{0, offset_of(a, h.end())}})) << "seed " << seed << profile;
+  EXPECT_EQ(h.allocated_bytes(), 0u) << "seed " << seed << profile;
+}
+
+INSTANTIATE_TEST_SUITE_P(seeds, heap_random,
+                         testing::Combine(testing::Values(1, 2, 3, 42, 20240601), testing::Bool()),
+                         [](const testing::TestParamInfo<heap_random::ParamType>& info) {
+                           return (std::get<1>(info.param) ? "small_seed_" : "mixed_seed_") +
+                                  std::to_string(std::get<0>(info.param));
+                         });
+
+// check() must report corruption (not crash) and name it.
+void expect_corrupted(heap h, const char* what_part, const char* context) {
+  try {
+    h.check();
+    ADD_FAILURE() << context << ": check() accepted a corrupted heap";
+  } catch (const tmf::error& e) {
+    EXPECT_EQ(e.code(), tmf::errc::corrupted) << context;
+    const std::string what = e.what();
+    EXPECT_NE(what.find("heap"), std::string::npos) << context << ": " << what;
+    EXPECT_NE(what.find(what_part), std::string::npos) << context << ": " << what;
+  }
+}
+
+heap_impl::free_block& block_at(std::byte* p) { return *reinterpret_cast<heap_impl::free_block*>(p); }
+
+class heap_corruption : public testing::Test {
+ protected:
+  heap_corruption() : m_arena(64 * q) {}
+  void SetUp() override {
+    // Enough free blocks for a tree of a few levels: 1q holes at 2q, 6q, 10q, ...
+    block_list layout;
+    for (std::size_t off = 2 * q; off + q <= 64 * q; off += 4 * q) layout.emplace_back(off, q);
+    make_layout(m_arena, layout);
+  }
+  arena m_arena;
+};
+
+TEST_F(heap_corruption, size_not_a_multiple_of_the_quantum) {
+  block_at(m_arena.at(10 * q)).m_size = q + 8;
+  expect_corrupted(m_arena.h(), "not a positive multiple", "size q+8");
+  EXPECT_THROW(m_arena.h().check(), tmf::error);
+}
+
+TEST_F(heap_corruption, size_zero) {
+  block_at(m_arena.at(10 * q)).m_size = 0;
+  expect_corrupted(m_arena.h(), "not a positive multiple", "size 0");
+}
+
+TEST_F(heap_corruption, size_overlapping_the_next_block) {
+  block_at(m_arena.at(10 * q)).m_size = 5 * q;
+  expect_corrupted(m_arena.h(), "overlaps free block", "size 5q");
+}
+
+TEST_F(heap_corruption, size_touching_the_next_block) {
+  block_at(m_arena.at(10 * q)).m_size = 4 * q;
+  expect_corrupted(m_arena.h(), "not coalesced", "size 4q");
+}
+
+TEST_F(heap_corruption, size_past_the_arena_end) {
+  block_at(m_arena.at(62 * q)).m_size = 4 * q;
+  expect_corrupted(m_arena.h(), "past the arena end", "last block too big");
+}
+
+TEST_F(heap_corruption, size_grown_into_allocated_memory) {
+  // Consistent trees, but the bytes no longer add up.
+  block_at(m_arena.at(62 * q)).m_size = 2 * q;  // the last block: still in size order
+  expect_corrupted(m_arena.h(), "free byte counter", "size 2q");
+}
+
+TEST_F(heap_corruption, sizes_swapped_break_the_size_order) {
+  // Two blocks far apart exchange sizes: the address tree is fine, the size tree is not.
+  arena a(64 * q);
+  make_layout(a, {{2 * q, q}, {20 * q, 3 * q}});
+  block_at(a.at(2 * q)).m_size = 3 * q;
+  block_at(a.at(20 * q)).m_size = q;
+  expect_corrupted(a.h(), "size tree out of order", "swapped sizes");
+}
+
+TEST_F(heap_corruption, node_overwritten_with_garbage) {
+  for (std::size_t off = 2 * q; off + q <= 64 * q; off += 4 * q) {
+    arena a(64 * q);
+    block_list layout;
+    for (std::size_t o = 2 * q; o + q <= 64 * q; o += 4 * q) layout.emplace_back(o, q);
+    make_layout(a, layout);
+    std::memset(a.at(off), 0xab, sizeof(heap_impl::free_block));
+    expect_corrupted(a.h(), "", ("garbage node at offset " + std::to_string(off)).c_str());
+  }
+}
+
+TEST_F(heap_corruption, node_zeroed) {
+  std::memset(m_arena.at(30 * q), 0, sizeof(heap_impl::free_block));
+  expect_corrupted(m_arena.h(), "", "zeroed node");
+}
+
+TEST_F(heap_corruption, link_into_allocated_memory) {
+  using traits = heap_impl::addr_tree::node_traits;
+  using value_traits = heap_impl::addr_tree::value_traits;
+  // Point some node's missing child at an allocated block (filled with zeros).
+  std::memset(m_arena.at(0), 0, q);
+  bool done = false;
+  for (std::size_t off = 2 * q; off + q <= 64 * q && !done; off += 4 * q) {
+    auto n = value_traits::to_node_ptr(block_at(m_arena.at(off)));
+    if (traits::get_left(n) == nullptr) {
+      traits::set_left(n, value_traits::to_node_ptr(block_at(m_arena.at(0))));
+      done = true;
+    }
+  }
+  ASSERT_TRUE(done);
+  expect_corrupted(m_arena.h(), "address tree", "link into allocated memory");
+}
+
+TEST_F(heap_corruption, link_outside_the_arena) {
+  using traits = heap_impl::size_tree::node_traits;
+  using value_traits = heap_impl::size_tree::value_traits;
+  static heap_impl::free_block outside;
+  bool done = false;
+  for (std::size_t off = 2 * q; off + q <= 64 * q && !done; off += 4 * q) {
+    auto n = value_traits::to_node_ptr(block_at(m_arena.at(off)));
+    if (traits::get_right(n) == nullptr) {
+      traits::set_right(n, value_traits::to_node_ptr(outside));
+      done = true;
+    }
+  }
+  ASSERT_TRUE(done);
+  expect_corrupted(m_arena.h(), "outside the arena", "link outside the arena");
+}
+
+TEST_F(heap_corruption, cycle) {
+  using traits = heap_impl::addr_tree::node_traits;
+  using value_traits = heap_impl::addr_tree::value_traits;
+  // A leaf's child link back to the root.
+  // Walk up to the root: the node whose parent (the header) has it as parent.
+  auto root = value_traits::to_node_ptr(block_at(m_arena.at(2 * q)));
+  while (traits::get_parent(traits::get_parent(root)) != root) root = traits::get_parent(root);
+  bool done = false;
+  for (std::size_t off = 2 * q; off + q <= 64 * q && !done; off += 4 * q) {
+    auto n = value_traits::to_node_ptr(block_at(m_arena.at(off)));
+    if (traits::get_left(n) == nullptr && traits::get_right(n) == nullptr) {
+      traits::set_left(n, root);
+      done = true;
+    }
+  }
+  ASSERT_TRUE(done);
+  expect_corrupted(m_arena.h(), "address tree", "cycle");
+}
+
+TEST_F(heap_corruption, colour_flipped) {
+  using traits = heap_impl::size_tree::node_traits;
+  using value_traits = heap_impl::size_tree::value_traits;
+  // Make every node red: red-red or black-height violations must be found.
+  for (std::size_t off = 2 * q; off + q <= 64 * q; off += 4 * q) {
+    traits::set_color(value_traits::to_node_ptr(block_at(m_arena.at(off))), traits::red());
+  }
+  expect_corrupted(m_arena.h(), "size tree", "all red");
+}
+
+TEST_F(heap_corruption, black_height) {
+  using traits = heap_impl::size_tree::node_traits;
+  using value_traits = heap_impl::size_tree::value_traits;
+  // A red node turned black: no red-red violation, but one path gains a black node.
+  bool done = false;
+  for (std::size_t off = 2 * q; off + q <= 64 * q && !done; off += 4 * q) {
+    auto n = value_traits::to_node_ptr(block_at(m_arena.at(off)));
+    if (traits::get_color(n) == traits::red()) {
+      traits::set_color(n, traits::black());
+      done = true;
+    }
+  }
+  ASSERT_TRUE(done) << "no red node in the tree";
+  expect_corrupted(m_arena.h(), "black heights", "red node turned black");
+}
+
+TEST_F(heap_corruption, header_leftmost) {
+  using traits = heap_impl::addr_tree::node_traits;
+  using value_traits = heap_impl::addr_tree::value_traits;
+  // The header (in heap_state) is the root's parent; point its leftmost link at another node.
+  auto root = value_traits::to_node_ptr(block_at(m_arena.at(2 * q)));
+  while (traits::get_parent(traits::get_parent(root)) != root) root = traits::get_parent(root);
+  traits::set_left(traits::get_parent(root), value_traits::to_node_ptr(block_at(m_arena.at(6 * q))));
+  expect_corrupted(m_arena.h(), "leftmost", "header's leftmost link");
+}
+
+// Misuse of deallocate terminates with a message naming tmf, the address and the problem.
+class heap_death : public testing::Test {
+ protected:
+  heap_death() : m_arena(64 * q) {}
+  arena m_arena;
+};
+
+TEST_F(heap_death, double_free) {
+  heap h = m_arena.h();
+  void* p = h.allocate(100, 8);
+  void* keep = h.allocate(100, 8);  // so p does not merge into the top block
+  ASSERT_NE(keep, nullptr);
+  h.deallocate(p, 100);
+  EXPECT_DEATH(h.deallocate(p, 100),
+               "tmf: invalid deallocate\\(0x[0-9a-f]+, 100\\): block overlaps free block");
+  EXPECT_NO_THROW(h.check());  // the parent is untouched
+}
+
+TEST_F(heap_death, double_free_merged_into_the_top) {
+  heap h = m_arena.h();
+  void* p = h.allocate(100, 8);
+  h.deallocate(p, 100);
+  EXPECT_DEATH(h.deallocate(p, 100), "tmf: .*overlaps free block");
+}
+
+TEST_F(heap_death, free_inside_a_free_block) {
+  heap h = m_arena.h();
+  make_layout(m_arena, {{8 * q, 8 * q}});
+  EXPECT_DEATH(h.deallocate(m_arena.at(10 * q), q), "tmf: .*overlaps free block");
+  EXPECT_DEATH(h.deallocate(m_arena.at(6 * q), 3 * q), "tmf: .*overlaps free block")
+      << "a block running into the next free block";
+  EXPECT_DEATH(h.deallocate(m_arena.at(7 * q), 1000), "tmf: .*overlaps free block")
+      << "spanning a free block";
+}
+
+TEST_F(heap_death, free_outside_the_arena) {
+  heap h = m_arena.h();
+  alignas(64) static std::byte elsewhere[64];
+  EXPECT_DEATH(h.deallocate(elsewhere, 64), "tmf: invalid deallocate.*outside the arena");
+  EXPECT_DEATH(h.deallocate(m_arena.at(64 * q), 1), "tmf: .*outside the arena") << "at the end";
+  EXPECT_DEATH(h.deallocate(nullptr, 1), "tmf: .*outside the arena") << "null";
+}
+
+TEST_F(heap_death, misaligned_free) {
+  heap h = m_arena.h();
+  void* p = h.allocate(200, 8);
+  EXPECT_DEATH(h.deallocate(static_cast<std::byte*>(p) + 8, 100), "tmf: .*not aligned");
+}
+
+TEST_F(heap_death, free_past_the_arena_end) {
+  heap h = m_arena.h();
+  ASSERT_NE(h.allocate(64 * q, 1), nullptr);
+  EXPECT_DEATH(h.deallocate(m_arena.at(60 * q), 5 * q), "tmf: .*past the arena end");
+}
+
+}  // namespace

@@ -1,0 +1,1119 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+// Public-contract tests of tmf::storage, tmf::writer and tmf::reader: creation and reopening
+// (in other processes too), transactions, locking between threads and processes, misuse,
+// statistics, options, and the refusal of bad input (leaving the file byte-for-byte intact).
+
+#include <tmf/tmf.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <limits>
+#include <new>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using tmf_test::run_in_child;
+using tmf_test::scoped_path;
+
+constexpr std::size_t page = 4096;
+
+struct basic_root {
+  std::uint64_t value = 0;
+  tmf::vector<std::uint64_t> items;
+  void* block = nullptr;
+};
+
+// Same size and alignment as basic_root, another type name.
+struct other_root {
+  std::uint64_t value = 0;
+  tmf::vector<std::uint64_t> items;
+  void* block = nullptr;
+};
+static_assert(sizeof(other_root) == sizeof(basic_root) && alignof(other_root) == alignof(basic_root));
+
+// Counts its constructions in this process, and records in the file that it was constructed.
+inline std::atomic<int> g_counted_constructions{0};
+struct counted_root {
+  counted_root() : constructed_marker(0xC0FFEE), constructions_seen(++g_counted_constructions) {}
+  std::uint64_t constructed_marker;
+  std::uint64_t constructions_seen;
+  std::uint64_t value = 0;
+};
+
+static_assert(!std::is_copy_constructible_v<tmf::storage<basic_root>>);
+static_assert(!std::is_move_constructible_v<tmf::storage<basic_root>>);
+static_assert(!std::is_copy_assignable_v<tmf::storage<basic_root>>);
+static_assert(!std::is_copy_constructible_v<tmf::writer<basic_root>>);
+static_assert(std::is_nothrow_move_constructible_v<tmf::writer<basic_root>>);
+static_assert(std::is_nothrow_move_assignable_v<tmf::writer<basic_root>>);
+static_assert(!std::is_copy_constructible_v<tmf::reader<basic_root>>);
+static_assert(std::is_nothrow_move_constructible_v<tmf::reader<basic_root>>);
+static_assert(std::is_nothrow_move_assignable_v<tmf::reader<basic_root>>);
+static_assert(std::is_base_of_v<std::system_error, tmf::error>);
+
+/// Succeeds if `f()` throws a tmf::error whose code equals `expected` (a tmf::errc or a std::errc).
+template <class F, class Code>
+::testing::AssertionResult throws_code(F&& f, Code expected) {
+  using std::make_error_code;
+  try {
+    f();
+  } catch (const tmf::error& e) {
+    if (e.code() == expected) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "threw tmf::error " << e.code() << " (" << e.what() << "), expected "
+                                         << make_error_code(expected) << " (" << make_error_code(expected).message()
+                                         << ")";
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure() << "threw another exception: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "did not throw; expected " << make_error_code(expected);
+}
+
+/// Returns 0 if `f()` throws a tmf::error with `expected`, else `fail_code` (for children).
+template <class F, class Code>
+int child_expect_code(F&& f, Code expected, int fail_code) {
+  try {
+    f();
+  } catch (const tmf::error& e) {
+    if (e.code() == expected) return 0;
+    std::fprintf(stderr, "child: unexpected tmf::error: %s\n", e.what());
+    return fail_code;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "child: unexpected exception: %s\n", e.what());
+    return fail_code;
+  }
+  std::fprintf(stderr, "child: no exception (check %d)\n", fail_code);
+  return fail_code;
+}
+
+/// Creates a storage at `p` holding `value` and one item, committed; closes it. Returns its address.
+void* make_storage(const fs::path& p, std::uint64_t value = 7, const tmf::options& opt = {}) {
+  tmf::storage<basic_root> s(p, opt);
+  auto w = s.write();
+  w->value = value;
+  w->items.push_back(value * 10);
+  w.commit();
+  return s.address();
+}
+
+void write_file(const fs::path& p, const std::vector<char>& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(out.good()) << "cannot write " << p;
+}
+
+bool same_bytes(const std::vector<char>& a, const std::vector<char>& b) { return a == b; }
+
+/// Opens `p` as storage<Root> with `opt`, expects the refusal `code`, and that the data file
+/// is byte-for-byte what it was.
+template <class Root = basic_root, class Code>
+void expect_open_refused(const fs::path& p, const tmf::options& opt, Code code, const char* what) {
+  SCOPED_TRACE(what);
+  const std::vector<char> before = tmf_test::read_bytes(p);
+  EXPECT_TRUE(throws_code([&] { tmf::storage<Root> s(p, opt); }, code)) << what;
+  const std::vector<char> after = tmf_test::read_bytes(p);
+  EXPECT_TRUE(same_bytes(before, after)) << what << ": the refused open modified " << p << " (" << before.size()
+                                         << " bytes before, " << after.size() << " after)";
+}
+
+/// A forked child synchronised with the parent through two pipes. The child runs `fn(*this)`
+/// and `_exit`s with its result (100 if it throws).
+class child_process {
+ public:
+  explicit child_process(const std::function<int(child_process&)>& fn) {
+    if (::pipe2(m_up, O_CLOEXEC) != 0 || ::pipe2(m_down, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+    std::fflush(nullptr);
+    m_pid = ::fork();
+    if (m_pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
+    if (m_pid == 0) {
+      ::close(m_up[0]);
+      ::close(m_down[1]);
+      int rc = 100;
+      try {
+        rc = fn(*this);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child_process: uncaught exception: %s\n", e.what());
+      } catch (...) {
+        std::fprintf(stderr, "child_process: uncaught exception\n");
+      }
+      std::fflush(nullptr);
+      ::_exit(rc & 0xff);
+    }
+    ::close(m_up[1]);
+    ::close(m_down[0]);
+  }
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+  ~child_process() {
+    if (m_pid > 0) {
+      ::kill(m_pid, SIGKILL);
+      join();
+    }
+  }
+
+  // Child side.
+  void notify_parent() { (void)!::write(m_up[1], "x", 1); }
+  bool wait_parent() {
+    char c;
+    ssize_t r;
+    do r = ::read(m_down[0], &c, 1);
+    while (r < 0 && errno == EINTR);
+    return r == 1;
+  }
+
+  // Parent side.
+  /// False if the child exited without notifying.
+  bool wait_child() {
+    char c;
+    ssize_t r;
+    do r = ::read(m_up[0], &c, 1);
+    while (r < 0 && errno == EINTR);
+    return r == 1;
+  }
+  void notify_child() { (void)!::write(m_down[1], "x", 1); }
+  /// Waits for the child; its exit code, or 128 + the signal that killed it.
+  int join() {
+    if (m_pid <= 0) return -1;
+    ::close(m_down[1]);
+    ::close(m_up[0]);
+    int status = 0;
+    while (::waitpid(m_pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    m_pid = -1;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+  }
+
+ private:
+  int m_up[2] = {-1, -1};
+  int m_down[2] = {-1, -1};
+  pid_t m_pid = -1;
+};
+
+#if UINTPTR_MAX > 0xffffffffu
+constexpr std::uintptr_t chosen_address = 0x6a0000000000;
+constexpr std::uintptr_t other_address = 0x6b0000000000;
+#else
+constexpr std::uintptr_t chosen_address = 0x70000000;
+constexpr std::uintptr_t other_address = 0x90000000;
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Creation and reopening.
+
+TEST(StorageCreate, NewFileHasDefaultRootAndReopensInAnotherProcess) {
+  scoped_path p;
+  void* address = nullptr;
+  {
+    tmf::storage<basic_root> s(p.path());
+    address = s.address();
+    ASSERT_NE(address, nullptr);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(address) % page, 0u) << "the storage address is not page-aligned";
+    ASSERT_TRUE(fs::exists(p.path())) << "the data file was not created";
+    EXPECT_TRUE(fs::exists(p.log())) << "the log file was not created";
+    {
+      auto r = s.read();
+      EXPECT_EQ(r->value, 0u) << "the new Root is not value-initialised";
+      EXPECT_TRUE(r->items.empty());
+      EXPECT_EQ(r->block, nullptr);
+    }
+    auto w = s.write();
+    w->value = 42;
+    for (std::uint64_t i = 0; i < 100; ++i) w->items.push_back(i * i);
+    w.commit();
+  }
+  const int rc = run_in_child([&] {
+    tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::open_only});
+    if (s.address() != address) return 1;
+    auto r = s.read();
+    if (r->value != 42) return 2;
+    if (r->items.size() != 100) return 3;
+    for (std::uint64_t i = 0; i < 100; ++i)
+      if (r->items[i] != i * i) return 4;
+    s.check();
+    return 0;
+  });
+  EXPECT_EQ(rc, 0) << "the child could not read the committed data (1 address, 2 value, 3-4 items, 100 exception)";
+}
+
+TEST(StorageCreate, CreatedInAnotherProcessReopensHere) {
+  scoped_path p;
+  const int rc = run_in_child([&] {
+    tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::create_only});
+    auto w = s.write();
+    w->value = 5;
+    w->items.assign(10, 9);
+    w.commit();
+    return 0;
+  });
+  ASSERT_EQ(rc, 0) << "the child could not create the storage";
+  tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::open_only});
+  auto r = s.read();
+  EXPECT_EQ(r->value, 5u);
+  EXPECT_EQ(r->items.size(), 10u);
+  EXPECT_NO_THROW(s.check());
+}
+
+TEST(StorageCreate, RootIsDefaultConstructedExactlyOnce) {
+  scoped_path p;
+  const int before = g_counted_constructions.load();
+  {
+    tmf::storage<counted_root> s(p.path());
+    EXPECT_EQ(g_counted_constructions.load(), before + 1) << "creating a storage must construct Root once";
+    auto w = s.write();
+    EXPECT_EQ(w->constructed_marker, 0xC0FFEEu);
+    w->value = 77;
+    w.commit();
+  }
+  {
+    tmf::storage<counted_root> s(p.path());
+    EXPECT_EQ(g_counted_constructions.load(), before + 1) << "reopening must not construct Root again";
+    auto r = s.read();
+    EXPECT_EQ(r->value, 77u) << "Root was reset on reopen";
+    EXPECT_EQ(r->constructions_seen, static_cast<std::uint64_t>(before + 1));
+  }
+  const int rc = run_in_child([&] {
+    const int in_child = g_counted_constructions.load();
+    tmf::storage<counted_root> s(p.path());
+    if (g_counted_constructions.load() != in_child) return 1;
+    auto r = s.read();
+    return r->value == 77 && r->constructed_marker == 0xC0FFEE ? 0 : 2;
+  });
+  EXPECT_EQ(rc, 0) << "reopening in another process constructed Root again (1) or lost its value (2)";
+}
+
+TEST(StorageCreate, OpenModesOnExistingAndMissingFiles) {
+  scoped_path p;
+  make_storage(p.path(), 3);
+  {
+    tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::open_only});
+    EXPECT_EQ(s.read()->value, 3u);
+  }
+  {
+    tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::open_or_create});
+    EXPECT_EQ(s.read()->value, 3u) << "open_or_create replaced an existing file";
+  }
+  scoped_path q(tmf_test::test_path("fresh"));
+  {
+    tmf::storage<basic_root> s(q.path(), {.mode = tmf::open_mode::create_only});
+    EXPECT_EQ(s.read()->value, 0u);
+  }
+  EXPECT_TRUE(fs::exists(q.path()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transactions.
+
+TEST(StorageTransactions, CommitMakesChangesVisibleToLaterReaders) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  {
+    auto w = s.write();
+    w->value = 11;
+    w->items.push_back(1);
+    EXPECT_EQ(w.root().value, 11u);
+    EXPECT_EQ((*w).value, 11u);
+    w.commit();
+  }
+  auto r = s.read();
+  EXPECT_EQ(r->value, 11u);
+  EXPECT_EQ(r.root().items.size(), 1u);
+  EXPECT_EQ((*r).items[0], 1u);
+}
+
+TEST(StorageTransactions, RollbackUndoesValuesAndAllocations) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  {
+    auto w = s.write();
+    w->value = 1;
+    w->items.assign(4, 4);
+    w.commit();
+  }
+  const std::size_t allocated = s.stats().allocated_bytes;
+  {
+    auto w = s.write();
+    w->value = 2;
+    for (int i = 0; i < 10000; ++i) w->items.push_back(static_cast<std::uint64_t>(i));
+    auto a = w.get_allocator<char>();
+    w->block = a.allocate(100000);
+    EXPECT_GT(s.stats().allocated_bytes, allocated) << "allocations inside the writer are not counted";
+    w.rollback();
+    EXPECT_EQ(w->value, 1u) << "rollback did not restore a value";
+    EXPECT_EQ(w->items.size(), 4u) << "rollback did not restore a container";
+    EXPECT_EQ(w->block, nullptr);
+    EXPECT_EQ(s.stats().allocated_bytes, allocated) << "rollback did not undo the allocations";
+    EXPECT_NO_THROW(s.check());
+    // The writer stays usable after a rollback.
+    w->value = 3;
+    w.commit();
+  }
+  EXPECT_EQ(s.read()->value, 3u);
+  EXPECT_EQ(s.stats().allocated_bytes, allocated);
+}
+
+TEST(StorageTransactions, WriterDestructorRollsBack) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  const std::size_t allocated = s.stats().allocated_bytes;
+  {
+    auto w = s.write();
+    w->value = 99;
+    w->items.resize(1000, 5);
+  }
+  {
+    auto r = s.read();
+    EXPECT_EQ(r->value, 0u) << "uncommitted change survived the writer";
+    EXPECT_TRUE(r->items.empty());
+  }
+  EXPECT_EQ(s.stats().allocated_bytes, allocated) << "uncommitted allocation survived the writer";
+  EXPECT_NO_THROW(s.check());
+}
+
+TEST(StorageTransactions, CommitKeepsTheWriterOpenAndCanBeRepeated) {
+  scoped_path p;
+  {
+    tmf::storage<basic_root> s(p.path());
+    auto w = s.write();
+    w->value = 1;
+    w.commit();
+    w->value = 2;
+    w->items.push_back(2);
+    w.commit();
+    w->value = 3;  // not committed
+    w.rollback();
+    EXPECT_EQ(w->value, 2u) << "rollback went past the second commit";
+    w.commit();  // nothing to commit: still fine
+  }
+  const int rc = run_in_child([&] {
+    tmf::storage<basic_root> s(p.path());
+    auto r = s.read();
+    return r->value == 2 && r->items.size() == 1 ? 0 : 1;
+  });
+  EXPECT_EQ(rc, 0) << "the second commit is not in the file";
+}
+
+TEST(StorageTransactions, UncommittedChangesInvisibleToAnotherProcess) {
+  scoped_path p;
+  make_storage(p.path(), 7);
+  child_process child([&](child_process& c) {
+    tmf::storage<basic_root> s(p.path());
+    auto w = s.write();
+    w->value = 1000;  // never visible to the parent until committed
+    c.notify_parent();
+    if (!c.wait_parent()) return 1;
+    w.commit();
+    c.notify_parent();
+    c.wait_parent();
+    return 0;
+  });
+  ASSERT_TRUE(child.wait_child()) << "the child failed before taking the writer";
+  tmf::storage<basic_root> s(p.path());
+  {
+    auto r = s.try_read();
+    ASSERT_TRUE(r.has_value()) << "another process's writer must not block readers";
+    EXPECT_EQ((*r)->value, 7u) << "a reader saw another process's uncommitted change";
+  }
+  EXPECT_FALSE(s.try_write().has_value()) << "try_write succeeded while a child process holds the writer";
+  child.notify_child();
+  ASSERT_TRUE(child.wait_child()) << "the child failed to commit";
+  EXPECT_EQ(s.read()->value, 1000u) << "a new read transaction does not see the other process's commit";
+  EXPECT_FALSE(s.try_write().has_value()) << "the child still holds the writer";
+  child.notify_child();
+  EXPECT_EQ(child.join(), 0);
+  auto w = s.try_write();
+  ASSERT_TRUE(w.has_value()) << "the writer was not released by the exited child";
+  EXPECT_EQ((*w)->value, 1000u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locking between threads, and misuse.
+
+TEST(StorageLocking, TryWriteEmptyWhileAnotherThreadHoldsTheWriter) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  std::promise<void> taken, release;
+  std::thread t([&] {
+    auto w = s.write();
+    taken.set_value();
+    release.get_future().wait();
+  });
+  taken.get_future().wait();
+  EXPECT_FALSE(s.try_write().has_value()) << "try_write succeeded while another thread holds the writer";
+  EXPECT_FALSE(s.try_read().has_value()) << "try_read succeeded while a writer of this process is active";
+  release.set_value();
+  t.join();
+  EXPECT_TRUE(s.try_write().has_value()) << "the writer was not released";
+  EXPECT_TRUE(s.try_read().has_value());
+}
+
+TEST(StorageLocking, WriteWaitsForTheCurrentWriter) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  std::optional<tmf::writer<basic_root>> w(s.write());
+  std::uint64_t seen = 0;
+  std::thread t([&] {
+    auto w2 = s.write();  // must wait until the main thread's writer is gone
+    seen = w2->value;
+  });
+  (*w)->value = 123;
+  w->commit();
+  w.reset();
+  t.join();
+  EXPECT_EQ(seen, 123u) << "a second write() did not wait for the first writer to finish";
+}
+
+TEST(StorageLocking, ReadWaitsForTheWriterOfThisProcess) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  std::optional<tmf::writer<basic_root>> w(s.write());
+  std::uint64_t seen = 0;
+  std::thread t([&] {
+    auto r = s.read();
+    seen = r->value;
+  });
+  (*w)->value = 9;
+  w->commit();
+  w.reset();
+  t.join();
+  EXPECT_EQ(seen, 9u) << "read() did not wait for this process's writer";
+}
+
+TEST(StorageLocking, TryWriteEmptyWhileAChildProcessHoldsTheWriter) {
+  scoped_path p;
+  make_storage(p.path());
+  child_process child([&](child_process& c) {
+    tmf::storage<basic_root> s(p.path());
+    auto w = s.write();
+    c.notify_parent();
+    c.wait_parent();
+    return 0;
+  });
+  ASSERT_TRUE(child.wait_child()) << "the child could not take the writer";
+  tmf::storage<basic_root> s(p.path());
+  EXPECT_FALSE(s.try_write().has_value()) << "try_write succeeded while a child process holds the writer";
+  child.notify_child();
+  EXPECT_EQ(child.join(), 0);
+  EXPECT_TRUE(s.try_write().has_value()) << "the writer lock was not released when the child exited";
+}
+
+TEST(StorageMisuse, NestedTransactionsOnOneThreadAreRefused) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  {
+    auto w = s.write();
+    EXPECT_TRUE(throws_code([&] { (void)s.write(); }, tmf::errc::already_open)) << "write() while holding the writer";
+    EXPECT_TRUE(throws_code([&] { (void)s.try_write(); }, tmf::errc::already_open)) << "try_write() while holding the writer";
+    EXPECT_TRUE(throws_code([&] { (void)s.read(); }, tmf::errc::already_open)) << "read() while holding the writer";
+    EXPECT_TRUE(throws_code([&] { (void)s.try_read(); }, tmf::errc::already_open)) << "try_read() while holding the writer";
+    w->value = 5;  // the writer is still fine after the refusals
+    w.commit();
+  }
+  {
+    auto r = s.read();
+    EXPECT_TRUE(throws_code([&] { (void)s.write(); }, tmf::errc::already_open)) << "write() while holding a reader";
+    EXPECT_TRUE(throws_code([&] { (void)s.try_write(); }, tmf::errc::already_open)) << "try_write() while holding a reader";
+    auto r2 = s.read();  // nested readers are fine
+    EXPECT_EQ(r2->value, 5u);
+    EXPECT_EQ(r->value, 5u);
+  }
+  // Everything released: a writer is available again.
+  EXPECT_TRUE(s.try_write().has_value());
+}
+
+TEST(StorageMisuse, WriterUsedFromAnotherThreadIsRefused) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  auto w = s.write();
+  bool commit_refused = false, rollback_refused = false;
+  std::thread t([&] {
+    commit_refused = throws_code([&] { w.commit(); }, tmf::errc::no_writer);
+    rollback_refused = throws_code([&] { w.rollback(); }, tmf::errc::no_writer);
+  });
+  t.join();
+  EXPECT_TRUE(commit_refused) << "commit() from a thread that did not create the writer";
+  EXPECT_TRUE(rollback_refused) << "rollback() from a thread that did not create the writer";
+  w->value = 1;
+  EXPECT_NO_THROW(w.commit());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Move semantics.
+
+TEST(StorageMove, WriterMoveTransfersTheLock) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  tmf::writer<basic_root> w1 = s.write();
+  tmf::writer<basic_root> w2 = std::move(w1);
+  w2->value = 8;
+  w2.commit();
+  EXPECT_TRUE(throws_code([&] { (void)w1.root(); }, tmf::errc::no_writer)) << "a moved-from writer is still usable";
+  EXPECT_TRUE(throws_code([&] { w1.commit(); }, tmf::errc::no_writer));
+  {
+    tmf::writer<basic_root> dead = std::move(w1);  // moving a moved-from writer is harmless
+    (void)dead;
+  }
+  bool other_got = true;
+  std::thread([&] { other_got = s.try_write().has_value(); }).join();
+  EXPECT_FALSE(other_got) << "destroying a moved-from writer released the lock";
+  {
+    tmf::writer<basic_root> w3 = std::move(w2);
+    EXPECT_EQ(w3->value, 8u);
+  }
+  std::thread([&] { other_got = s.try_write().has_value(); }).join();
+  EXPECT_TRUE(other_got) << "destroying the moved-to writer did not release the lock";
+}
+
+TEST(StorageMove, WriterMoveAssignmentReleasesTheTarget) {
+  scoped_path a(tmf_test::test_path("a")), b(tmf_test::test_path("b"));
+  tmf::storage<basic_root> sa(a.path()), sb(b.path());
+  tmf::writer<basic_root> wa = sa.write();
+  tmf::writer<basic_root> wb = sb.write();
+  wa->value = 1;  // uncommitted: rolled back when wa's transaction is released
+  wa = std::move(wb);
+  wa->value = 2;
+  wa.commit();
+  bool a_free = false, b_free = true;
+  std::thread([&] {
+    a_free = sa.try_write().has_value();
+    b_free = sb.try_write().has_value();
+  }).join();
+  EXPECT_TRUE(a_free) << "move assignment did not release the writer it replaced";
+  EXPECT_FALSE(b_free) << "move assignment lost the writer it took";
+  EXPECT_EQ(sa.read()->value, 0u) << "the replaced writer's uncommitted change survived";
+  wa = tmf::writer<basic_root>(std::move(wa));  // self-move through a temporary
+  EXPECT_EQ(wa->value, 2u);
+}
+
+TEST(StorageMove, ReaderMove) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  {
+    auto w = s.write();
+    w->value = 4;
+    w.commit();
+  }
+  {
+    tmf::reader<basic_root> r1 = s.read();
+    tmf::reader<basic_root> r2 = std::move(r1);
+    EXPECT_EQ(r2->value, 4u);
+    EXPECT_TRUE(throws_code([&] { (void)r1.root(); }, tmf::errc::no_writer)) << "a moved-from reader is still usable";
+    tmf::reader<basic_root> r3 = s.read();
+    r3 = std::move(r2);
+    EXPECT_EQ(r3->value, 4u);
+  }
+  // All readers gone: this thread may write.
+  auto w = s.try_write();
+  ASSERT_TRUE(w.has_value()) << "a moved reader left a read transaction behind";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and accessors.
+
+TEST(StorageStats, SizesAreConsistent) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  const tmf::storage_stats st = s.stats();
+  EXPECT_EQ(st.arena_bytes, s.size());
+  EXPECT_GE(st.arena_bytes, 2 * page) << "the arena holds at least the header page and the Root";
+  EXPECT_EQ(st.arena_bytes % page, 0u);
+  EXPECT_GE(st.file_bytes, st.arena_bytes);
+  EXPECT_EQ(st.file_bytes, fs::file_size(p.path()));
+  EXPECT_GE(st.allocated_bytes, sizeof(basic_root));
+  EXPECT_EQ(st.allocated_bytes + st.free_bytes + page, st.arena_bytes)
+      << "allocated + free bytes must cover the arena after the header page";
+  EXPECT_LE(st.largest_free_block, st.free_bytes);
+  if (st.free_bytes > 0) {
+    EXPECT_GE(st.free_blocks, 1u);
+    EXPECT_GT(st.largest_free_block, 0u);
+  }
+}
+
+TEST(StorageStats, Counters) {
+  scoped_path p;
+  {
+    tmf::storage<basic_root> s(p.path());
+    const tmf::storage_stats s0 = s.stats();
+    {
+      auto w = s.write();
+      w->value = 1;
+      w.commit();
+    }
+    const tmf::storage_stats s1 = s.stats();
+    EXPECT_EQ(s1.commits, s0.commits + 1);
+    EXPECT_GE(s1.pages_logged, s0.pages_logged + 1) << "a commit that changed a page logged nothing";
+    EXPECT_EQ(s1.rollbacks, s0.rollbacks);
+    {
+      auto w = s.write();
+      w.commit();  // nothing changed
+    }
+    const tmf::storage_stats s2 = s.stats();
+    EXPECT_EQ(s2.commits, s1.commits + 1);
+    EXPECT_EQ(s2.pages_logged, s1.pages_logged) << "an empty commit logged pages";
+    {
+      auto w = s.write();
+      w->value = 2;
+      w.rollback();
+      w->value = 3;
+    }  // destructor rollback
+    const tmf::storage_stats s3 = s.stats();
+    EXPECT_EQ(s3.rollbacks, s2.rollbacks + 2) << "an explicit and a destructor rollback";
+    EXPECT_EQ(s3.commits, s2.commits);
+    {
+      auto w = s.write();
+      auto a = w.get_allocator<std::uint64_t>();
+      const std::size_t before = s.stats().allocated_bytes;
+      std::uint64_t* q = a.allocate(100);
+      EXPECT_GE(s.stats().allocated_bytes, before + 100 * sizeof(std::uint64_t));
+      a.deallocate(q, 100);
+      EXPECT_EQ(s.stats().allocated_bytes, before) << "deallocate did not return the bytes";
+    }
+  }
+  tmf::storage<basic_root> s(p.path());
+  const tmf::storage_stats fresh = s.stats();
+  EXPECT_EQ(fresh.commits, 0u) << "counters are per storage object";
+  EXPECT_EQ(fresh.rollbacks, 0u);
+  EXPECT_EQ(fresh.pages_logged, 0u);
+}
+
+TEST(StorageStats, AccessorsAndGrowth) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  EXPECT_EQ(s.path(), p.path());
+  auto base = reinterpret_cast<std::uintptr_t>(s.address());
+  const std::size_t size0 = s.size();
+  {
+    auto r = s.read();
+    auto root = reinterpret_cast<std::uintptr_t>(&r.root());
+    EXPECT_GE(root, base + page) << "Root lies in the header page or before the arena";
+    EXPECT_LE(root + sizeof(basic_root), base + size0) << "Root lies beyond the arena";
+  }
+  {
+    auto w = s.write();
+    w->block = w.get_allocator<char>().allocate(8u << 20);
+    std::memset(w->block, 0xab, 8u << 20);
+    w.commit();
+  }
+  EXPECT_GE(s.size(), page + (8u << 20)) << "the arena did not grow for an 8 MiB allocation";
+  EXPECT_GT(s.size(), size0);
+  EXPECT_EQ(s.size(), s.stats().arena_bytes);
+  EXPECT_GE(fs::file_size(p.path()), s.size()) << "the file is shorter than its arena";
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(s.address()), base) << "growth moved the storage";
+  auto r = s.read();
+  EXPECT_EQ(static_cast<unsigned char*>(r->block)[(8u << 20) - 1], 0xab);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options.
+
+TEST(StorageOptions, MaxSizeIsEnforcedAndCanBeRaisedOnReopen) {
+  scoped_path p;
+  constexpr std::size_t small = 8u << 20, big = 16u << 20;
+  {
+    tmf::storage<basic_root> s(p.path(), {.max_size = small});
+    auto w = s.write();
+    auto a = w.get_allocator<char>();
+    EXPECT_THROW((void)a.allocate(big), std::bad_alloc) << "an allocation beyond max_size";
+    // The writer stays usable.
+    w->value = 1;
+    char* q = a.allocate(1000);
+    EXPECT_NE(q, nullptr);
+    w->block = q;
+    w.commit();
+    EXPECT_NO_THROW(s.check());
+  }
+  {
+    tmf::storage<basic_root> s(p.path(), {.max_size = std::size_t{64} << 20});
+    auto w = s.write();
+    char* q = nullptr;
+    EXPECT_NO_THROW(q = w.get_allocator<char>().allocate(big)) << "max_size was not raised on reopen";
+    w->block = q;
+    w->value = 2;
+    w.commit();
+  }
+  {
+    // A smaller max_size never shrinks what the file records.
+    tmf::storage<basic_root> s(p.path(), {.max_size = small});
+    EXPECT_EQ(s.read()->value, 2u);
+    auto w = s.write();
+    EXPECT_NO_THROW((void)w.get_allocator<char>().allocate(big)) << "reopening with a smaller max_size lowered it";
+  }
+}
+
+TEST(StorageOptions, ChosenAddressIsHonouredAndRecorded) {
+  scoped_path p;
+  void* const chosen = reinterpret_cast<void*>(chosen_address);
+  {
+    tmf::storage<basic_root> s(p.path(), {.address = chosen, .max_size = std::size_t{64} << 20});
+    EXPECT_EQ(s.address(), chosen) << "options.address was not honoured for a new file";
+    auto w = s.write();
+    w->items.push_back(1);
+    w.commit();
+  }
+  {
+    tmf::storage<basic_root> s(p.path());
+    EXPECT_EQ(s.address(), chosen) << "reopening with address nullptr did not use the recorded address";
+    EXPECT_EQ(s.read()->items.at(0), 1u);
+  }
+  {
+    tmf::storage<basic_root> s(p.path(), {.address = chosen});
+    EXPECT_EQ(s.address(), chosen);
+  }
+  expect_open_refused(p.path(), {.address = reinterpret_cast<void*>(other_address)}, tmf::errc::address_unavailable,
+                      "reopen with another address");
+  const int rc = run_in_child([&] {
+    tmf::storage<basic_root> s(p.path());
+    return s.address() == chosen && s.read()->items.size() == 1 ? 0 : 1;
+  });
+  EXPECT_EQ(rc, 0) << "another process did not map the file at its recorded address";
+}
+
+TEST(StorageOptions, NoSyncDurabilityWorks) {
+  scoped_path p;
+  {
+    tmf::storage<basic_root> s(p.path(), {.sync = tmf::durability::no_sync});
+    auto w = s.write();
+    w->value = 17;
+    w->items.assign(1000, 3);
+    w.commit();
+    w->value = 18;
+    w.commit();
+  }
+  const int rc = run_in_child([&] {
+    tmf::storage<basic_root> s(p.path(), {.sync = tmf::durability::no_sync});
+    auto r = s.read();
+    return r->value == 18 && r->items.size() == 1000 ? 0 : 1;
+  });
+  EXPECT_EQ(rc, 0);
+  tmf::storage<basic_root> s(p.path());  // durability is not a property of the file
+  EXPECT_EQ(s.read()->value, 18u);
+}
+
+TEST(StorageOptions, UserMagicIsCheckedOnOpen) {
+  scoped_path p;
+  make_storage(p.path(), 7, {.magic = 0x1234});
+  {
+    tmf::storage<basic_root> s(p.path(), {.magic = 0x1234});
+    EXPECT_EQ(s.read()->value, 7u);
+  }
+  expect_open_refused(p.path(), {.magic = 0x1235}, tmf::errc::incompatible_format, "another magic");
+  expect_open_refused(p.path(), {}, tmf::errc::incompatible_format, "magic 0 for a file with a magic");
+}
+
+TEST(StorageReadOnly, ReadsWorkWritesAreRefusedFileUntouched) {
+  scoped_path p;
+  make_storage(p.path(), 21);
+  const std::vector<char> before = tmf_test::read_bytes(p.path());
+  {
+    tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::read_only});
+    {
+      auto r = s.read();
+      EXPECT_EQ(r->value, 21u);
+      EXPECT_EQ(r->items.at(0), 210u);
+    }
+    auto r = s.try_read();
+    EXPECT_TRUE(r.has_value());
+    EXPECT_TRUE(throws_code([&] { (void)s.write(); }, tmf::errc::read_only));
+    EXPECT_TRUE(throws_code([&] { (void)s.try_write(); }, tmf::errc::read_only));
+    r.reset();
+    EXPECT_NO_THROW(s.check());
+    EXPECT_EQ(s.stats().arena_bytes, s.size());
+  }
+  EXPECT_TRUE(same_bytes(before, tmf_test::read_bytes(p.path()))) << "a read_only storage modified the data file";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocation limits.
+
+TEST(StorageAllocation, TooLargeAllocationThrowsBadAllocAndWriterStaysUsable) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path(), {.max_size = std::size_t{32} << 20});
+  auto w = s.write();
+  auto a = w.get_allocator<std::uint64_t>();
+  const std::size_t allocated = s.stats().allocated_bytes;
+  EXPECT_THROW((void)a.allocate(std::size_t{64} << 20), std::bad_alloc);
+  EXPECT_THROW((void)a.allocate(std::numeric_limits<std::size_t>::max() / 16), std::bad_alloc);
+  EXPECT_EQ(s.stats().allocated_bytes, allocated) << "a failed allocation changed the heap";
+  w->items.assign(100, 1);
+  w.commit();
+  EXPECT_NO_THROW(s.check());
+  EXPECT_EQ(w->items.size(), 100u);
+}
+
+TEST(StorageAllocation, ZeroSizeAllocationWorks) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  auto w = s.write();
+  auto a = w.get_allocator<char>();
+  const std::size_t allocated = s.stats().allocated_bytes;
+  char* q = nullptr;
+  ASSERT_NO_THROW(q = a.allocate(0));
+  a.deallocate(q, 0);
+  EXPECT_EQ(s.stats().allocated_bytes, allocated) << "allocate(0) + deallocate(p, 0) leaked";
+  w.commit();
+  EXPECT_NO_THROW(s.check());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: every refusal names the right errc and leaves the data file byte-for-byte untouched.
+
+TEST(StorageBadInput, GarbageFile) {
+  scoped_path p;
+  std::vector<char> bytes(3 * page);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>((i * 2654435761u) >> 13);
+  write_file(p.path(), bytes);
+  expect_open_refused(p.path(), {}, tmf::errc::not_a_storage, "garbage, open_or_create");
+  expect_open_refused(p.path(), {.mode = tmf::open_mode::open_only}, tmf::errc::not_a_storage, "garbage, open_only");
+  expect_open_refused(p.path(), {.mode = tmf::open_mode::read_only}, tmf::errc::not_a_storage, "garbage, read_only");
+}
+
+TEST(StorageBadInput, EmptyFile) {
+  scoped_path p;
+  write_file(p.path(), {});
+  expect_open_refused(p.path(), {}, tmf::errc::not_a_storage, "empty, open_or_create");
+  expect_open_refused(p.path(), {.mode = tmf::open_mode::read_only}, tmf::errc::not_a_storage, "empty, read_only");
+  EXPECT_EQ(fs::file_size(p.path()), 0u);
+}
+
+TEST(StorageBadInput, FileShorterThanAPage) {
+  scoped_path p;
+  make_storage(p.path());
+  std::vector<char> bytes = tmf_test::read_bytes(p.path());
+  bytes.resize(page / 2);  // the start of a valid header page
+  tmf_test::remove_storage(p.path());
+  write_file(p.path(), bytes);
+  expect_open_refused(p.path(), {}, tmf::errc::not_a_storage, "half a header page");
+  bytes.resize(100);
+  write_file(p.path(), bytes);
+  expect_open_refused(p.path(), {}, tmf::errc::not_a_storage, "100 bytes of a header");
+}
+
+TEST(StorageBadInput, TruncatedFile) {
+  scoped_path p;
+  make_storage(p.path());
+  ASSERT_GT(fs::file_size(p.path()), 2 * page) << "the test needs an arena of more than two pages";
+  fs::resize_file(p.path(), 2 * page);
+  expect_open_refused(p.path(), {}, tmf::errc::corrupted, "truncated, open_or_create");
+  expect_open_refused(p.path(), {.mode = tmf::open_mode::read_only}, tmf::errc::corrupted, "truncated, read_only");
+}
+
+TEST(StorageBadInput, FlippedByteInTheHeader) {
+  scoped_path p;
+  make_storage(p.path());
+  const std::vector<char> good = tmf_test::read_bytes(p.path());
+  // Bytes inside the header, past its fixed leading identity words (magic, version...).
+  for (std::size_t offset : {std::size_t{100}, std::size_t{300}}) {
+    SCOPED_TRACE("offset " + std::to_string(offset));
+    std::vector<char> bad = good;
+    bad[offset] = static_cast<char>(bad[offset] ^ 0x10);
+    write_file(p.path(), bad);
+    expect_open_refused(p.path(), {}, tmf::errc::corrupted, "flipped header byte");
+    expect_open_refused(p.path(), {.mode = tmf::open_mode::read_only}, tmf::errc::corrupted,
+                        "flipped header byte, read_only");
+  }
+  std::vector<char> bad = good;
+  bad[0] = static_cast<char>(bad[0] ^ 0x01);
+  write_file(p.path(), bad);
+  expect_open_refused(p.path(), {}, tmf::errc::not_a_storage, "flipped byte in the magic");
+  write_file(p.path(), good);
+  tmf::storage<basic_root> s(p.path());
+  EXPECT_EQ(s.read()->value, 7u) << "the restored file does not open";
+}
+
+TEST(StorageBadInput, WrongRootType) {
+  scoped_path p;
+  make_storage(p.path());
+  expect_open_refused<other_root>(p.path(), {}, tmf::errc::root_mismatch, "same size, other type name");
+  expect_open_refused<counted_root>(p.path(), {}, tmf::errc::root_mismatch, "other size");
+  expect_open_refused<other_root>(p.path(), {.mode = tmf::open_mode::read_only}, tmf::errc::root_mismatch,
+                                  "other type, read_only");
+}
+
+TEST(StorageBadInput, WrongUserMagic) {
+  scoped_path p;
+  make_storage(p.path());
+  expect_open_refused(p.path(), {.magic = 1}, tmf::errc::incompatible_format, "magic 1 for a file with magic 0");
+}
+
+TEST(StorageBadInput, RecordedAddressOccupied) {
+  scoped_path p;
+  void* const address = make_storage(p.path());
+  const std::vector<char> before = tmf_test::read_bytes(p.path());
+  for (std::size_t offset : {std::size_t{0}, std::size_t{1} << 20}) {
+    SCOPED_TRACE("mapping at storage address + " + std::to_string(offset));
+    const int rc = run_in_child([&] {
+      void* at = static_cast<char*>(address) + offset;
+      void* q = ::mmap(at, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+      if (q != at) return 50;
+      return child_expect_code([&] { tmf::storage<basic_root> s(p.path()); }, tmf::errc::address_unavailable, 1);
+    });
+    EXPECT_EQ(rc, 0) << "opening a storage whose address range is occupied (50: mmap failed)";
+    EXPECT_TRUE(same_bytes(before, tmf_test::read_bytes(p.path()))) << "the refused open modified the file";
+  }
+}
+
+TEST(StorageBadInput, SameFileTwiceInOneProcess) {
+  scoped_path p;
+  tmf::storage<basic_root> s(p.path());
+  {
+    auto w = s.write();
+    w->value = 3;
+    w.commit();
+  }
+  expect_open_refused(p.path(), {}, tmf::errc::already_open, "the same path");
+  expect_open_refused(p.path(), {.mode = tmf::open_mode::read_only}, tmf::errc::already_open, "the same path, read_only");
+  scoped_path link(tmf_test::test_path("link"));
+  fs::create_hard_link(p.path(), link.path());
+  expect_open_refused(link.path(), {}, tmf::errc::already_open, "a hard link to the same file");
+  std::error_code ec;
+  fs::remove(link.path(), ec);
+  EXPECT_EQ(s.read()->value, 3u) << "the first storage was disturbed";
+}
+
+TEST(StorageBadInput, CreateOnlyOnExistingFile) {
+  scoped_path p;
+  make_storage(p.path());
+  expect_open_refused(p.path(), {.mode = tmf::open_mode::create_only}, std::errc::file_exists, "create_only");
+}
+
+TEST(StorageBadInput, MissingFileWithOpenOnlyOrReadOnly) {
+  scoped_path p;
+  EXPECT_TRUE(throws_code([&] { tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::open_only}); },
+                          std::errc::no_such_file_or_directory));
+  EXPECT_FALSE(fs::exists(p.path())) << "open_only created the file";
+  EXPECT_TRUE(throws_code([&] { tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::read_only}); },
+                          std::errc::no_such_file_or_directory));
+  EXPECT_FALSE(fs::exists(p.path())) << "read_only created the file";
+}
+
+// Drops to uid/gid 65534 (in a child). False if that failed.
+bool drop_privileges() {
+  if (::setgroups(0, nullptr) != 0) return false;
+  if (::setgid(65534) != 0) return false;
+  if (::setuid(65534) != 0) return false;
+  return ::geteuid() == 65534;
+}
+
+TEST(StorageBadInput, NoWritePermission) {
+  scoped_path p;
+  make_storage(p.path(), 31);
+  fs::permissions(p.path(), fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  const std::vector<char> before = tmf_test::read_bytes(p.path());
+  const int reach = run_in_child([&] {
+    if (!drop_privileges()) return 2;
+    return ::access(p.path().c_str(), R_OK) == 0 ? 0 : 1;
+  });
+  if (reach == 1) GTEST_SKIP() << p.path() << " is not readable by uid 65534 (its directory is not reachable)";
+  ASSERT_EQ(reach, 0) << "cannot drop privileges to uid 65534";
+  const int rc = run_in_child([&] {
+    if (!drop_privileges()) return 2;
+    return child_expect_code([&] { tmf::storage<basic_root> s(p.path()); }, std::errc::permission_denied, 1);
+  });
+  EXPECT_EQ(rc, 0) << "opening writable a file without write permission must give permission_denied";
+  EXPECT_TRUE(same_bytes(before, tmf_test::read_bytes(p.path()))) << "the refused open modified the file";
+  const int rc2 = run_in_child([&] {
+    if (!drop_privileges()) return 2;
+    tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::read_only});
+    return s.read()->value == 31 ? 0 : 3;
+  });
+  EXPECT_EQ(rc2, 0) << "the same file opened read_only by the same user must work";
+  EXPECT_TRUE(same_bytes(before, tmf_test::read_bytes(p.path())));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files and descriptors.
+
+TEST(StorageFiles, CreatedFileModeFollowsTheUmask) {
+  for (mode_t mask : {mode_t{022}, mode_t{077}}) {
+    SCOPED_TRACE("umask " + std::to_string(mask));
+    scoped_path p(tmf_test::test_path("umask" + std::to_string(mask)));
+    const mode_t expected = 0644 & ~mask;
+    const int rc = run_in_child([&] {
+      ::umask(mask);
+      tmf::storage<basic_root> s(p.path());
+      struct stat st {};
+      if (::stat(p.path().c_str(), &st) != 0) return 10;
+      if ((st.st_mode & 07777) != expected) {
+        std::fprintf(stderr, "data file mode %o, expected %o\n", st.st_mode & 07777, expected);
+        return 1;
+      }
+      if (::stat(p.log().c_str(), &st) != 0) return 11;
+      if ((st.st_mode & 07777) != expected) {
+        std::fprintf(stderr, "log file mode %o, expected %o\n", st.st_mode & 07777, expected);
+        return 2;
+      }
+      return 0;
+    });
+    EXPECT_EQ(rc, 0) << "file modes (1: data file, 2: log)";
+  }
+}
+
+/// The descriptors of this process that point to one of `files`: (fd, target).
+std::vector<std::pair<int, std::string>> descriptors_of(const std::vector<fs::path>& files) {
+  std::vector<std::pair<int, std::string>> out;
+  std::vector<std::string> wanted;
+  for (const auto& f : files) wanted.push_back(fs::weakly_canonical(f).string());
+  for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const fs::path target = fs::read_symlink(entry.path(), ec);
+    if (ec) continue;
+    for (const auto& w : wanted)
+      if (target.string() == w) out.emplace_back(std::stoi(entry.path().filename().string()), target.string());
+  }
+  return out;
+}
+
+TEST(StorageFiles, DescriptorsAreCloseOnExecAndClosed) {
+  scoped_path p;
+  make_storage(p.path());
+  {
+    tmf::storage<basic_root> s(p.path());
+    auto w = s.write();
+    w->value = 2;
+    w.commit();
+    const auto fds = descriptors_of({p.path(), p.log()});
+    bool data = false, log = false;
+    for (const auto& [fd, target] : fds) {
+      const int flags = ::fcntl(fd, F_GETFD);
+      EXPECT_NE(flags, -1);
+      EXPECT_TRUE(flags & FD_CLOEXEC) << "descriptor " << fd << " of " << target << " is not close-on-exec";
+      data = data || target == fs::weakly_canonical(p.path()).string();
+      log = log || target == fs::weakly_canonical(p.log()).string();
+    }
+    EXPECT_TRUE(data) << "no descriptor of the data file found in /proc/self/fd";
+    EXPECT_TRUE(log) << "no descriptor of the log found in /proc/self/fd";
+  }
+  EXPECT_TRUE(descriptors_of({p.path(), p.log()}).empty()) << "closing the storage left descriptors open";
+}
+
+}  // namespace

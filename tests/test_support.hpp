@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+/// \file
+/// Helpers shared by tmf's tests: per-test storage paths, cleanup, running code in a child.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <iterator>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace tmf_test {
+
+/// The directory for test files: $TMF_TEST_DIR (set by ctest to <build>/test-files), else
+/// <temp>/tmf-tests. Created if missing.
+inline std::filesystem::path test_dir() {
+  std::filesystem::path dir;
+  if (const char* env = std::getenv("TMF_TEST_DIR"); env != nullptr && *env != '\0') {
+    dir = env;
+  } else {
+    dir = std::filesystem::temp_directory_path() / "tmf-tests";
+  }
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+/// `name` with every character that is not [A-Za-z0-9._-] replaced by '_' ('/' of typed and
+/// parameterized tests, '<' '>' ' ' of type names...).
+inline std::string sanitize_file_name(std::string_view name) {
+  std::string out(name);
+  for (char& c : out) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) c = '_';
+  }
+  return out;
+}
+
+/// A storage path unique to the running GoogleTest test: $TMF_TEST_DIR/<TestSuite>.<TestName>.tmf,
+/// or <TestSuite>.<TestName>.<tag>.tmf when a test needs several files. Outside a test
+/// (a global fixture...) the name is "no-test.<pid>". Does not create or remove the file.
+inline std::filesystem::path test_path(std::string_view tag = {}) {
+  std::string name;
+  if (const auto* info = ::testing::UnitTest::GetInstance()->current_test_info(); info != nullptr) {
+    name = std::string(info->test_suite_name()) + "." + info->name();
+  } else {
+    name = "no-test." + std::to_string(::getpid());
+  }
+  if (!tag.empty()) {
+    name += ".";
+    name += tag;
+  }
+  return test_dir() / (sanitize_file_name(name) + ".tmf");
+}
+
+/// The log file of a storage: beside it, named after the full file name plus "-log".
+inline std::filesystem::path log_path(const std::filesystem::path& path) {
+  return std::filesystem::path(path.native() + "-log");
+}
+
+/// Removes a storage file and its log; missing files are not an error.
+inline void remove_storage(const std::filesystem::path& path) {
+  std::error_code ec;
+  std::filesystem::remove(path, ec);
+  std::filesystem::remove(log_path(path), ec);
+}
+
+/// A test's storage path, removed (with its log) on construction and destruction.
+/// With TMF_TEST_KEEP_FILES set in the environment, the files are left after the test.
+class scoped_path {
+ public:
+  scoped_path() : scoped_path(test_path()) {}
+  explicit scoped_path(std::string_view tag) : scoped_path(test_path(tag)) {}
+  explicit scoped_path(std::filesystem::path path) : path_(std::move(path)) { remove_storage(path_); }
+  scoped_path(const scoped_path&) = delete;
+  scoped_path& operator=(const scoped_path&) = delete;
+  ~scoped_path() {
+    const char* keep = std::getenv("TMF_TEST_KEEP_FILES");
+    if (keep == nullptr || *keep == '\0') remove_storage(path_);
+  }
+
+  const std::filesystem::path& path() const noexcept { return path_; }
+  std::filesystem::path log() const { return log_path(path_); }
+  operator const std::filesystem::path&() const noexcept { return path_; }  // NOLINT(google-explicit-constructor)
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// The whole content of a file (to check that a failed open left it byte-for-byte untouched).
+inline std::vector<char> read_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::system_error(errno, std::generic_category(), "cannot open " + path.string());
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// Runs `fn` in a forked child, which `_exit`s with fn's return value (an escaping exception
+/// is printed and gives 100). Returns the child's exit code, or 128 + the signal that killed it.
+/// GoogleTest assertions inside the child do not reach the parent: return a non-zero code instead.
+inline int run_in_child(const std::function<int()>& fn) {
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
+  if (pid == 0) {
+    int rc = 100;
+    try {
+      rc = fn();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tmf_test::run_in_child: uncaught exception: %s\n", e.what());
+      rc = 100;
+    } catch (...) {
+      std::fprintf(stderr, "tmf_test::run_in_child: uncaught exception of unknown type\n");
+      rc = 100;
+    }
+    std::cout.flush();
+    std::cerr.flush();
+    std::fflush(nullptr);
+    ::_exit(rc & 0xff);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "waitpid");
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+}  // namespace tmf_test
