@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// Helpers shared by tmf's tests: per-test storage paths, cleanup, running code in a child.
-#pragma once
+// A classic guard, not only #pragma once: GCC does not match a file included through the
+// precompiled header with the same file included again by path.
+#ifndef TMF_TESTS_TEST_SUPPORT_HPP
+#define TMF_TESTS_TEST_SUPPORT_HPP
 
 #include <gtest/gtest.h>
 
@@ -86,6 +89,7 @@ class scoped_path {
  public:
   scoped_path() : scoped_path(test_path()) {}
   explicit scoped_path(std::string_view tag) : scoped_path(test_path(tag)) {}
+  explicit scoped_path(const char* tag) : scoped_path(std::string_view(tag)) {}  // a literal is a tag, not a path
   explicit scoped_path(std::filesystem::path path) : path_(std::move(path)) { remove_storage(path_); }
   scoped_path(const scoped_path&) = delete;
   scoped_path& operator=(const scoped_path&) = delete;
@@ -144,3 +148,5 @@ inline int run_in_child(const std::function<int()>& fn) {
 }
 
 }  // namespace tmf_test
+
+#endif  // TMF_TESTS_TEST_SUPPORT_HPP

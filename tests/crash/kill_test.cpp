@@ -562,6 +562,13 @@ TEST(KillTest, KillDuringCreation) {
   }
   std::cout << "kill_test: " << rounds << " creations killed; " << leftovers
             << " temporary files of killed creations were left behind" << std::endl;
+  // Creation writes an unnamed O_TMPFILE and links it into place: where the file system
+  // supports that, a killed creation leaves nothing behind.
+  int probe = -1;
+  if (!tmf::detail::os::create_unnamed_file(path.path().parent_path(), probe)) {
+    ::close(probe);
+    EXPECT_EQ(leftovers, 0u) << "killed creations left temporary files although O_TMPFILE works here";
+  }
 }
 
 // Kills the worker at an exact file operation (the k-th write, sync, allocate or truncate

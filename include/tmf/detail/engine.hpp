@@ -647,23 +647,44 @@ class engine {
     init_header(*h, id, reinterpret_cast<std::uintptr_t>(m_base), m_max_size, m_opt.magic, m_root_fp);
     seal_header(*h);
 
-    std::filesystem::path tmp = name + ".new-" + std::to_string(os::process_id()) + "-" + std::to_string(rd());
+    // Write the first page into an unnamed file and link it into place (no leftover if this
+    // process dies); where that cannot be done (no O_TMPFILE, no /proc), a named temporary
+    // is renamed into place instead.
+    const bool full = m_opt.sync == durability::full;
+    auto write_page = [&](int f) {
+      std::error_code e = os::pwrite_all(f, page, page_size, 0);
+      if (!e && full) e = os::sync_data(f);
+      return e;
+    };
     int fd = -1;
-    if (auto ec = os::create_file(tmp, fd)) {
-      release_reservation();
-      throw_os(ec, "cannot create " + name);
+    std::error_code ec = os::create_unnamed_file(m_path.parent_path(), fd);
+    if (!ec) {
+      ec = write_page(fd);
+      if (!ec) ec = os::link_file(fd, m_path);
+      if (ec && ec != std::errc::file_exists) {
+        os::close_file(fd);
+        fd = -1;
+      }
     }
-    std::error_code ec = os::pwrite_all(fd, page, page_size, 0);
-    if (!ec && m_opt.sync == durability::full) ec = os::sync_data(fd);
-    if (!ec) ec = os::rename_noreplace(tmp, m_path);
+    if (fd < 0) {
+      const std::filesystem::path tmp =
+          name + ".new-" + std::to_string(os::process_id()) + "-" + std::to_string(rd());
+      ec = os::create_file(tmp, fd);
+      if (!ec) {
+        ec = write_page(fd);
+        if (!ec) ec = os::rename_noreplace(tmp, m_path);
+        if (ec) os::remove_file(tmp);
+      } else {
+        fd = -1;
+      }
+    }
     if (ec) {
       os::close_file(fd);
-      os::remove_file(tmp);
       release_reservation();
       if (ec == std::errc::file_exists && m_opt.mode == open_mode::open_or_create) return false;
       throw_os(ec, "cannot create " + name);
     }
-    if (m_opt.sync == durability::full) os::sync_directory(m_path.parent_path());
+    if (full) os::sync_directory(m_path.parent_path());
     m_fd = fd;
     return true;
   }

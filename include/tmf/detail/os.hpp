@@ -16,6 +16,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <system_error>
 
@@ -210,6 +211,22 @@ inline std::error_code truncate(int fd, std::uint64_t size) noexcept {
     if (errno != EINTR) return last_error();
   }
   return {};
+}
+
+/// Creates an unnamed file in directory `dir` (O_TMPFILE): nothing is left behind if the
+/// process dies before `link_file` names it. ENOTSUP/EISDIR/EINVAL where the file system
+/// cannot.
+inline std::error_code create_unnamed_file(const std::filesystem::path& dir, int& fd) noexcept {
+  do fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDWR | O_TMPFILE | O_CLOEXEC, 0644);
+  while (fd < 0 && errno == EINTR);
+  return fd < 0 ? last_error() : std::error_code{};
+}
+
+/// Gives the unnamed file `fd` the name `to`, atomically, failing with EEXIST if it exists.
+inline std::error_code link_file(int fd, const std::filesystem::path& to) noexcept {
+  char proc[64];
+  std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  return ::linkat(AT_FDCWD, proc, AT_FDCWD, to.c_str(), AT_SYMLINK_FOLLOW) == 0 ? std::error_code{} : last_error();
 }
 
 /// Atomically renames `from` to `to`, failing with EEXIST if `to` exists.
