@@ -210,6 +210,11 @@ class engine {
     h->txn = txn;  // dirties page 0 first, so that it is in the list collected below
     m_dirty.collect(m_base, m_mapped.load(std::memory_order_relaxed), m_pagemap_fd);
     const std::size_t n = m_dirty.count();
+    TMF_ASSERT(n > 0 && m_dirty.pages()[0] == 0);  // the header page is always logged
+    TMF_ASSERT_EXPENSIVE(std::adjacent_find(m_dirty.pages(), m_dirty.pages() + n,
+                                            [](std::uint64_t a, std::uint64_t b) { return a >= b; }) ==
+                         m_dirty.pages() + n);  // ascending, no duplicates: the log replays in order
+    TMF_ASSERT(m_dirty.pages()[n - 1] * page_size < m_mapped.load(std::memory_order_relaxed));
     const std::uint64_t off = m_log_off;
     const std::uint64_t end = off + record_size(n);
     h->max_size = m_max_size;
@@ -229,6 +234,7 @@ class engine {
     }
     m_pages_logged += n;
     apply_committed(txn, n);
+    TMF_ASSERT(!m_dirty.beyond_header());  // only the kept header page is still private
     m_log_off = end;
     m_seen_txn = txn;
     ++m_commits;
