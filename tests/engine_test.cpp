@@ -333,4 +333,109 @@ TEST_F(engine_fixture, ConcurrentCreationMakesOneRoot) {
   EXPECT_EQ(s.read()->made, 41u) << "the root was constructed more than once, or an update was lost";
 }
 
+TEST_F(engine_fixture, ReadOnlyOpenAfterAnUncleanShutdownAsksForRecovery) {
+  // A writer dies without closing: its commits are in the log since the last checkpoint.
+  EXPECT_EQ(tmf_test::run_in_child([&]() -> int {
+              tmf::storage<root> s(path);
+              auto w = s.write();
+              w->value = 30;
+              for (auto& x : w->pages) x = 30;
+              w.commit();
+              ::_exit(0);
+            }),
+            0);
+  const auto before = tmf_test::read_bytes(path.path());
+  tmf::options ro;
+  ro.mode = tmf::open_mode::read_only;
+  int rc = tmf_test::run_in_child([&] {
+    try {
+      tmf::storage<root> s(path.path(), ro);
+      return 1;
+    } catch (const tmf::error& e) {
+      return e.code() == tmf::errc::read_only ? 0 : 2;
+    }
+  });
+  EXPECT_EQ(rc, 0) << "a read-only process served a file that needs recovery (1) or failed otherwise (2)";
+  EXPECT_EQ(before, tmf_test::read_bytes(path.path())) << "the refusal modified the data file";
+  // A read-only process holding it open does not stop the next writable opener from being
+  // first (it runs full recovery); afterwards read-only opens work.
+  EXPECT_EQ(verify_in_child(30), 0);
+  rc = tmf_test::run_in_child([&] {
+    tmf::storage<root> s(path.path(), ro);
+    return s.read()->value == 30 ? 0 : 1;
+  });
+  EXPECT_EQ(rc, 0) << "a cleanly closed file must open read-only";
+}
+
+/// Forks a child that waits for `go()` and then runs `fn` (its exit code).
+struct waiting_child {
+  int pipefd[2] = {-1, -1};
+  pid_t pid = -1;
+  template <class F>
+  explicit waiting_child(F fn) {
+    if (::pipe(pipefd) != 0) return;
+    pid = ::fork();
+    if (pid == 0) {
+      char c;
+      ::_exit(::read(pipefd[0], &c, 1) == 1 ? fn() : 99);
+    }
+  }
+  int go() {
+    if (::write(pipefd[1], "g", 1) != 1) return -1;
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ::close(pipefd[0]);
+    ::close(pipefd[1]);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+};
+
+TEST_F(engine_fixture, WritableOpenerIsFirstEvenWhileAReadOnlyProcessReads) {
+  // Both writers are forked before this process opens the file (an open storage's address
+  // range is inherited by children, which then cannot open it again).
+  waiting_child dying_writer([&] {  // commits, dies after the log sync, before applying
+    tmf::storage<root> s(path.path());
+    auto w = s.write();
+    w->value = 31;
+    for (auto& x : w->pages) x = 31;
+    g_writes_left = 0;
+    os::io_hook = &hook;
+    w.commit();
+    return 3;  // not reached
+  });
+  waiting_child recoverer([&] {  // must be first (the read-only process holds no open lock)
+    tmf::storage<root> s(path.path());
+    auto r = s.read();
+    if (r->value != 31) return 1;
+    for (auto x : r->pages)
+      if (x != 31) return 2;
+    // Full recovery (not just a replay of the pending record) restarts the log at the
+    // data file's transaction: only it repairs what a power cut tore in earlier commits.
+    int lfd = ::open(tmf_test::log_path(path.path()).c_str(), O_RDONLY);
+    tmf::detail::log_header lh;
+    tmf::detail::file_header h;
+    int dfd = ::open(path.path().c_str(), O_RDONLY);
+    bool ok = ::pread(lfd, &lh, sizeof lh, 0) == sizeof lh && ::pread(dfd, &h, sizeof h, 0) == sizeof h;
+    ::close(lfd);
+    ::close(dfd);
+    return ok && lh.base_txn == h.txn ? 0 : 4;
+  });
+  tmf::options ro;
+  ro.mode = tmf::open_mode::read_only;
+  tmf::storage<root> reader(path.path(), ro);
+  ASSERT_EQ(reader.read()->value, 1u);
+  ASSERT_EQ(dying_writer.go(), 0) << "the writer should have died in its hook";
+  // A read-only process cannot repair the half-done commit: it says so.
+  try {
+    auto r = reader.read();
+    ADD_FAILURE() << "a read-only reader read a file with an unapplied commit (value " << r->value << ")";
+  } catch (const tmf::error& e) {
+    EXPECT_EQ(e.code(), tmf::errc::read_only) << e.what();
+  }
+  EXPECT_EQ(recoverer.go(), 0) << "the writable opener did not recover the durable commit";
+  auto r = reader.read();
+  EXPECT_EQ(r->value, 31u);
+  for (auto x : r->pages) ASSERT_EQ(x, 31u) << "the read-only process saw a half-applied commit";
+}
+
 }  // namespace

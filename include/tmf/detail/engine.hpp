@@ -517,7 +517,9 @@ class engine {
       if (auto ec = os::lock_byte(m_fd, lock_open, os::lock_kind::exclusive, false, got)) throw_os(ec, "open lock");
       m_first = got;
     }
-    if (!m_first)
+    // Read-only processes take no open lock: the next writable opener after a power cut must
+    // find itself first and run full recovery, which a read-only process cannot do.
+    if (m_writable && !m_first)
       if (auto ec = os::lock_byte(m_fd, lock_open, os::lock_kind::shared, true, got)) throw_os(ec, "open lock");
 
     file_header h = read_header(fi.size);
@@ -547,9 +549,11 @@ class engine {
       throw_os(ec, "cannot open " + m_log_path.string());
     }
 
-    if (m_first) {
+    if (!m_writable) {
+      refuse_unrecovered(h);
+    } else if (m_first) {
       recover_all();
-    } else if (m_writable) {
+    } else {
       if (auto ec = os::lock_byte(m_fd, lock_writer, os::lock_kind::exclusive, false, got)) throw_os(ec, "write lock");
       if (got) {
         struct unlock_writer {
@@ -898,10 +902,16 @@ class engine {
   void recover_all() {
     bool got;
     if (auto ec = os::lock_byte(m_fd, lock_writer, os::lock_kind::exclusive, true, got)) throw_os(ec, "write lock");
+    // Read-only processes may be reading (they take no open lock): apply under the apply lock.
+    if (auto ec = os::lock_byte(m_fd, lock_apply, os::lock_kind::exclusive, true, got)) {
+      os::lock_byte(m_fd, lock_writer, os::lock_kind::unlock, true, got);
+      throw_os(ec, "apply lock");
+    }
     struct unlock_writer {
       int fd;
       ~unlock_writer() {
         bool g;
+        os::lock_byte(fd, lock_apply, os::lock_kind::unlock, true, g);
         os::lock_byte(fd, lock_writer, os::lock_kind::unlock, true, g);
       }
     } unlock{m_fd};
@@ -925,6 +935,28 @@ class engine {
     m_log_base = h.txn;
     m_log_off = log_start;
     m_seen_txn = h.txn;
+  }
+
+  /// A read-only opener cannot recover. If no writable process has the file open (the
+  /// first of them recovers it) and the log holds commits since the last checkpoint, the
+  /// last writer did not close cleanly: a power cut may have torn the data file, so refuse.
+  void refuse_unrecovered(const file_header& h) {
+    bool free = false;
+    if (auto ec = os::lock_would_succeed(m_fd, lock_open, os::lock_kind::exclusive, free)) throw_os(ec, "open lock");
+    if (!free || m_log_fd < 0) return;
+    log_header lh;
+    bool valid = false;
+    if (auto ec = read_log_header(m_log_fd, h.file_id, lh, valid)) throw_os(ec, "cannot read " + m_log_path.string());
+    if (!valid) return;  // only rewritten after the data file was synced: the data file is whole
+    bool pending = lh.base_txn != h.txn;
+    if (!pending) {
+      record_info info;
+      if (auto ec = check_record(m_log_fd, log_start, lh.base_txn + 1, h.file_id, h.max_size / page_size, pending, info))
+        throw_os(ec, "cannot read " + m_log_path.string());
+    }
+    if (pending)
+      throw error(errc::read_only, "tmf: " + m_path.string() +
+                                       " was not closed cleanly and needs recovery; open it writable once");
   }
 
   /// Sets the apply marker to `txn` (nothing half-applied) and clears a stale pending word.

@@ -288,6 +288,19 @@ inline std::error_code lock_byte(int fd, unsigned which, lock_kind kind, bool wa
   }
 }
 
+/// Tells whether a lock of `kind` on byte `which` could be taken now (no other open file
+/// holds a conflicting one), without taking it. Works on read-only descriptors.
+inline std::error_code lock_would_succeed(int fd, unsigned which, lock_kind kind, bool& free) noexcept {
+  struct flock64 fl {};
+  fl.l_type = static_cast<short>(kind == lock_kind::shared ? F_RDLCK : F_WRLCK);
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off64_t>(which);
+  fl.l_len = 1;
+  if (::fcntl64(fd, F_OFD_GETLK, &fl) != 0) return last_error();
+  free = fl.l_type == F_UNLCK;
+  return {};
+}
+
 // ---------------------------------------------------------------------------------------
 // Address space.
 
