@@ -52,6 +52,9 @@ inline constexpr unsigned lock_open = 0, lock_writer = 1, lock_apply = 2, lock_t
 inline constexpr std::uint64_t apply_marker_offset = 512;
 /// A word in the log's first page, non-zero while a committer waits for the apply lock.
 inline constexpr std::uint64_t commit_pending_offset = 576;
+/// A word in the log's first page, non-zero after a data-file sync failed: the log must be
+/// re-applied before any process restarts it (the kernel may have dropped the pages).
+inline constexpr std::uint64_t reapply_needed_offset = 584;
 inline constexpr char apply_marker_magic[8] = {'t', 'm', 'f', '-', 'a', 'p', 'l', '\0'};
 
 /// Stamped in the log before a commit's pages are copied into the data file.
@@ -930,6 +933,7 @@ class engine {
     const bool full = m_opt.sync == durability::full;
     if (full)
       if (auto ec = os::sync_data(m_fd)) throw_os(ec, "cannot sync " + m_path.string());
+    clear_reapply_needed();  // the whole log was just re-applied and synced
     if (auto ec = write_log_header(m_log_fd, m_file_id, h.txn, full)) throw_os(ec, "cannot write " + m_log_path.string());
     clear_marker(h.txn);
     m_log_base = h.txn;
@@ -957,6 +961,11 @@ class engine {
     if (pending)
       throw error(errc::read_only, "tmf: " + m_path.string() +
                                        " was not closed cleanly and needs recovery; open it writable once");
+  }
+
+  void clear_reapply_needed() noexcept {
+    const std::uint64_t zero = 0;
+    os::pwrite_all(m_log_fd, &zero, sizeof zero, reapply_needed_offset);
   }
 
   /// Sets the apply marker to `txn` (nothing half-applied) and clears a stale pending word.
@@ -1057,19 +1066,33 @@ class engine {
   /// next attempt, since the kernel may have dropped the pages it failed to write.
   void checkpoint() noexcept {
     const bool full = m_opt.sync == durability::full;
-    try {
-      if (m_data_sync_failed) {
+    // Re-applies the kept log (the kernel may have dropped the pages it failed to write),
+    // under the apply lock: readers must not see older pages being rewritten.
+    auto reapply = [&]() -> bool {
+      if (lock_apply_exclusive()) return false;
+      bool ok = true;
+      try {
         std::uint64_t off = log_start;
         replay_from(off, m_log_base + 1);
+      } catch (...) {
+        ok = false;
       }
-    } catch (...) {
-      return;
-    }
+      unlock_apply_exclusive();
+      return ok;
+    };
+    std::uint64_t flagged = 0;
+    std::size_t got = 0;
+    os::pread_all(m_log_fd, &flagged, sizeof flagged, reapply_needed_offset, got);
+    if ((m_data_sync_failed || (got == sizeof flagged && flagged != 0)) && !reapply()) return;
     if (full && os::sync_data(m_fd)) {
       m_data_sync_failed = true;
+      const std::uint64_t one = 1;  // for every process: none may restart the log unapplied
+      os::pwrite_all(m_log_fd, &one, sizeof one, reapply_needed_offset);
+      reapply();  // restore the pages now, before the writer or a reader reads them
       return;
     }
     m_data_sync_failed = false;
+    if (flagged != 0) clear_reapply_needed();
     const std::uint64_t txn = header()->txn;
     if (write_log_header(m_log_fd, m_file_id, txn, full)) return;
     m_log_base = txn;
