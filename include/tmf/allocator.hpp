@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// `tmf::allocator<T>`: allocates in a storage, from inside its write transactions.
-#pragma once
+#ifndef TMF_ALLOCATOR_HPP
+#define TMF_ALLOCATOR_HPP
 
 #include <cstddef>
 #include <limits>
@@ -79,3 +80,5 @@ class allocator {
 };
 
 }  // namespace tmf
+
+#endif  // TMF_ALLOCATOR_HPP

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// The standard containers with `tmf::allocator`, and `tmf::hash`.
-#pragma once
+#ifndef TMF_CONTAINERS_HPP
+#define TMF_CONTAINERS_HPP
 
 #include <deque>
 #include <functional>
@@ -57,3 +58,5 @@ template <class K, class Hash = hash<K>, class Equal = std::equal_to<>>
 using unordered_set = std::unordered_set<K, Hash, Equal, allocator<K>>;
 
 }  // namespace tmf
+
+#endif  // TMF_CONTAINERS_HPP

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// Error reporting: `tmf::errc`, its `std::error_category`, and `tmf::error`.
-#pragma once
+#ifndef TMF_ERROR_HPP
+#define TMF_ERROR_HPP
 
 #include <string>
 #include <system_error>
@@ -65,3 +66,5 @@ class error : public std::system_error {
 
 template <>
 struct std::is_error_code_enum<tmf::errc> : std::true_type {};
+
+#endif  // TMF_ERROR_HPP

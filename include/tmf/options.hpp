@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// How a storage is opened (`tmf::options`) and what it reports (`tmf::storage_stats`).
-#pragma once
+#ifndef TMF_OPTIONS_HPP
+#define TMF_OPTIONS_HPP
 
 #include <cstddef>
 #include <cstdint>
@@ -53,3 +54,5 @@ struct storage_stats {
 };
 
 }  // namespace tmf
+
+#endif  // TMF_OPTIONS_HPP

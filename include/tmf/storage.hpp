@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// `tmf::storage<Root>` and its transactions, `tmf::writer<Root>` and `tmf::reader<Root>`.
-#pragma once
+#ifndef TMF_STORAGE_HPP
+#define TMF_STORAGE_HPP
 
 #include <filesystem>
 #include <new>
@@ -197,3 +198,5 @@ class storage {
 };
 
 }  // namespace tmf
+
+#endif  // TMF_STORAGE_HPP

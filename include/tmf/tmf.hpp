@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// Everything tmf offers: storages, transactions, the allocator and the container aliases.
-#pragma once
+#ifndef TMF_TMF_HPP
+#define TMF_TMF_HPP
 
 #include "allocator.hpp"
 #include "containers.hpp"
@@ -9,3 +10,5 @@
 #include "options.hpp"
 #include "storage.hpp"
 #include "version.hpp"
+
+#endif  // TMF_TMF_HPP

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// The library's version.
-#pragma once
+#ifndef TMF_VERSION_HPP
+#define TMF_VERSION_HPP
 
 #define TMF_VERSION_MAJOR 0
 #define TMF_VERSION_MINOR 1
@@ -13,3 +14,5 @@ namespace tmf {
 /// The version as "major.minor.patch".
 inline constexpr const char* version_string = "0.1.0";
 }  // namespace tmf
+
+#endif  // TMF_VERSION_HPP

@@ -4,7 +4,8 @@
 /// multiply-rotate lanes over 32-byte stripes), about 8 bytes per cycle, deterministic on
 /// every platform and word size. Not a cryptographic hash: it detects torn and bit-rotted
 /// data, not an adversary.
-#pragma once
+#ifndef TMF_DETAIL_CHECKSUM_HPP
+#define TMF_DETAIL_CHECKSUM_HPP
 
 #include <cstddef>
 #include <cstdint>
@@ -89,3 +90,5 @@ inline std::uint64_t checksum(const void* data, std::size_t n, std::uint64_t see
 }
 
 }  // namespace tmf::detail
+
+#endif  // TMF_DETAIL_CHECKSUM_HPP

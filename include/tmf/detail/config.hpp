@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// Build-wide constants, internal assertions and the fatal-error path.
-#pragma once
+#ifndef TMF_DETAIL_CONFIG_HPP
+#define TMF_DETAIL_CONFIG_HPP
 
 #include <cstddef>
 #include <cstdint>
@@ -104,3 +105,5 @@ inline const char* format_dec(std::uint64_t v, char* buf) noexcept {
 #else
 #define TMF_ASSERT_EXPENSIVE(expr) static_cast<void>(0)
 #endif
+
+#endif  // TMF_DETAIL_CONFIG_HPP

@@ -27,7 +27,8 @@
 /// (page 0, written last) still old. Before applying, the committer stamps the transaction
 /// id in the log's apply marker; a reader that finds the marker ahead of the data file's
 /// header repairs the file (replays the record) before reading, as does the next writer.
-#pragma once
+#ifndef TMF_DETAIL_ENGINE_HPP
+#define TMF_DETAIL_ENGINE_HPP
 
 #include <algorithm>
 #include <atomic>
@@ -1150,3 +1151,5 @@ inline engine* find_engine(const void* base) noexcept {
 }
 
 }  // namespace tmf::detail
+
+#endif  // TMF_DETAIL_ENGINE_HPP

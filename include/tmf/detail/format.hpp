@@ -7,7 +7,8 @@
 /// mapped arena: it changes inside write transactions and is committed through the log like
 /// any other page, so its checksum is recomputed at every commit. The heap's state (tree
 /// roots and counters) lives inside it.
-#pragma once
+#ifndef TMF_DETAIL_FORMAT_HPP
+#define TMF_DETAIL_FORMAT_HPP
 
 #include <cstddef>
 #include <cstdint>
@@ -149,3 +150,5 @@ inline void validate_header_identity(const file_header& h, const std::string& fi
 }
 
 }  // namespace tmf::detail
+
+#endif  // TMF_DETAIL_FORMAT_HPP

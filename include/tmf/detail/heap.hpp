@@ -10,7 +10,8 @@
 /// mapped at the same address, plain pointers are used throughout.
 ///
 /// The heap knows nothing about files: its tests run over a plain buffer.
-#pragma once
+#ifndef TMF_DETAIL_HEAP_HPP
+#define TMF_DETAIL_HEAP_HPP
 
 #include <algorithm>
 #include <bit>
@@ -618,3 +619,5 @@ inline void heap::check() const {
 }
 
 }  // namespace tmf::detail
+
+#endif  // TMF_DETAIL_HEAP_HPP

@@ -18,7 +18,8 @@
 /// sync of a durable commit), then copy the pages into the data file. At a checkpoint the
 /// data file is fdatasync'ed first, and only then the log restarts with a new base id: a
 /// crash between the two replays records the data file already has.
-#pragma once
+#ifndef TMF_DETAIL_LOG_HPP
+#define TMF_DETAIL_LOG_HPP
 
 #include <algorithm>
 #include <cstdint>
@@ -233,3 +234,5 @@ inline std::error_code apply_pages(int data_fd, const std::uint64_t* pages, std:
 }
 
 }  // namespace tmf::detail
+
+#endif  // TMF_DETAIL_LOG_HPP

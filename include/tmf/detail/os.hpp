@@ -10,7 +10,8 @@
 /// Every write, sync and truncation of a storage's files goes through `pwrite_all`,
 /// `pwritev_all`, `sync_data`, `allocate` and `truncate`; a test build can observe them by
 /// setting `io_hook` (used by the power-loss harness).
-#pragma once
+#ifndef TMF_DETAIL_OS_HPP
+#define TMF_DETAIL_OS_HPP
 
 #include <cerrno>
 #include <climits>
@@ -464,3 +465,5 @@ inline void chain_segv(const struct sigaction& previous, int sig, siginfo_t* inf
 inline long process_id() noexcept { return static_cast<long>(::getpid()); }
 
 }  // namespace tmf::detail::os
+
+#endif  // TMF_DETAIL_OS_HPP

@@ -16,7 +16,8 @@
 /// transaction, or when mprotect reports ENOMEM, the handler unprotects the whole aligned
 /// `chunk_size` chunk around the fault; at commit, the pages really written in such chunks
 /// are found in /proc/self/pagemap (a written MAP_PRIVATE page is anonymous).
-#pragma once
+#ifndef TMF_DETAIL_TRACKER_HPP
+#define TMF_DETAIL_TRACKER_HPP
 
 #include <algorithm>
 #include <atomic>
@@ -299,3 +300,5 @@ inline std::error_code install_tracker() noexcept {
 }
 
 }  // namespace tmf::detail
+
+#endif  // TMF_DETAIL_TRACKER_HPP
