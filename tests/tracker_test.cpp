@@ -59,6 +59,31 @@ TEST(DirtySet, RecordsFaultedPagesOnceAndResetRestoresTheFile) {
   EXPECT_EQ(*m.at(5), 0) << "reset(discard) did not drop the private copy";
 }
 
+TEST(DirtySet, SequentialWritesUnprotectABlockAndPagemapFindsTheWrittenPages) {
+  mapped_file m(64 * page_size);
+  dirty_set d;
+  ASSERT_FALSE(d.init(64));
+  auto* base = static_cast<unsigned char*>(m.base);
+  ASSERT_TRUE(d.on_fault(base, m.bytes, 20));  // isolated: one page
+  *m.at(20) = 1;
+  EXPECT_EQ(d.block_count(), 0u);
+  ASSERT_TRUE(d.on_fault(base, m.bytes, 21));  // follows a written page: its block [16, 32)
+  EXPECT_EQ(d.block_count(), 1u);
+  for (std::size_t p = 21; p < 26; ++p) *m.at(p) = 2;  // no faults: the block is writable
+  EXPECT_TRUE(d.contains(31));
+  EXPECT_FALSE(d.contains(32));
+  int pagemap = -1;
+  if (os::open_pagemap(pagemap)) GTEST_SKIP() << "no /proc/self/pagemap here";
+  ASSERT_FALSE(d.collect(base, m.bytes, pagemap));
+  EXPECT_EQ(std::vector<std::uint64_t>(d.pages(), d.pages() + d.count()),
+            (std::vector<std::uint64_t>{20, 21, 22, 23, 24, 25}))
+      << "exactly the written pages of the block must be logged";
+  ASSERT_FALSE(d.reset(base, m.bytes, true));
+  EXPECT_EQ(d.block_count(), 0u);
+  for (std::size_t p = 20; p < 26; ++p) EXPECT_EQ(*m.at(p), 0) << "page " << p << " not discarded";
+  os::close_file(pagemap);
+}
+
 TEST(DirtySet, PastTheBudgetWholeChunksAreUnprotectedAndPagemapFindsTheWrites) {
   const std::size_t pages = 2 * isolated_page_budget + 3 * chunk_pages;
   mapped_file m(pages * page_size);

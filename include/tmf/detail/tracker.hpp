@@ -15,7 +15,9 @@
 /// vm.max_map_count (65530 by default) of them. Past `isolated_page_budget` pages in one
 /// transaction, or when mprotect reports ENOMEM, the handler unprotects the whole aligned
 /// `chunk_size` chunk around the fault; at commit, the pages really written in such chunks
-/// are found in /proc/self/pagemap (a written MAP_PRIVATE page is anonymous).
+/// are found in /proc/self/pagemap (a written MAP_PRIVATE page is anonymous). The same
+/// mechanism serves sequential writes: a fault on the page that follows a written one
+/// unprotects the aligned `block_pages` block around it.
 #ifndef TMF_DETAIL_TRACKER_HPP
 #define TMF_DETAIL_TRACKER_HPP
 
@@ -35,6 +37,9 @@ inline constexpr std::size_t chunk_size = std::size_t{2} << 20;
 inline constexpr std::size_t chunk_pages = chunk_size / page_size;
 /// Pages unprotected one by one in a transaction before whole chunks are used instead.
 inline constexpr std::size_t isolated_page_budget = 12000;
+/// A fault on the page after a written one unprotects this many aligned pages at once:
+/// sequential writes fault once per block instead of once per page.
+inline constexpr std::size_t block_pages = 16;
 
 /// The pages written in the current transaction of one storage. Touched only by the
 /// writing thread (its own fault handler included).
@@ -53,7 +58,11 @@ class dirty_set {
     m_list_bytes = round_up8(max_pages * sizeof(std::uint64_t));
     m_chunk_bitmap_bytes = round_up8((m_chunks + 63) / 64 * 8);
     m_chunk_list_bytes = round_up8(m_chunks * sizeof(std::uint64_t));
-    m_total_bytes = m_bitmap_bytes + m_list_bytes + m_chunk_bitmap_bytes + m_chunk_list_bytes;
+    m_blocks = (max_pages + block_pages - 1) / block_pages;
+    m_block_bitmap_bytes = round_up8((m_blocks + 63) / 64 * 8);
+    m_block_list_bytes = round_up8(m_blocks * sizeof(std::uint64_t));
+    m_total_bytes = m_bitmap_bytes + m_list_bytes + m_chunk_bitmap_bytes + m_chunk_list_bytes + m_block_bitmap_bytes +
+                    m_block_list_bytes;
     void* p = nullptr;
     if (auto ec = os::map_anonymous(m_total_bytes, p)) return ec;
     auto* b = static_cast<unsigned char*>(p);
@@ -61,6 +70,9 @@ class dirty_set {
     m_list = reinterpret_cast<std::uint64_t*>(b + m_bitmap_bytes);
     m_chunk_bitmap = reinterpret_cast<std::uint64_t*>(b + m_bitmap_bytes + m_list_bytes);
     m_chunk_list = reinterpret_cast<std::uint64_t*>(b + m_bitmap_bytes + m_list_bytes + m_chunk_bitmap_bytes);
+    b += m_bitmap_bytes + m_list_bytes + m_chunk_bitmap_bytes + m_chunk_list_bytes;
+    m_block_bitmap = reinterpret_cast<std::uint64_t*>(b);
+    m_block_list = reinterpret_cast<std::uint64_t*>(b + m_block_bitmap_bytes);
     return {};
   }
 
@@ -74,7 +86,11 @@ class dirty_set {
   bool on_fault(unsigned char* base, std::size_t mapped, std::size_t page) noexcept {
     if (page >= m_max_pages) return false;
     std::size_t chunk = page / chunk_pages;
-    if (!test(m_chunk_bitmap, chunk) && m_count < isolated_page_budget) {
+    if (!test(m_chunk_bitmap, chunk) && m_count + m_block_count < isolated_page_budget) {
+      const std::size_t block = page / block_pages;
+      const bool sequential = test(m_block_bitmap, block) ||
+                              (page > 0 && (test(m_bitmap, page - 1) || test(m_block_bitmap, (page - 1) / block_pages)));
+      if (sequential) return widen_block(base, mapped, block) || widen(base, mapped, chunk);
       if (os::protect(base + page * page_size, page_size, true)) return widen(base, mapped, chunk);
       if (!test(m_bitmap, page)) {
         set(m_bitmap, page);
@@ -90,9 +106,8 @@ class dirty_set {
   std::error_code collect(unsigned char* base, std::size_t mapped, int pagemap_fd) noexcept {
     std::size_t mapped_pages = mapped / page_size;
     std::uint64_t entries[chunk_pages];
-    for (std::size_t i = 0; i < m_chunk_count; ++i) {
-      std::size_t first = static_cast<std::size_t>(m_chunk_list[i]) * chunk_pages;
-      std::size_t n = std::min(chunk_pages, mapped_pages - std::min(first, mapped_pages));
+    auto scan = [&](std::size_t first, std::size_t span) {
+      std::size_t n = std::min(span, mapped_pages - std::min(first, mapped_pages));
       bool known = pagemap_fd >= 0 && !os::read_pagemap(pagemap_fd, base + first * page_size, entries, n);
       for (std::size_t k = 0; k < n; ++k) {
         if (known && !os::pagemap_is_private(entries[k])) continue;
@@ -101,6 +116,11 @@ class dirty_set {
           m_list[m_count++] = first + k;
         }
       }
+    };
+    for (std::size_t i = 0; i < m_chunk_count; ++i) scan(static_cast<std::size_t>(m_chunk_list[i]) * chunk_pages, chunk_pages);
+    for (std::size_t i = 0; i < m_block_count; ++i) {
+      const std::size_t first = static_cast<std::size_t>(m_block_list[i]) * block_pages;
+      if (!test(m_chunk_bitmap, first / chunk_pages)) scan(first, block_pages);  // else the chunk's scan did it
     }
     std::sort(m_list, m_list + m_count);
     return {};
@@ -146,7 +166,10 @@ class dirty_set {
     std::sort(m_list, m_list + m_count);
     // Pages inside a whole chunk are covered by the chunk's run below: re-protecting them
     // one by one would split the chunk into thousands of mappings.
-    auto wide = [&](std::uint64_t page) { return test(m_chunk_bitmap, static_cast<std::size_t>(page) / chunk_pages); };
+    auto wide = [&](std::uint64_t page) {
+      return test(m_chunk_bitmap, static_cast<std::size_t>(page) / chunk_pages) ||
+             test(m_block_bitmap, static_cast<std::size_t>(page) / block_pages);
+    };
     const bool keep_header = header != header_page::release && m_count > 0 && m_list[0] == 0 && !wide(0);
     std::size_t i = 0;
     if (keep_header) {
@@ -165,6 +188,13 @@ class dirty_set {
       i = j;
     }
     flush_span();
+    std::sort(m_block_list, m_block_list + m_block_count);
+    for (std::size_t b = 0; b < m_block_count; ++b) {
+      const std::size_t first = static_cast<std::size_t>(m_block_list[b]) * block_pages;
+      if (!test(m_chunk_bitmap, first / chunk_pages)) run(first, block_pages);  // else the chunk's run does it
+      clear(m_block_bitmap, static_cast<std::size_t>(m_block_list[b]));
+    }
+    flush_span();
     for (std::size_t c = 0; c < m_chunk_count; ++c) {
       run(static_cast<std::size_t>(m_chunk_list[c]) * chunk_pages, chunk_pages);
       flush_span();
@@ -172,19 +202,22 @@ class dirty_set {
     }
     m_count = keep_header ? 1 : 0;
     m_chunk_count = 0;
+    m_block_count = 0;
     return first_error;
   }
 
   /// True if anything other than a kept page 0 is recorded.
   bool beyond_header() const noexcept {
-    return m_chunk_count != 0 || m_count > 1 || (m_count == 1 && m_list[0] != 0);
+    return m_chunk_count != 0 || m_block_count != 0 || m_count > 1 || (m_count == 1 && m_list[0] != 0);
   }
 
   const std::uint64_t* pages() const noexcept { return m_list; }
   std::size_t count() const noexcept { return m_count; }
   std::size_t chunk_count() const noexcept { return m_chunk_count; }
+  std::size_t block_count() const noexcept { return m_block_count; }
   bool contains(std::size_t page) const noexcept {
-    return page < m_max_pages && (test(m_bitmap, page) || test(m_chunk_bitmap, page / chunk_pages));
+    return page < m_max_pages && (test(m_bitmap, page) || test(m_chunk_bitmap, page / chunk_pages) ||
+                                  test(m_block_bitmap, page / block_pages));
   }
 
  private:
@@ -192,6 +225,17 @@ class dirty_set {
   static bool test(const std::uint64_t* bits, std::size_t i) noexcept { return (bits[i / 64] >> (i % 64)) & 1; }
   static void set(std::uint64_t* bits, std::size_t i) noexcept { bits[i / 64] |= std::uint64_t{1} << (i % 64); }
   static void clear(std::uint64_t* bits, std::size_t i) noexcept { bits[i / 64] &= ~(std::uint64_t{1} << (i % 64)); }
+
+  bool widen_block(unsigned char* base, std::size_t mapped, std::size_t block) noexcept {
+    std::size_t begin = block * block_pages * page_size;
+    if (begin >= mapped) return false;
+    if (os::protect(base + begin, std::min(block_pages * page_size, mapped - begin), true)) return false;
+    if (!test(m_block_bitmap, block)) {
+      set(m_block_bitmap, block);
+      m_block_list[m_block_count++] = block;
+    }
+    return true;
+  }
 
   bool widen(unsigned char* base, std::size_t mapped, std::size_t chunk) noexcept {
     std::size_t begin = chunk * chunk_size;
@@ -206,15 +250,19 @@ class dirty_set {
     return true;
   }
 
-  std::size_t m_max_pages = 0, m_chunks = 0;
+  std::size_t m_max_pages = 0, m_chunks = 0, m_blocks = 0;
   std::size_t m_bitmap_bytes = 0, m_list_bytes = 0, m_chunk_bitmap_bytes = 0, m_chunk_list_bytes = 0;
+  std::size_t m_block_bitmap_bytes = 0, m_block_list_bytes = 0;
   std::size_t m_total_bytes = 0;
   std::uint64_t* m_bitmap = nullptr;
   std::uint64_t* m_list = nullptr;
   std::uint64_t* m_chunk_bitmap = nullptr;
   std::uint64_t* m_chunk_list = nullptr;
+  std::uint64_t* m_block_bitmap = nullptr;
+  std::uint64_t* m_block_list = nullptr;
   std::size_t m_count = 0;
   std::size_t m_chunk_count = 0;
+  std::size_t m_block_count = 0;
 };
 
 /// One open storage as the fault handler sees it. Slots live in static storage and are
