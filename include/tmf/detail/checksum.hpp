@@ -66,12 +66,13 @@ inline std::uint64_t checksum(const void* data, std::size_t n, std::uint64_t see
     h = seed + p5;
   }
   h += static_cast<std::uint64_t>(n);
-  while (p + 8 <= end) {
+  // Remaining lengths, not pointers past the end (p may be null when n is 0).
+  while (static_cast<std::size_t>(end - p) >= 8) {
     h ^= round(0, read64(p));
     h = rotl(h, 27) * p1 + p4;
     p += 8;
   }
-  if (p + 4 <= end) {
+  if (static_cast<std::size_t>(end - p) >= 4) {
     h ^= static_cast<std::uint64_t>(read32(p)) * p1;
     h = rotl(h, 23) * p2 + p3;
     p += 4;

@@ -849,6 +849,9 @@ class engine {
     if (!valid) {
       if (auto ec = write_log_header(m_log_fd, m_file_id, h.txn, m_opt.sync == durability::full))
         throw_os(ec, "cannot write " + m_log_path.string());
+      // A new log's name must be durable before a commit relies on it: fsync the directory.
+      if (m_opt.sync == durability::full)
+        if (auto ec = os::sync_directory(m_log_path.parent_path())) throw_os(ec, "cannot sync the log's directory");
       clear_marker(h.txn);
       s.header.base_txn = h.txn;
       s.marker = {};
@@ -895,6 +898,11 @@ class engine {
   /// Makes sure the data file is at least as long as its header's arena.
   void extend_to_arena() {
     file_header h = pread_header();
+    // A replayed header is validated before its arena size is trusted: a damaged log must
+    // not make recovery allocate the disk.
+    validate_header_format(h, m_path.string());
+    if (h.arena_size > m_reserved)
+      throw error(errc::corrupted, "tmf: " + m_path.string() + ": the recovered header's arena exceeds max_size");
     os::file_info fi;
     if (auto ec = os::stat_file(m_fd, fi)) throw_os(ec, "cannot stat " + m_path.string());
     if (fi.size < h.arena_size)

@@ -494,13 +494,21 @@ void heap::audit_tree(const Tree& tree, const char* name, std::size_t max_blocks
       corrupted(tree_name + ": link from " + hex_string(pa) + " to " + hex_string(na) +
                 " points outside the arena [" + hex_string(b) + ", " + hex_string(e) + ")");
     }
-    const heap_impl::free_block* block = value_traits::to_value_ptr(n);
-    const std::uintptr_t a = block->address();
-    if (a < b || a >= e || a % heap_quantum != 0) {
+    // Where the node sits inside its block, from a real object: the block's address is then
+    // checked with integer arithmetic before any pointer to it is formed (a misaligned
+    // free_block* is undefined behaviour even unread).
+    static const std::uintptr_t node_offset = [] {
+      heap_impl::free_block probe;
+      return reinterpret_cast<std::uintptr_t>(value_traits::to_node_ptr(probe)) -
+             reinterpret_cast<std::uintptr_t>(&probe);
+    }();
+    const std::uintptr_t a = na - node_offset;
+    if (na < node_offset || a < b || a >= e || a % heap_quantum != 0) {
       corrupted(tree_name + ": link from " + hex_string(pa) + " to " + hex_string(na) +
                 " is not the node of a quantum-aligned block in the arena");
     }
     // From here the block's first quantum is known to be in the arena: its node can be read.
+    const heap_impl::free_block* block = value_traits::to_value_ptr(n);
     if (depth > max_depth) {
       corrupted(tree_name + ": deeper than " + std::to_string(max_depth) + " levels at free block " +
                 hex_string(a) + " (a cycle?)");

@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "checksum.hpp"
@@ -157,8 +158,9 @@ inline std::error_code check_record(int fd, std::uint64_t off, std::uint64_t txn
   std::size_t got = 0;
   if (auto ec = os::pread_all(fd, &rh, sizeof rh, off, got)) return ec;
   if (got != sizeof rh || std::memcmp(rh.magic, record_magic, sizeof record_magic) != 0 || rh.txn != txn ||
-      rh.file_id != file_id || rh.checksum != record_header_checksum(rh) || rh.page_count > max_pages)
-    return {};
+      rh.file_id != file_id || rh.checksum != record_header_checksum(rh) || rh.page_count == 0 ||
+      rh.page_count > max_pages)
+    return {};  // a real commit always logs the header page: a record of no page is forged
   const std::uint64_t n = rh.page_count;
   std::vector<record_entry> entries(static_cast<std::size_t>(n));
   std::uint64_t pos = off + sizeof rh;
@@ -170,13 +172,15 @@ inline std::error_code check_record(int fd, std::uint64_t off, std::uint64_t txn
     if (e.page >= max_pages) return {};
   pos += n * sizeof(record_entry);
   constexpr std::size_t chunk_pages = 64;
-  std::vector<unsigned char> buf(chunk_pages * page_size);
+  // Uninitialised and no bigger than the record: recovery calls this once per record.
+  const std::size_t buf_pages = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_pages, n));
+  std::unique_ptr<unsigned char[]> buf(new unsigned char[buf_pages * page_size]);
   for (std::uint64_t i = 0; i < n; i += chunk_pages) {
     std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_pages, n - i));
-    if (auto ec = os::pread_all(fd, buf.data(), k * page_size, pos + i * page_size, got)) return ec;
+    if (auto ec = os::pread_all(fd, buf.get(), k * page_size, pos + i * page_size, got)) return ec;
     if (got != k * page_size) return {};
     for (std::size_t j = 0; j < k; ++j)
-      if (page_checksum(buf.data() + j * page_size, entries[i + j].page) != entries[i + j].checksum) return {};
+      if (page_checksum(buf.get() + j * page_size, entries[i + j].page) != entries[i + j].checksum) return {};
   }
   pos += n * page_size;
   record_trailer tr;
