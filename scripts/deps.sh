@@ -9,8 +9,9 @@
 # TMF_SKIP_DEPS=1 skips it everywhere.
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
-# Everything scripts/test.sh needs (tests, benchmarks against LMDB, the -m32 stage).
-TMF_DEPS_ALL=(cmake g++ make libboost-dev libgtest-dev libbenchmark-dev liblmdb-dev g++-multilib)
+# Everything scripts/test.sh needs (tests, benchmarks against LMDB, the -m32 stage, clang and
+# its libFuzzer runtime for the clang stage).
+TMF_DEPS_ALL=(cmake g++ make libboost-dev libgtest-dev libbenchmark-dev liblmdb-dev g++-multilib clang libclang-rt-14-dev)
 # shellcheck disable=SC2034
 # What scripts/demo.sh needs.
 TMF_DEPS_DEMO=(cmake g++ make libboost-dev)

@@ -6,6 +6,7 @@
 #   asan     Debug -O1, TMF_SANITIZE="address;undefined"; tests only; every label but package
 #   tsan     RelWithDebInfo, TMF_SANITIZE=thread; the concurrency tests (ctest -L concurrency)
 #   m32      RelWithDebInfo, -m32, GoogleTest built from source; tests and examples; every test
+#   clang    clang++ -Werror; tests, examples and the libFuzzer targets (short runs, label fuzz)
 #
 # Usage: scripts/test.sh [--quick | --stage NAME]...
 #   --quick       the release stage only
@@ -19,7 +20,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-all_stages=(release asan tsan m32)
+all_stages=(release asan tsan m32 clang)
 stages=()
 usage() { sed -n '4,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -77,6 +78,13 @@ stage_config() {
     m32)
       cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS=-m32 -DTMF_GTEST_FROM_SOURCE=ON
                   -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=OFF) ;;
+    clang)
+      # Clang with -Wall -Wextra -Werror for the tests and examples, and the libFuzzer
+      # targets run briefly on their seed corpora (ctest -L fuzz).
+      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++
+                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=OFF
+                  -DTMF_BUILD_FUZZERS=ON)
+      ctest_args=(-LE package) ;;
   esac
 }
 
