@@ -83,7 +83,10 @@ std::string check_invariant(const soak_root& r, bool full, std::mt19937_64& rng)
   for (auto c : r.counters) sum += c;
   if (sum != r.total) return "total " + std::to_string(r.total) + " != sum of counters " + std::to_string(sum);
   if (r.blobs.size() > max_blobs + 1) return std::to_string(r.blobs.size()) + " blobs";
-  for (const auto& [id, words] : r.blobs) {
+  for (const auto& blob : r.blobs) {
+    // Named copies, not structured bindings: Clang 14 cannot capture bindings in a lambda.
+    const auto id = blob.first;
+    const auto& words = blob.second;
     if (id == 0 || id >= r.next_id) return "blob id " + std::to_string(id) + " >= next_id";
     if (words.empty()) return "blob " + std::to_string(id) + " is empty";
     const std::size_t n = words.size();
