@@ -75,6 +75,10 @@ TEST(Format, EachIdentityFieldIsChecked) {
   EXPECT_EQ(format_error([](file_header& h) { h.txn = 5; }, false), tmf::errc::corrupted) << "checksum not checked";
   EXPECT_EQ(format_error([](file_header& h) { h.arena_size = 100; }), tmf::errc::corrupted);
   EXPECT_EQ(format_error([](file_header& h) { h.arena_size = h.max_size + page_size; }), tmf::errc::corrupted);
+  EXPECT_EQ(format_error([](file_header& h) { h.address = 0; }), tmf::errc::corrupted) << "address 0 accepted";
+  EXPECT_EQ(format_error([](file_header& h) { h.max_size += 100; }), tmf::errc::corrupted)
+      << "max_size off the page grid accepted";
+  EXPECT_EQ(format_error([](file_header& h) { h.root_align = 3; }), tmf::errc::corrupted);
 }
 
 TEST(Format, UserMagicAndRootFingerprintAreChecked) {

@@ -392,6 +392,8 @@ class engine {
     auto root = static_cast<std::uintptr_t>(h->root);
     auto b = reinterpret_cast<std::uintptr_t>(m_base);
     if (root < b + page_size || root + h->root_size > b + h->arena_size) fail("root pointer outside the arena");
+    if (root % heap_quantum != 0 || (h->root_align != 0 && root % h->root_align != 0))
+      fail("root pointer " + hex(root) + " is not aligned as its type needs");
     heap hp = arena_heap();
     if (hp.begin() != m_base + page_size || hp.end() != m_base + h->arena_size)
       fail("heap bounds differ from the arena");
@@ -579,6 +581,9 @@ class engine {
     if (fi.size < h.arena_size)
       throw error(errc::corrupted, "tmf: " + name + " is truncated: " + std::to_string(fi.size) +
                                        " bytes, its header says " + std::to_string(h.arena_size));
+    if (h.root != 0 && (h.root < h.address + page_size || h.root + h.root_size > h.address + h.arena_size ||
+                        h.root % heap_quantum != 0 || (h.root_align != 0 && h.root % h.root_align != 0)))
+      throw error(errc::corrupted, "tmf: " + name + ": the Root pointer is outside the arena or misaligned");
     ensure_mapped(static_cast<std::size_t>(h.arena_size));
     if (auto ec = m_dirty.init(m_reserved / page_size)) throw_os(ec, "cannot reserve the dirty-page set");
     if (os::open_pagemap(m_pagemap_fd)) m_pagemap_fd = -1;  // then whole chunks are logged

@@ -128,8 +128,9 @@ inline void validate_header_format(const file_header& h, const std::string& file
     throw error(errc::incompatible_format, "tmf: " + file + " uses page size " + std::to_string(h.page_size));
   if (header_checksum(h) != h.checksum)
     throw error(errc::corrupted, "tmf: " + file + ": header checksum mismatch");
-  if (h.address % page_size != 0 || h.arena_size < page_size || h.arena_size % page_size != 0 ||
-      h.arena_size > h.max_size || h.address + h.max_size < h.address)
+  if (h.address == 0 || h.address % page_size != 0 || h.max_size % page_size != 0 || h.arena_size < page_size ||
+      h.arena_size % page_size != 0 || h.arena_size > h.max_size || h.address + h.max_size < h.address ||
+      (h.root_align & (h.root_align - 1)) != 0)
     throw error(errc::corrupted, "tmf: " + file + ": header fields out of range");
 }
 

@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+/// \file
+/// Writes the seed corpora of the fuzz targets: make_seeds <dir> fills <dir>/fuzz_header,
+/// <dir>/fuzz_log and <dir>/fuzz_heap (existing seeds of the same names are overwritten).
+/// The storage seeds come from the same deterministic template the targets build (see
+/// fuzz_common.hpp), so they stay valid as long as the file format and the template do;
+/// regenerate them after a format change:  make_seeds fuzz/corpus  (target make_fuzz_seeds).
+#include "fuzz_common.hpp"
+
+#include <iostream>
+
+namespace {
+
+using namespace tmf_fuzz;
+using bytes = std::vector<unsigned char>;
+
+void put(const std::filesystem::path& dir, const std::string& name, unsigned char flags, const bytes& body) {
+  bytes out;
+  out.reserve(body.size() + 1);
+  out.push_back(flags);
+  out.insert(out.end(), body.begin(), body.end());
+  write_file(dir / name, out);
+}
+
+bytes prefix(const bytes& b, std::size_t n) { return bytes(b.begin(), b.begin() + static_cast<std::ptrdiff_t>(std::min(n, b.size()))); }
+
+td::file_header header_of(const bytes& page) {
+  td::file_header h;
+  std::memcpy(&h, page.data(), sizeof h);
+  return h;
+}
+
+bytes with_header(bytes page, const td::file_header& h) {
+  std::memcpy(page.data(), &h, sizeof h);
+  return page;
+}
+
+/// Offsets right after each record of a log image.
+std::vector<std::size_t> record_ends(const bytes& log) {
+  std::vector<std::size_t> ends;
+  std::size_t off = td::log_start;
+  while (off + sizeof(td::record_header) <= log.size()) {
+    td::record_header rh;
+    std::memcpy(&rh, log.data() + off, sizeof rh);
+    if (std::memcmp(rh.magic, td::record_magic, sizeof rh.magic) != 0) break;
+    off += td::record_size(static_cast<std::size_t>(rh.page_count));
+    if (off > log.size()) break;
+    ends.push_back(off);
+  }
+  return ends;
+}
+
+void header_seeds(const std::filesystem::path& dir, const template_files& t) {
+  const bytes page = prefix(t.data_last, td::page_size);
+  put(dir, "valid_page", 0, page);
+  put(dir, "valid_page_resealed", 1, page);
+  put(dir, "valid_page_read_only", 4, page);
+  put(dir, "header_struct_only", 0, prefix(page, sizeof(td::file_header)));
+  put(dir, "whole_empty_file", 2, {});
+  put(dir, "whole_short_file", 3, prefix(page, 100));
+  put(dir, "whole_one_page_truncated", 3, page);
+  put(dir, "whole_garbage", 2, bytes(td::page_size, 0x5a));
+  td::file_header h = header_of(page);
+  {
+    td::file_header x = h;
+    x.root = 0;  // a file whose creation stopped before its Root: opening creates it
+    put(dir, "no_root_resealed", 1, with_header(page, x));
+  }
+  {
+    td::file_header x = h;
+    x.version = td::format_version + 1;
+    put(dir, "other_version_resealed", 1, with_header(page, x));
+  }
+  {
+    td::file_header x = h;
+    x.root_size += 8;
+    put(dir, "other_root_resealed", 1, with_header(page, x));
+  }
+  {
+    td::file_header x = h;
+    x.address += std::uint64_t{1} << 30;
+    put(dir, "other_address_resealed", 1, with_header(page, x));
+    put(dir, "other_address_resealed_any_address", 9, with_header(page, x));
+  }
+  {
+    td::file_header x = h;
+    x.arena_size = x.max_size + td::page_size;
+    put(dir, "arena_past_max_resealed", 1, with_header(page, x));
+  }
+  {
+    td::file_header x = h;
+    x.heap[40] ^= 0x40;  // a tree link in the heap state
+    put(dir, "heap_link_resealed", 1, with_header(page, x));
+  }
+}
+
+void log_seeds(const std::filesystem::path& dir, const template_files& t) {
+  const std::vector<std::size_t> ends = record_ends(t.log);
+  if (ends.size() != t.last_txn) fail("the template log does not hold one record per commit");
+  put(dir, "log_all_records", 0, t.log);
+  put(dir, "log_all_records_resealed", 1, t.log);
+  for (std::size_t k = 1; k <= 3 && k < ends.size(); ++k)
+    put(dir, "log_" + std::to_string(k) + "_records", 0, prefix(t.log, ends[k - 1]));
+  put(dir, "log_torn_last_record", 0, prefix(t.log, ends.back() - 100));
+  put(dir, "log_header_page_only", 0, prefix(t.log, td::page_size));
+  put(dir, "log_header_only", 0, prefix(t.log, sizeof(td::log_header)));
+  put(dir, "log_empty", 0, {});
+  bytes skipped = prefix(t.log, ends[0]);  // record 1, then record 3: replay stops after 1
+  skipped.insert(skipped.end(), t.log.begin() + static_cast<std::ptrdiff_t>(ends[1]),
+                 t.log.begin() + static_cast<std::ptrdiff_t>(ends[2]));
+  put(dir, "log_gap", 0, skipped);
+}
+
+void heap_seeds(const std::filesystem::path& dir) {
+  // Set-up bytes (arena in units of 16 quanta, offset), then ops (see fuzz_heap.cpp).
+  put(dir, "alloc_free", 4, {0, 0, 100, 0, 0, 3, 1, 0, 3});
+  put(dir, "empty_arena_grows", 0, {0, 0, 0, 1, 0, 2, 3});
+  put(dir, "aligned", 8, {3, 0, 64, 0, 12, 0, 200, 0, 9, 0, 10, 0, 11, 3, 4, 3});
+  put(dir, "bad_alignment", 2, {0, 0, 0x3f, 0, 0x3f, 0, 16, 0, 0x3f, 3});
+  put(dir, "big_requests", 1, {0, 0xff, 0xff, 0xc0, 0, 0, 0x10, 0x80, 3, 4, 3});
+  put(dir, "corrupt_links", 16,
+      {0, 0, 64, 0, 0, 0, 64, 0, 0, 0, 64, 0, 0, 0, 64, 0, 0, 0, 64, 0, 0, 1, 1, 1, 2, 3,
+       5, 1, 0, 0x40, 5, 2, 8, 0x80, 5, 0, 3, 0x01, 5, 3, 48, 0x40, 3});
+  // A longer pseudo-random mix (fixed generator: reproducible).
+  bytes mix = {3};
+  std::uint32_t x = 12345;
+  for (int i = 0; i < 400; ++i) {
+    x = x * 1103515245u + 12345u;
+    mix.push_back(static_cast<unsigned char>(x >> 16));
+  }
+  put(dir, "random_mix", 32, mix);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: make_seeds <corpus dir>\n";
+    return 2;
+  }
+  const std::filesystem::path out = argv[1];
+  const template_files t = make_template(process_path("seeds-template"));
+  for (const char* target : {"fuzz_header", "fuzz_log", "fuzz_heap"}) std::filesystem::create_directories(out / target);
+  header_seeds(out / "fuzz_header", t);
+  log_seeds(out / "fuzz_log", t);
+  heap_seeds(out / "fuzz_heap");
+  std::cout << "seeds written to " << out << " (template: " << t.data_last.size() << "-byte data file, "
+            << t.log.size() << "-byte log)\n";
+  return 0;
+}
