@@ -132,9 +132,10 @@ class storage {
   /// Opens or creates `file` (and its log `file-log`). A new file's Root is
   /// default-constructed in a first write transaction, committed before this returns.
   /// \throws tmf::error: errc::not_a_storage, incompatible_format, root_mismatch,
-  ///         address_unavailable, already_open, corrupted, or the system error (no such
-  ///         file, permission denied, file exists, ...). On any refusal the file is left
-  ///         byte-for-byte untouched.
+  ///         address_unavailable, already_open, corrupted, read_only (open_mode::read_only
+  ///         on a file whose last writer did not close cleanly: open it writable once), or
+  ///         the system error (no such file, permission denied, file exists, ...). On any
+  ///         refusal the file is left byte-for-byte untouched.
   explicit storage(const std::filesystem::path& file, const options& opt = {})
       : m_engine(file, opt, detail::fingerprint_of<Root>()) {
     if (m_engine.root() == nullptr) make_root();
@@ -156,7 +157,9 @@ class storage {
   }
   /// A consistent view of the last commit. Waits while a writer of this process is active
   /// (readers share its mapping) or while another process applies a commit.
-  /// \throws tmf::error{errc::already_open} if this thread holds the writer, {errc::forked}.
+  /// \throws tmf::error{errc::already_open} if this thread holds the writer, {errc::forked},
+  ///         {errc::read_only} in a read_only storage when a writer process died while
+  ///         applying a commit (only a writable process can repair that).
   reader<Root> read() {
     m_engine.begin_read(true);
     return reader<Root>(&m_engine);
