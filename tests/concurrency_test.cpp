@@ -297,37 +297,8 @@ class shared_state {
   shared_block* m_block;
 };
 
-/// Forks a child that runs `fn` and _exits with its result (100 on an exception).
-pid_t spawn(const std::function<int()>& fn) {
-  std::cout.flush();
-  std::cerr.flush();
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
-  if (pid == 0) {
-    int rc = 100;
-    try {
-      rc = fn();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "concurrency_test child %d: uncaught exception: %s\n", static_cast<int>(::getpid()), e.what());
-    } catch (...) {
-      std::fprintf(stderr, "concurrency_test child %d: uncaught exception\n", static_cast<int>(::getpid()));
-    }
-    std::fflush(nullptr);
-    ::_exit(rc & 0xff);
-  }
-  return pid;
-}
-
-/// Waits for a child: its exit code, or 128 + the signal that killed it.
-int wait_for(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0)
-    if (errno != EINTR) return -1;
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
-}
+using tmf_test::spawn_child;
+using tmf_test::wait_child;
 
 /// Kills (SIGKILL) and reaps the children still running when a test ends early (a failed
 /// ASSERT), so that no reader process loops forever.
@@ -339,17 +310,18 @@ class child_guard {
   ~child_guard() {
     for (pid_t pid : m_pids) {
       ::kill(pid, SIGKILL);
-      wait_for(pid);
+      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+      }  // not wait_child: a destructor must not throw
     }
   }
   pid_t add(pid_t pid) {
     m_pids.push_back(pid);
     return pid;
   }
-  /// wait_for(pid), and forgets it.
+  /// wait_child(pid), and forgets it.
   int wait(pid_t pid) {
     std::erase(m_pids, pid);
-    return wait_for(pid);
+    return wait_child(pid);
   }
 
  private:
@@ -359,7 +331,7 @@ class child_guard {
 /// A reader process: opens the storage and runs reader_loop; its message goes to stderr.
 pid_t spawn_reader(const std::filesystem::path& path, const tmf::options& opt, shared_block& shared, int index,
                    bool polite, const std::function<bool(const conc_root&)>& stop) {
-  return spawn([&path, opt, &shared, index, polite, &stop] {
+  return spawn_child([&path, opt, &shared, index, polite, &stop] {
     tmf::storage<conc_root> s(path, opt);
     std::string message;
     const int rc = reader_loop(s, shared.reads[index], shared.gauge, polite, index == 1, stop, message);
@@ -526,7 +498,7 @@ TEST(ConcurrencyProcesses, OneWriterThreeReaders) {
     if (i == 2) o.mode = tmf::open_mode::read_only;
     readers.push_back(children.add(spawn_reader(path, o, *shared, i, false, stop)));
   }
-  const pid_t writer = children.add(spawn([&] {
+  const pid_t writer = children.add(spawn_child([&] {
     tmf::storage<conc_root> s(path, tmf::options{.sync = tmf::durability::no_sync});
     prng g(2);
     std::uint64_t commits = 0;
@@ -560,7 +532,7 @@ TEST(ConcurrencyProcesses, TwoWritersCompete) {
   child_guard children;
   std::vector<pid_t> writers;
   for (int i = 0; i < 2; ++i)
-    writers.push_back(children.add(spawn([&, i] {
+    writers.push_back(children.add(spawn_child([&, i] {
       tmf::storage<conc_root> s(path, tmf::options{.sync = i == 0 ? tmf::durability::full : tmf::durability::no_sync});
       prng g(20 + i);
       for (std::uint64_t k = 0; k < n; ++k) {
@@ -631,7 +603,7 @@ TEST(ConcurrencyProcesses, WriterKilledWhileReadersRead) {
     const std::uint64_t seed = ctl.next();
     const std::uint64_t commits_before_arming = ctl.below(4), kill_at = 1 + ctl.below(4);
     const std::uint64_t before = shared->commits.load();
-    const pid_t w = children.add(spawn([&] {
+    const pid_t w = children.add(spawn_child([&] {
       shared->gauge.enter();  // its open may repair what the last one left, under the apply lock
       tmf::storage<conc_root> s(path, tmf::options{.sync = sync});
       shared->gauge.leave();
@@ -659,7 +631,7 @@ TEST(ConcurrencyProcesses, WriterKilledWhileReadersRead) {
     ASSERT_EQ(rc, 128 + SIGKILL) << "writer process " << k << " failed before it was killed (see stderr)";
   }
   // The last writer ends the readers' loops.
-  const pid_t last = children.add(spawn([&] {
+  const pid_t last = children.add(spawn_child([&] {
     tmf::storage<conc_root> s(path);
     prng g(99);
     shared->gauge.enter();

@@ -113,10 +113,10 @@ inline std::vector<char> read_bytes(const std::filesystem::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-/// Runs `fn` in a forked child, which `_exit`s with fn's return value (an escaping exception
-/// is printed and gives 100). Returns the child's exit code, or 128 + the signal that killed it.
+/// Forks a child that runs `fn` and `_exit`s with its return value (an escaping exception is
+/// printed and gives 100). Returns the child's pid; reap it with `wait_child`.
 /// GoogleTest assertions inside the child do not reach the parent: return a non-zero code instead.
-inline int run_in_child(const std::function<int()>& fn) {
+inline pid_t spawn_child(const std::function<int()>& fn) {
   std::cout.flush();
   std::cerr.flush();
   std::fflush(nullptr);
@@ -127,10 +127,10 @@ inline int run_in_child(const std::function<int()>& fn) {
     try {
       rc = fn();
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "tmf_test::run_in_child: uncaught exception: %s\n", e.what());
+      std::fprintf(stderr, "tmf_test child %d: uncaught exception: %s\n", static_cast<int>(::getpid()), e.what());
       rc = 100;
     } catch (...) {
-      std::fprintf(stderr, "tmf_test::run_in_child: uncaught exception of unknown type\n");
+      std::fprintf(stderr, "tmf_test child %d: uncaught exception of unknown type\n", static_cast<int>(::getpid()));
       rc = 100;
     }
     std::cout.flush();
@@ -138,6 +138,11 @@ inline int run_in_child(const std::function<int()>& fn) {
     std::fflush(nullptr);
     ::_exit(rc & 0xff);
   }
+  return pid;
+}
+
+/// Waits for a child: its exit code, or 128 + the signal that killed it.
+inline int wait_child(pid_t pid) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "waitpid");
@@ -146,6 +151,10 @@ inline int run_in_child(const std::function<int()>& fn) {
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
 }
+
+/// Runs `fn` in a forked child (see spawn_child) and returns its exit code, or 128 + the
+/// signal that killed it.
+inline int run_in_child(const std::function<int()>& fn) { return wait_child(spawn_child(fn)); }
 
 }  // namespace tmf_test
 
