@@ -609,14 +609,13 @@ class engine {
   }
   static std::uint64_t round_up_page(std::uint64_t n) noexcept { return (n + page_size - 1) / page_size * page_size; }
 
+  /// The header of a file of `file_size` bytes: pread_header, after refusing a file too
+  /// short to hold one page.
   file_header read_header(std::uint64_t file_size) {
-    file_header h;
-    std::size_t got = 0;
     if (file_size == 0) throw error(errc::not_a_storage, "tmf: " + m_path.string() + " is empty");
-    if (auto ec = os::pread_all(m_fd, &h, sizeof h, 0, got)) throw_os(ec, "cannot read " + m_path.string());
-    if (got < sizeof h || file_size < page_size)
+    if (file_size < page_size)
       throw error(errc::not_a_storage, "tmf: " + m_path.string() + " is too short to be a tmf storage");
-    return h;
+    return pread_header();
   }
 
   void claim_slot(const os::file_info& fi) {
