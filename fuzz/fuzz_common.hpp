@@ -298,7 +298,7 @@ inline void expect_nothing_left_open() {
   // the signal again, so that the file size limit shows as EFBIG to the library.
   static const bool xfsz_ignored = (std::signal(SIGXFSZ, SIG_IGN), true);
   (void)xfsz_ignored;
-  const td::tracked_region* slots = td::registry();
+  const td::storage_slot* slots = td::registry();
   for (std::size_t i = 0; i < td::max_open_storages; ++i)
     if (slots[i].owner.load() != nullptr) fail("a storage registry slot is still owned after its storage was destroyed");
   void* out = nullptr;

@@ -558,7 +558,9 @@ TEST(ConcurrencyProcesses, TwoWritersCompete) {
 // by an apply (or a repair), with its header page (written last) still old.
 struct self_kill {
   static inline std::uint64_t data_inode = 0, data_device = 0, kill_at = 0, writes = 0;
-  static std::error_code hook(tmf::detail::os::io_op op, int fd, std::uint64_t, std::uint64_t, const void*) {
+  static std::error_code hook(tmf::detail::os::io_op op, const tmf::detail::os::file& f, std::uint64_t, std::uint64_t,
+                              const void*) {
+    const int fd = f.native();
     struct stat st;
     if (op == tmf::detail::os::io_op::write && ::fstat(fd, &st) == 0 && st.st_ino == data_inode &&
         st.st_dev == data_device && ++writes >= kill_at)

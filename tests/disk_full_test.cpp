@@ -374,7 +374,8 @@ bool is_data_file(int fd) {
   return ::fstat(fd, &st) == 0 && static_cast<std::uint64_t>(st.st_ino) == g_sync.data_inode;
 }
 
-std::error_code sync_hook(os::io_op op, int fd, std::uint64_t, std::uint64_t, const void* data) {
+std::error_code sync_hook(os::io_op op, const os::file& f, std::uint64_t, std::uint64_t, const void* data) {
+  const int fd = f.native();
   if (!is_data_file(fd)) return {};
   if (op == os::io_op::sync && g_sync.fail_data_syncs > 0) {
     --g_sync.fail_data_syncs;

@@ -34,8 +34,8 @@ bool is_data(int fd) {
   return ::fstat(fd, &st) == 0 && st.st_ino == g_data_inode;
 }
 
-std::error_code hook(os::io_op op, int fd, std::uint64_t, std::uint64_t, const void*) {
-  const bool data = is_data(fd);
+std::error_code hook(os::io_op op, const os::file& f, std::uint64_t, std::uint64_t, const void*) {
+  const bool data = is_data(f.native());
   if (op == os::io_op::write && data && g_writes_left >= 0) {
     if (g_writes_left == 0) ::_exit(0);  // die here, like a SIGKILL
     --g_writes_left;

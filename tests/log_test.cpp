@@ -16,7 +16,7 @@ using namespace tmf::detail;
 struct log_fixture : ::testing::Test {
   tmf_test::scoped_path log_file{std::string_view("log")};
   tmf_test::scoped_path data_file{std::string_view("data")};
-  int log_fd = -1, data_fd = -1;
+  os::file log_fd, data_fd;
   std::vector<unsigned char> mem = std::vector<unsigned char>(8 * page_size);
   std::vector<std::uint64_t> pages{0, 2, 3, 7};
 
@@ -24,10 +24,6 @@ struct log_fixture : ::testing::Test {
     ASSERT_FALSE(os::create_file(log_file.path(), log_fd));
     ASSERT_FALSE(os::create_file(data_file.path(), data_fd));
     for (std::size_t i = 0; i < mem.size(); ++i) mem[i] = static_cast<unsigned char>(i * 31 + i / page_size);
-  }
-  void TearDown() override {
-    os::close_file(log_fd);
-    os::close_file(data_fd);
   }
   std::uint64_t write(std::uint64_t off = log_start, std::uint64_t txn = 5) {
     EXPECT_FALSE(write_record(log_fd, off, txn, 42, pages.data(), pages.size(), mem.data()));
@@ -97,8 +93,8 @@ TEST_F(log_fixture, AnyFlippedByteIsRejected) {
 
 std::vector<std::uint64_t> g_write_offsets;
 int g_data_fd = -1;
-std::error_code record_data_writes(os::io_op op, int fd, std::uint64_t off, std::uint64_t, const void*) {
-  if (op == os::io_op::write && fd == g_data_fd) g_write_offsets.push_back(off);
+std::error_code record_data_writes(os::io_op op, const os::file& f, std::uint64_t off, std::uint64_t, const void*) {
+  if (op == os::io_op::write && f.native() == g_data_fd) g_write_offsets.push_back(off);
   return {};
 }
 
@@ -106,7 +102,7 @@ TEST_F(log_fixture, ApplyRecordCopiesPagesAndWritesTheHeaderPageLast) {
   write();
   record_info info;
   ASSERT_TRUE(valid_at(log_start, 5, 42, &info));
-  g_data_fd = data_fd;
+  g_data_fd = data_fd.native();
   g_write_offsets.clear();
   os::io_hook = &record_data_writes;
   ASSERT_FALSE(apply_record(log_fd, info, data_fd));
@@ -122,15 +118,15 @@ TEST_F(log_fixture, ApplyRecordCopiesPagesAndWritesTheHeaderPageLast) {
 }
 
 TEST_F(log_fixture, ApplyPagesCoalescesRunsAndWritesPageZeroLast) {
-  g_data_fd = data_fd;
+  g_data_fd = data_fd.native();
   g_write_offsets.clear();
   os::io_hook = &record_data_writes;
   std::vector<std::uint64_t> run{0, 1, 2, 3, 5, 6};
   ASSERT_FALSE(apply_pages(data_fd, run.data(), run.size(), mem.data()));
   os::io_hook = nullptr;
-  // pwritev reports one hook call per buffer: pages 1,2,3 (one run), 5,6 (another), then 0.
-  ASSERT_EQ(g_write_offsets.size(), run.size());
-  EXPECT_EQ(g_write_offsets.back(), 0u);
+  // The seam sees each page of a run (pages 1-3, then 5-6), then page 0 last.
+  EXPECT_EQ(g_write_offsets,
+            (std::vector<std::uint64_t>{page_size, 2 * page_size, 3 * page_size, 5 * page_size, 6 * page_size, 0}));
   std::vector<unsigned char> back(7 * page_size);
   std::size_t got;
   ASSERT_FALSE(os::pread_all(data_fd, back.data(), back.size(), 0, got));
@@ -145,6 +141,71 @@ TEST_F(log_fixture, ConsecutiveRecordsChain) {
   ASSERT_TRUE(valid_at(end, 6, 42, &info));
   EXPECT_EQ(info.end, end2);
   EXPECT_FALSE(valid_at(end, 7));
+}
+
+TEST_F(log_fixture, ControlPageWordsRoundTrip) {
+  log_control c;
+  bool valid = true;
+  ASSERT_FALSE(read_log_control(log_fd, 42, c, valid));
+  EXPECT_FALSE(valid);
+  EXPECT_EQ(c.marker.txn, 0u) << "an absent marker must read as transaction 0";
+  ASSERT_FALSE(write_log_header(log_fd, 42, 9, false));
+  ASSERT_FALSE(write_apply_marker(log_fd, 11));
+  ASSERT_FALSE(set_commit_pending(log_fd, 1));
+  ASSERT_FALSE(set_reapply_needed(log_fd, 1));
+  ASSERT_FALSE(read_log_control(log_fd, 42, c, valid));
+  EXPECT_TRUE(valid);
+  EXPECT_EQ(c.header.base_txn, 9u);
+  EXPECT_EQ(c.marker.txn, 11u);
+  EXPECT_EQ(c.commit_pending, 1u);
+  EXPECT_EQ(c.reapply_needed, 1u);
+  ASSERT_FALSE(os::pwrite_all(log_fd, "X", 1, offsetof(log_control, marker)));  // a damaged marker magic
+  ASSERT_FALSE(read_log_control(log_fd, 42, c, valid));
+  EXPECT_EQ(c.marker.txn, 0u) << "a marker with a bad magic was trusted";
+}
+
+TEST(LogFile, AppendsPreallocatesAndShowsTheControlPageThroughItsView) {
+  tmf_test::scoped_path p;
+  log_file log;
+  ASSERT_FALSE(log.open(p.path(), true));
+  ASSERT_FALSE(write_log_header(log.file(), 42, 0, false));
+  ASSERT_FALSE(write_apply_marker(log.file(), 3));
+  ASSERT_FALSE(set_commit_pending(log.file(), 0));
+  ASSERT_FALSE(set_reapply_needed(log.file(), 0));
+  EXPECT_EQ(log.marker_txn(), 3u) << "marker read through pread";
+  log.map_view();
+  EXPECT_FALSE(log.commit_pending());
+  // Another open file (another process) raises the word: the view shows it at once.
+  os::file other;
+  ASSERT_FALSE(os::open_file(p.path(), os::access::read_write, other));
+  ASSERT_FALSE(set_commit_pending(other, 1));
+  EXPECT_TRUE(log.commit_pending()) << "the shared view did not show another file's write";
+  ASSERT_FALSE(write_apply_marker(other, 4));
+  EXPECT_EQ(log.marker_txn(), 4u);
+
+  std::vector<unsigned char> mem(2 * page_size, 7);
+  const std::uint64_t pages[] = {0, 1};
+  ASSERT_FALSE(log.append(1, 42, pages, 2, mem.data()));
+  os::file_info fi;
+  ASSERT_FALSE(os::stat_file(log.file(), fi));
+  EXPECT_GE(fi.size, log_growth_step) << "the log was not preallocated by a whole step";
+  bool valid = false;
+  record_info info;
+  ASSERT_FALSE(check_record(log.file(), log_start, 1, 42, 8, valid, info));
+  EXPECT_TRUE(valid);
+  EXPECT_EQ(info.end, log_start + record_size(2));
+  log.shrink_to(log_start, 0);
+  ASSERT_FALSE(os::stat_file(log.file(), fi));
+  EXPECT_EQ(fi.size, log_start);
+}
+
+TEST(LogFile, ReadOnlyOpenOfAMissingLogIsNotAnError) {
+  tmf_test::scoped_path p;
+  log_file log;
+  EXPECT_FALSE(log.open(p.path(), false));
+  EXPECT_FALSE(log.is_open());
+  EXPECT_EQ(log.marker_txn(), 0u);
+  EXPECT_FALSE(log.commit_pending());
 }
 
 }  // namespace

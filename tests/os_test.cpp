@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -18,32 +19,46 @@ using tmf::detail::page_size;
 
 namespace {
 
-int create(const std::filesystem::path& p) {
-  int fd = -1;
-  EXPECT_FALSE(os::create_file(p, fd)) << "create_file " << p;
-  return fd;
+os::file create(const std::filesystem::path& p) {
+  os::file f;
+  EXPECT_FALSE(os::create_file(p, f)) << "create_file " << p;
+  return f;
 }
 
 TEST(Os, OpenMissingFileReportsEnoent) {
   tmf_test::scoped_path p;
-  int fd = -1;
-  auto ec = os::open_file(p.path(), os::access::read_write, fd);
+  os::file f;
+  auto ec = os::open_file(p.path(), os::access::read_write, f);
   EXPECT_EQ(ec, std::errc::no_such_file_or_directory) << ec.message();
+  EXPECT_FALSE(f.is_open());
 }
 
 TEST(Os, CreateRefusesExistingFileAndSetsCloexec) {
   tmf_test::scoped_path p;
-  int fd = create(p);
-  ASSERT_GE(fd, 0);
-  EXPECT_TRUE(::fcntl(fd, F_GETFD) & FD_CLOEXEC) << "descriptor is not close-on-exec";
-  int fd2 = -1;
+  os::file fd = create(p);
+  ASSERT_TRUE(fd.is_open());
+  EXPECT_TRUE(::fcntl(fd.native(), F_GETFD) & FD_CLOEXEC) << "descriptor is not close-on-exec";
+  os::file fd2;
   EXPECT_EQ(os::create_file(p.path(), fd2), std::errc::file_exists);
-  os::close_file(fd);
+}
+
+TEST(Os, FileHandleClosesOnDestructionAndMoves) {
+  tmf_test::scoped_path p;
+  int raw = -1;
+  {
+    os::file a = create(p);
+    raw = a.native();
+    os::file b = std::move(a);
+    EXPECT_FALSE(a.is_open()) << "a moved-from file still owns its descriptor";
+    EXPECT_EQ(b.native(), raw);
+    EXPECT_NE(::fcntl(raw, F_GETFD), -1);
+  }
+  EXPECT_EQ(::fcntl(raw, F_GETFD), -1) << "the destructor did not close the descriptor";
 }
 
 TEST(Os, PreadPwriteRoundTripAndShortRead) {
   tmf_test::scoped_path p;
-  int fd = create(p);
+  os::file fd = create(p);
   const char msg[] = "hello, tmf";
   ASSERT_FALSE(os::pwrite_all(fd, msg, sizeof msg, 100));
   char buf[64] = {};
@@ -53,15 +68,14 @@ TEST(Os, PreadPwriteRoundTripAndShortRead) {
   EXPECT_STREQ(buf, msg);
   ASSERT_FALSE(os::pread_all(fd, buf, sizeof buf, 100, got));
   EXPECT_EQ(got, sizeof msg) << "a read past the end must be short, not an error";
-  os::close_file(fd);
 }
 
 TEST(Os, PwritevWritesMoreBuffersThanIovMax) {
   tmf_test::scoped_path p;
-  int fd = create(p);
-  const std::size_t n = 3000;  // > IOV_MAX (1024)
+  os::file fd = create(p);
+  const std::size_t n = 3000;  // > IOV_MAX (1024) and > the batch on the stack
   std::vector<std::uint32_t> values(n);
-  std::vector<struct iovec> iov(n);
+  std::vector<os::buffer> iov(n);
   for (std::size_t i = 0; i < n; ++i) {
     values[i] = static_cast<std::uint32_t>(i * 7 + 1);
     iov[i] = {&values[i], sizeof values[i]};
@@ -71,28 +85,26 @@ TEST(Os, PwritevWritesMoreBuffersThanIovMax) {
   std::size_t got = 0;
   ASSERT_FALSE(os::pread_all(fd, back.data(), n * 4, 8, got));
   EXPECT_EQ(back, values);
-  os::close_file(fd);
 }
 
 TEST(Os, AllocateMakesRealBlocksNotHoles) {
   tmf_test::scoped_path p;
-  int fd = create(p);
+  os::file fd = create(p);
   ASSERT_FALSE(os::allocate(fd, 0, 1 << 20));
   struct stat st;
-  ASSERT_EQ(::fstat(fd, &st), 0);
+  ASSERT_EQ(::fstat(fd.native(), &st), 0);
   EXPECT_EQ(st.st_size, 1 << 20);
   EXPECT_GE(static_cast<long long>(st.st_blocks) * 512, 1 << 20) << "allocate left the file sparse";
   ASSERT_FALSE(os::truncate(fd, 4096));
   os::file_info fi;
   ASSERT_FALSE(os::stat_file(fd, fi));
   EXPECT_EQ(fi.size, 4096u);
-  os::close_file(fd);
 }
 
 TEST(Os, RenameNoReplaceRefusesExistingTarget) {
   tmf_test::scoped_path a(std::string_view("a")), b(std::string_view("b"));
-  os::close_file(create(a));
-  os::close_file(create(b));
+  create(a);
+  create(b);
   EXPECT_EQ(os::rename_noreplace(a.path(), b.path()), std::errc::file_exists);
   std::filesystem::remove(b.path());
   EXPECT_FALSE(os::rename_noreplace(a.path(), b.path()));
@@ -102,26 +114,26 @@ TEST(Os, RenameNoReplaceRefusesExistingTarget) {
 
 TEST(Os, ByteLocksConflictAcrossOpenFilesAndAreIndependentPerByte) {
   tmf_test::scoped_path p;
-  int fd1 = create(p);
-  int fd2 = -1;
+  os::file fd1 = create(p);
+  os::file fd2;
   ASSERT_FALSE(os::open_file(p.path(), os::access::read_write, fd2));
-  bool got = false;
-  ASSERT_FALSE(os::lock_byte(fd1, 1, os::lock_kind::exclusive, false, got));
-  EXPECT_TRUE(got);
-  ASSERT_FALSE(os::lock_byte(fd2, 1, os::lock_kind::exclusive, false, got));
-  EXPECT_FALSE(got) << "two open files got the same exclusive byte lock";
-  ASSERT_FALSE(os::lock_byte(fd2, 1, os::lock_kind::shared, false, got));
-  EXPECT_FALSE(got);
-  ASSERT_FALSE(os::lock_byte(fd2, 2, os::lock_kind::exclusive, false, got));
-  EXPECT_TRUE(got) << "locks on different bytes must not conflict";
-  ASSERT_FALSE(os::lock_byte(fd1, 0, os::lock_kind::shared, false, got));
-  EXPECT_TRUE(got);
-  ASSERT_FALSE(os::lock_byte(fd2, 0, os::lock_kind::shared, false, got));
-  EXPECT_TRUE(got) << "shared locks must coexist";
-  os::close_file(fd1);  // closing releases
-  ASSERT_FALSE(os::lock_byte(fd2, 1, os::lock_kind::exclusive, false, got));
-  EXPECT_TRUE(got) << "closing the descriptor did not release its lock";
-  os::close_file(fd2);
+  const auto busy = std::make_error_code(std::errc::resource_unavailable_try_again);
+  EXPECT_FALSE(os::lock_byte(fd1, 1, os::lock_kind::exclusive, false));
+  EXPECT_EQ(os::lock_byte(fd2, 1, os::lock_kind::exclusive, false), busy)
+      << "two open files got the same exclusive byte lock";
+  EXPECT_EQ(os::lock_byte(fd2, 1, os::lock_kind::shared, false), busy);
+  EXPECT_FALSE(os::lock_byte(fd2, 2, os::lock_kind::exclusive, false)) << "locks on different bytes must not conflict";
+  EXPECT_FALSE(os::lock_byte(fd1, 0, os::lock_kind::shared, false));
+  EXPECT_FALSE(os::lock_byte(fd2, 0, os::lock_kind::shared, false)) << "shared locks must coexist";
+  bool free = false;
+  ASSERT_FALSE(os::lock_would_succeed(fd2, 1, os::lock_kind::shared, free));
+  EXPECT_FALSE(free) << "lock_would_succeed missed the other file's exclusive lock";
+  EXPECT_FALSE(os::unlock_byte(fd1, 1));
+  ASSERT_FALSE(os::lock_would_succeed(fd2, 1, os::lock_kind::exclusive, free));
+  EXPECT_TRUE(free) << "unlock_byte did not release the lock";
+  EXPECT_FALSE(os::lock_byte(fd1, 1, os::lock_kind::exclusive, false));
+  fd1.close();  // closing releases
+  EXPECT_FALSE(os::lock_byte(fd2, 1, os::lock_kind::exclusive, false)) << "closing the file did not release its lock";
 }
 
 TEST(Os, ReserveFixedNeverReplacesAnExistingMapping) {
@@ -141,7 +153,7 @@ TEST(Os, ReserveFixedNeverReplacesAnExistingMapping) {
 
 TEST(Os, PrivateMappingKeepsWritesOutOfTheFileUntilDiscarded) {
   tmf_test::scoped_path p;
-  int fd = create(p);
+  os::file fd = create(p);
   std::vector<char> page(page_size, 'f');
   ASSERT_FALSE(os::pwrite_all(fd, page.data(), page_size, 0));
   void* base = nullptr;
@@ -156,12 +168,11 @@ TEST(Os, PrivateMappingKeepsWritesOutOfTheFileUntilDiscarded) {
   ASSERT_FALSE(os::pread_all(fd, &c, 1, 0, got));
   EXPECT_EQ(c, 'f') << "a private mapping leaked a write into the file";
   // Pagemap sees the written page as a private anonymous copy.
-  int pm = -1;
+  os::file pm;
   if (!os::open_pagemap(pm)) {
     std::uint64_t e = 0;
     ASSERT_FALSE(os::read_pagemap(pm, m, &e, 1));
     EXPECT_TRUE(os::pagemap_is_private(e)) << "written page not seen as private";
-    os::close_file(pm);
   }
   ASSERT_FALSE(os::discard(m, page_size));
   EXPECT_EQ(m[0], 'f') << "discard did not bring back the file's contents";
@@ -169,30 +180,35 @@ TEST(Os, PrivateMappingKeepsWritesOutOfTheFileUntilDiscarded) {
   ASSERT_FALSE(os::pwrite_all(fd, "z", 1, 0));
   EXPECT_EQ(m[0], 'z');
   os::release(base, 4 * page_size);
-  os::close_file(fd);
 }
 
 std::vector<std::pair<os::io_op, std::uint64_t>> g_ops;
-std::error_code record_and_fail_syncs(os::io_op op, int, std::uint64_t off, std::uint64_t, const void*) {
+std::error_code record_and_fail_syncs(os::io_op op, const os::file&, std::uint64_t off, std::uint64_t, const void*) {
   g_ops.emplace_back(op, off);
   return op == os::io_op::sync ? std::make_error_code(std::errc::io_error) : std::error_code{};
 }
 
 TEST(Os, IoHookSeesEveryWriteAndCanInjectFailures) {
   tmf_test::scoped_path p;
-  int fd = create(p);
+  os::file fd = create(p);
   g_ops.clear();
   os::io_hook = &record_and_fail_syncs;
   EXPECT_FALSE(os::pwrite_all(fd, "abc", 3, 10));
   EXPECT_EQ(os::sync_data(fd), std::errc::io_error);
   EXPECT_FALSE(os::allocate(fd, 0, 8192));
+  char c;
+  std::size_t got = 0;
+  EXPECT_FALSE(os::pread_all(fd, &c, 1, 11, got));
+  EXPECT_FALSE(os::truncate(fd, 4096));
   os::io_hook = nullptr;
-  ASSERT_EQ(g_ops.size(), 3u);
+  ASSERT_EQ(g_ops.size(), 5u);
   EXPECT_EQ(g_ops[0].first, os::io_op::write);
   EXPECT_EQ(g_ops[0].second, 10u);
   EXPECT_EQ(g_ops[1].first, os::io_op::sync);
   EXPECT_EQ(g_ops[2].first, os::io_op::allocate);
-  os::close_file(fd);
+  EXPECT_EQ(g_ops[3].first, os::io_op::read);
+  EXPECT_EQ(g_ops[3].second, 11u);
+  EXPECT_EQ(g_ops[4].first, os::io_op::truncate);
 }
 
 TEST(Os, ForkGenerationChangesInTheChildOnly) {
@@ -200,6 +216,28 @@ TEST(Os, ForkGenerationChangesInTheChildOnly) {
   int rc = tmf_test::run_in_child([&] { return os::fork_generation() == before ? 1 : 0; });
   EXPECT_EQ(rc, 0) << "the child did not see a new fork generation";
   EXPECT_EQ(os::fork_generation(), before);
+}
+
+char* g_fault_page = nullptr;
+int g_faults = 0;
+bool make_page_writable(void* addr) noexcept {
+  auto* a = static_cast<char*>(addr);
+  if (a < g_fault_page || a >= g_fault_page + page_size) return false;
+  ++g_faults;
+  return !os::protect(g_fault_page, page_size, true);
+}
+
+TEST(Os, FaultHandlerRetriesHandledAccessesAndPassesOthersOn) {
+  void* base = nullptr;
+  ASSERT_FALSE(os::reserve(nullptr, 2 * page_size, false, base));  // the handler claims the first page only
+  g_fault_page = static_cast<char*>(base);
+  ASSERT_FALSE(os::install_fault_handler(&make_page_writable));
+  *static_cast<volatile char*>(base) = 'w';  // faults once; the handler makes it writable
+  EXPECT_EQ(*static_cast<volatile char*>(base), 'w');
+  EXPECT_EQ(g_faults, 1);
+  // A fault the handler does not claim goes on to the default action: death by SIGSEGV.
+  EXPECT_EXIT(*static_cast<volatile char*>(g_fault_page + page_size) = 1, ::testing::KilledBySignal(SIGSEGV), "");
+  os::release(base, 2 * page_size);
 }
 
 TEST(Os, MapAnonymousIsZeroedAndWritable) {

@@ -17,7 +17,7 @@ using namespace tmf::detail;
 
 struct mapped_file {
   tmf_test::scoped_path path;
-  int fd = -1;
+  os::file fd;
   void* base = nullptr;
   std::size_t bytes;
   explicit mapped_file(std::size_t n) : path(std::string_view("map")), bytes(n) {
@@ -28,7 +28,6 @@ struct mapped_file {
   }
   ~mapped_file() {
     os::release(base, bytes);
-    os::close_file(fd);
   }
   unsigned char* at(std::size_t page) { return static_cast<unsigned char*>(base) + page * page_size; }
   unsigned char file_byte(std::size_t page) {
@@ -50,7 +49,7 @@ TEST(DirtySet, RecordsFaultedPagesOnceAndResetRestoresTheFile) {
   EXPECT_EQ(d.count(), 3u) << "a page must be recorded once";
   EXPECT_TRUE(d.contains(3) && d.contains(5) && d.contains(9));
   EXPECT_FALSE(d.contains(4));
-  ASSERT_FALSE(d.collect(static_cast<unsigned char*>(m.base), m.bytes, -1));
+  ASSERT_FALSE(d.collect(static_cast<unsigned char*>(m.base), m.bytes, os::file{}));
   EXPECT_EQ(std::vector<std::uint64_t>(d.pages(), d.pages() + d.count()), (std::vector<std::uint64_t>{3, 5, 9}));
   EXPECT_EQ(m.file_byte(5), 0) << "a private write reached the file";
   ASSERT_FALSE(d.reset(static_cast<unsigned char*>(m.base), m.bytes, true));
@@ -72,7 +71,7 @@ TEST(DirtySet, SequentialWritesUnprotectABlockAndPagemapFindsTheWrittenPages) {
   for (std::size_t p = 21; p < 26; ++p) *m.at(p) = 2;  // no faults: the block is writable
   EXPECT_TRUE(d.contains(31));
   EXPECT_FALSE(d.contains(32));
-  int pagemap = -1;
+  os::file pagemap;
   if (os::open_pagemap(pagemap)) GTEST_SKIP() << "no /proc/self/pagemap here";
   ASSERT_FALSE(d.collect(base, m.bytes, pagemap));
   EXPECT_EQ(std::vector<std::uint64_t>(d.pages(), d.pages() + d.count()),
@@ -81,7 +80,6 @@ TEST(DirtySet, SequentialWritesUnprotectABlockAndPagemapFindsTheWrittenPages) {
   ASSERT_FALSE(d.reset(base, m.bytes, true));
   EXPECT_EQ(d.block_count(), 0u);
   for (std::size_t p = 20; p < 26; ++p) EXPECT_EQ(*m.at(p), 0) << "page " << p << " not discarded";
-  os::close_file(pagemap);
 }
 
 TEST(DirtySet, PastTheBudgetWholeChunksAreUnprotectedAndPagemapFindsTheWrites) {
@@ -103,9 +101,9 @@ TEST(DirtySet, PastTheBudgetWholeChunksAreUnprotectedAndPagemapFindsTheWrites) {
   EXPECT_EQ(d.chunk_count(), 1u);
   std::vector<std::size_t> written{first_wide + 1, first_wide + 7, first_wide + chunk_pages - 1};
   for (auto w : written) *m.at(w) = 2;
-  int pagemap = -1;
+  os::file pagemap;
   bool have_pagemap = !os::open_pagemap(pagemap);
-  ASSERT_FALSE(d.collect(base, m.bytes, have_pagemap ? pagemap : -1));
+  ASSERT_FALSE(d.collect(base, m.bytes, pagemap));
   std::size_t in_chunk = 0;
   for (std::size_t i = 0; i < d.count(); ++i)
     if (d.pages()[i] >= first_wide && d.pages()[i] < first_wide + chunk_pages) ++in_chunk;
@@ -115,7 +113,6 @@ TEST(DirtySet, PastTheBudgetWholeChunksAreUnprotectedAndPagemapFindsTheWrites) {
     EXPECT_EQ(in_chunk, chunk_pages) << "without pagemap the whole chunk is logged";
   ASSERT_FALSE(d.reset(base, m.bytes, true));
   for (auto w : written) EXPECT_EQ(*m.at(w), 0) << "page " << w << " not discarded";
-  if (pagemap >= 0) os::close_file(pagemap);
 }
 
 struct big_root {

@@ -70,10 +70,9 @@ class allocator {
 
  private:
   static void* current_base() {
-    detail::thread_state& ts = detail::this_thread();
-    if (ts.writer_count == 0)
-      throw error(errc::no_writer, "tmf: tmf::allocator needs an active writer on this thread");
-    return ts.writers[ts.writer_count - 1]->base();
+    detail::engine* e = detail::this_thread().writers.top();
+    if (!e) throw error(errc::no_writer, "tmf: tmf::allocator needs an active writer on this thread");
+    return e->base();
   }
 
   void* m_base;

@@ -62,6 +62,13 @@ class error : public std::system_error {
   error(errc e, const std::string& what) : std::system_error(make_error_code(e), what) {}
 };
 
+namespace detail {
+/// Throws `tmf::error` for the system error `ec`: "tmf: <what>: <ec's message>".
+[[noreturn]] inline void throw_os(std::error_code ec, const std::string& what) {
+  throw error(ec, "tmf: " + what);  // system_error appends ": " + ec.message()
+}
+}  // namespace detail
+
 }  // namespace tmf
 
 template <>

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <new>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -22,46 +23,66 @@ class storage;
 
 /// The one write transaction of a storage. Move-only; bound to the thread that created it.
 /// Changes are private to this process until commit().
-template <class Root>
-class writer {
+namespace detail {
+/// What writer and reader share: the engine they are a transaction of, moved on move, and
+/// the call that ends the transaction (`End`) when the handle is destroyed or assigned to.
+template <void (engine::*End)() noexcept>
+class txn_handle {
  public:
-  writer(writer&& other) noexcept : m_engine(std::exchange(other.m_engine, nullptr)) {}
-  writer& operator=(writer&& other) noexcept {
+  txn_handle(txn_handle&& other) noexcept : m_engine(std::exchange(other.m_engine, nullptr)) {}
+  txn_handle& operator=(txn_handle&& other) noexcept {
     if (this != &other) {
       release();
       m_engine = std::exchange(other.m_engine, nullptr);
     }
     return *this;
   }
-  writer(const writer&) = delete;
-  writer& operator=(const writer&) = delete;
+  txn_handle(const txn_handle&) = delete;
+  txn_handle& operator=(const txn_handle&) = delete;
+  ~txn_handle() { release(); }
 
+ protected:
+  explicit txn_handle(engine* e) noexcept : m_engine(e) {}
+  /// The engine, after refusing a moved-from handle and a forked child.
+  engine& checked(const char* what) const {
+    if (!m_engine) throw error(errc::no_writer, std::string("tmf: use of a moved-from ") + what);
+    m_engine->check_fork();
+    return *m_engine;
+  }
+  void release() noexcept {
+    if (m_engine) (m_engine->*End)();
+    m_engine = nullptr;
+  }
+  engine* m_engine;
+};
+}  // namespace detail
+
+/// The one write transaction of a storage. Move-only; bound to the thread that created it.
+/// Changes are private to this process until commit().
+template <class Root>
+class writer : private detail::txn_handle<&detail::engine::end_write> {
+  using base = detail::txn_handle<&detail::engine::end_write>;
+
+ public:
+  writer(writer&&) noexcept = default;
+  writer& operator=(writer&&) noexcept = default;
   /// Rolls back what was not committed, then releases the write lock.
-  ~writer() { release(); }
+  ~writer() = default;
 
   Root& operator*() { return root(); }
   Root* operator->() { return &root(); }
   /// \throws tmf::error{errc::forked} in a child process.
-  Root& root() {
-    check();
-    return *static_cast<Root*>(m_engine->root());
-  }
+  Root& root() { return *static_cast<Root*>(checked("writer").root()); }
 
   /// Makes everything since the last commit atomic and, with durability::full, durable
   /// (one fdatasync). The writer stays open.
   /// \throws tmf::error with the system error if the log cannot be written or synced; the
   ///         transaction is then rolled back, the writer usable and the files unchanged.
-  void commit() {
-    check();
-    m_engine->commit();
-  }
+  void commit() { checked("writer").commit(); }
 
   /// Undoes everything since the last commit, allocations included. No copying: the
   /// private copies of the written pages are dropped.
-  void rollback() {
-    check();
-    m_engine->rollback();
-  }
+  void rollback() { checked("writer").rollback(); }
 
   /// An allocator bound to this storage (usable while this writer is active).
   template <class T = std::byte>
@@ -71,50 +92,26 @@ class writer {
 
  private:
   friend class storage<Root>;
-  explicit writer(detail::engine* e) noexcept : m_engine(e) {}
-  void check() const {
-    if (!m_engine) throw error(errc::no_writer, "tmf: use of a moved-from writer");
-    m_engine->check_fork();
-  }
-  void release() noexcept {
-    if (m_engine) m_engine->end_write();
-    m_engine = nullptr;
-  }
-  detail::engine* m_engine;
+  explicit writer(detail::engine* e) noexcept : base(e) {}
 };
 
 /// A read transaction: a consistent view of the last commit. Move-only.
 template <class Root>
-class reader {
+class reader : private detail::txn_handle<&detail::engine::end_read> {
+  using base = detail::txn_handle<&detail::engine::end_read>;
+
  public:
-  reader(reader&& other) noexcept : m_engine(std::exchange(other.m_engine, nullptr)) {}
-  reader& operator=(reader&& other) noexcept {
-    if (this != &other) {
-      release();
-      m_engine = std::exchange(other.m_engine, nullptr);
-    }
-    return *this;
-  }
-  reader(const reader&) = delete;
-  reader& operator=(const reader&) = delete;
-  ~reader() { release(); }
+  reader(reader&&) noexcept = default;
+  reader& operator=(reader&&) noexcept = default;
+  ~reader() = default;
 
   const Root& operator*() const { return root(); }
   const Root* operator->() const { return &root(); }
-  const Root& root() const {
-    if (!m_engine) throw error(errc::no_writer, "tmf: use of a moved-from reader");
-    m_engine->check_fork();
-    return *static_cast<const Root*>(m_engine->root());
-  }
+  const Root& root() const { return *static_cast<const Root*>(checked("reader").root()); }
 
  private:
   friend class storage<Root>;
-  explicit reader(detail::engine* e) noexcept : m_engine(e) {}
-  void release() noexcept {
-    if (m_engine) m_engine->end_read();
-    m_engine = nullptr;
-  }
-  detail::engine* m_engine;
+  explicit reader(detail::engine* e) noexcept : base(e) {}
 };
 
 /// A file mapped at a fixed address holding one `Root` object and everything it reaches

@@ -269,8 +269,9 @@ void sleep_us(std::uint64_t us) {
 /// truncate: tmf's I/O hook runs before each) of the process: a kill at an exact point.
 struct io_kill {
   static inline std::uint64_t kill_at = 0, ops = 0;
-  static std::error_code hook(tmf::detail::os::io_op, int, std::uint64_t, std::uint64_t, const void*) {
-    if (++ops >= kill_at) ::kill(::getpid(), SIGKILL);
+  static std::error_code hook(tmf::detail::os::io_op op, const tmf::detail::os::file&, std::uint64_t, std::uint64_t,
+                              const void*) {
+    if (op != tmf::detail::os::io_op::read && ++ops >= kill_at) ::kill(::getpid(), SIGKILL);
     return {};
   }
   static void arm(std::uint64_t at) {
@@ -564,9 +565,8 @@ TEST(KillTest, KillDuringCreation) {
             << " temporary files of killed creations were left behind" << std::endl;
   // Creation writes an unnamed O_TMPFILE and links it into place: where the file system
   // supports that, a killed creation leaves nothing behind.
-  int probe = -1;
+  tmf::detail::os::file probe;
   if (!tmf::detail::os::create_unnamed_file(path.path().parent_path(), probe)) {
-    ::close(probe);
     EXPECT_EQ(leftovers, 0u) << "killed creations left temporary files although O_TMPFILE works here";
   }
 }

@@ -269,6 +269,7 @@ const char* op_name(io_op op) {
     case io_op::sync: return "sync";
     case io_op::allocate: return "allocate";
     case io_op::truncate: return "truncate";
+    case io_op::read: return "read";
   }
   return "?";
 }
@@ -318,10 +319,11 @@ class recorder {
   recorder& operator=(const recorder&) = delete;
 
  private:
-  static std::error_code hook(io_op op, int fd, std::uint64_t off, std::uint64_t len, const void* data) {
+  static std::error_code hook(io_op op, const tmf::detail::os::file& file, std::uint64_t off, std::uint64_t len,
+                              const void* data) {
     recorder* r = s_current;
     struct stat st;
-    if (r == nullptr || ::fstat(fd, &st) != 0) return {};
+    if (r == nullptr || op == io_op::read || ::fstat(file.native(), &st) != 0) return {};  // reads change nothing
     int f = -1;
     for (int i = 0; i < 2; ++i)
       if (st.st_dev == r->m_dev[i] && st.st_ino == r->m_ino[i]) f = i;
@@ -466,7 +468,8 @@ class image_builder {
         if (d.size() < op.offset + op.length) d.resize(op.offset + op.length);
         break;
       case io_op::truncate: d.resize(op.offset); break;
-      case io_op::sync: break;
+      case io_op::sync:
+      case io_op::read: break;
     }
   }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
-/// Build-wide constants, internal assertions and the fatal-error path.
+/// Build-wide constants, number formatting for messages, and the internal assertion macros
+/// (their failure path, `assertion_failed`, and `fatal` are in os.hpp: they write to stderr).
 #ifndef TMF_DETAIL_CONFIG_HPP
 #define TMF_DETAIL_CONFIG_HPP
 
@@ -8,8 +9,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-
-#include <unistd.h>
 
 /// Assertion level: 0 none, 1 cheap checks (default), 2 also expensive ones (debug builds).
 #ifndef TMF_ASSERT_LEVEL
@@ -27,17 +26,6 @@ inline constexpr std::size_t page_size = 4096;
 
 /// Heap granularity: every block size and address is a multiple of it.
 inline constexpr std::size_t heap_quantum = sizeof(void*) == 8 ? 64 : 32;
-
-/// Writes a message to stderr with write(2) only (usable from a signal handler).
-inline void write_stderr(const char* s) noexcept {
-  std::size_t n = std::strlen(s);
-  while (n > 0) {
-    ssize_t w = ::write(2, s, n);
-    if (w <= 0) return;
-    s += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
 
 /// Formats `v` as 0x-prefixed hex into `buf` (at least 19 bytes); async-signal-safe.
 inline const char* format_hex(std::uintptr_t v, char* buf) noexcept {
@@ -67,26 +55,6 @@ inline const char* format_dec(std::uint64_t v, char* buf) noexcept {
   while (n > 0) *p++ = tmp[--n];
   *p = '\0';
   return buf;
-}
-
-/// Prints "tmf: <what>" and aborts. For broken invariants and misuse that would corrupt data.
-[[noreturn]] inline void fatal(const char* what) noexcept {
-  write_stderr("tmf: ");
-  write_stderr(what);
-  write_stderr("\n");
-  std::abort();
-}
-
-[[noreturn]] inline void assertion_failed(const char* expr, const char* file, int line) noexcept {
-  char num[24];
-  write_stderr("tmf: internal assertion failed: ");
-  write_stderr(expr);
-  write_stderr(" at ");
-  write_stderr(file);
-  write_stderr(":");
-  write_stderr(format_dec(static_cast<std::uint64_t>(line), num));
-  write_stderr("\n");
-  std::abort();
 }
 
 }  // namespace tmf::detail

@@ -2,8 +2,10 @@
 /// \file
 /// The redo log beside a data file (`<file>-log`).
 ///
-/// Layout: a 512-byte-sector header at offset 0 (magic, version, page size, the data file's
-/// id, the generation's base transaction id, checksum), then records from `log_start` on.
+/// Layout: the first page is the control page (`log_control`): a 512-byte-sector header
+/// (magic, version, page size, the data file's id, the generation's base transaction id,
+/// checksum), the apply marker, the commit-pending word and the re-apply word. Records
+/// follow from `log_start` on.
 /// A record is one committed transaction:
 ///
 ///     record_header | record_entry[n] (page number, page checksum) | n pages | record_trailer
@@ -18,12 +20,18 @@
 /// sync of a durable commit), then copy the pages into the data file. At a checkpoint the
 /// data file is fdatasync'ed first, and only then the log restarts with a new base id: a
 /// crash between the two replays records the data file already has.
+///
+/// The control page's words (apply marker, commit pending, re-apply needed) are written with
+/// pwrite and never synced on their own: each is either advisory (commit pending) or
+/// rewritten by recovery after a power cut (see recovery.hpp).
 #ifndef TMF_DETAIL_LOG_HPP
 #define TMF_DETAIL_LOG_HPP
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -36,7 +44,12 @@ namespace tmf::detail {
 inline constexpr char log_magic[8] = {'t', 'm', 'f', '-', 'l', 'o', 'g', '\0'};
 inline constexpr char record_magic[8] = {'t', 'm', 'f', '-', 'r', 'e', 'c', '\0'};
 inline constexpr char trailer_magic[8] = {'t', 'm', 'f', '-', 'e', 'n', 'd', '\0'};
+inline constexpr char apply_marker_magic[8] = {'t', 'm', 'f', '-', 'a', 'p', 'l', '\0'};
 inline constexpr std::uint64_t log_start = page_size;  ///< offset of the first record
+/// The layout version of the log header (bumped with format_version).
+inline constexpr std::uint32_t log_version = 1;
+/// The log grows (fallocate) in steps of this many bytes; a cleanly closed log keeps one.
+inline constexpr std::uint64_t log_growth_step = std::uint64_t{4} << 20;
 
 struct log_header {
   char magic[8];
@@ -46,6 +59,29 @@ struct log_header {
   std::uint64_t base_txn;  ///< records in this generation are base_txn+1, base_txn+2, ...
   std::uint64_t checksum;
 };
+
+/// Stamped before a commit's pages are copied into the data file: a data file whose header
+/// is older than the marker is half-applied and must be repaired from the log first.
+struct apply_marker {
+  char magic[8];
+  std::uint64_t txn;
+};
+
+/// The log's first page, as far as it is used.
+struct log_control {
+  log_header header;
+  char pad0[512 - sizeof(log_header)];
+  apply_marker marker;  ///< the last transaction whose apply began
+  char pad1[576 - 512 - sizeof(apply_marker)];
+  /// Non-zero while a committer waits for the apply lock (the turnstile, locks.hpp).
+  std::uint64_t commit_pending;
+  /// Non-zero after a data-file sync failed: the log must be re-applied before any process
+  /// restarts it (the kernel may have dropped the pages it failed to write).
+  std::uint64_t reapply_needed;
+};
+static_assert(offsetof(log_control, marker) == 512 && offsetof(log_control, commit_pending) == 576 &&
+                  offsetof(log_control, reapply_needed) == 584 && sizeof(log_control) <= log_start,
+              "the control page's layout is part of the file format");
 
 struct record_header {
   char magic[8];
@@ -83,33 +119,68 @@ inline std::uint64_t record_size(std::uint64_t n) noexcept {
   return sizeof(record_header) + n * (sizeof(record_entry) + page_size) + sizeof(record_trailer);
 }
 
-/// Reads the log header; `valid` tells whether it is intact and belongs to `file_id`.
-inline std::error_code read_log_header(int fd, std::uint64_t file_id, log_header& h, bool& valid) noexcept {
+inline bool log_header_valid(const log_header& h, std::uint64_t file_id) noexcept {
+  return std::memcmp(h.magic, log_magic, sizeof log_magic) == 0 && h.version == log_version &&
+         h.page_size == page_size && h.file_id == file_id && h.checksum == log_header_checksum(h);
+}
+
+/// Reads the control page. `header_valid` tells whether its header is intact and belongs to
+/// `file_id`; a missing or foreign apply marker reads as transaction 0.
+inline std::error_code read_log_control(const os::file& f, std::uint64_t file_id, log_control& c,
+                                        bool& header_valid) noexcept {
+  std::size_t got = 0;
+  std::memset(&c, 0, sizeof c);
+  header_valid = false;
+  if (auto ec = os::pread_all(f, &c, sizeof c, 0, got)) return ec;
+  header_valid = got >= sizeof(log_header) && log_header_valid(c.header, file_id);
+  if (got < offsetof(log_control, commit_pending) || std::memcmp(c.marker.magic, apply_marker_magic, 8) != 0)
+    c.marker.txn = 0;
+  return {};
+}
+
+/// Reads only the log header (the records' generation).
+inline std::error_code read_log_header(const os::file& f, std::uint64_t file_id, log_header& h, bool& valid) noexcept {
   std::size_t got = 0;
   valid = false;
-  if (auto ec = os::pread_all(fd, &h, sizeof h, 0, got)) return ec;
-  valid = got == sizeof h && std::memcmp(h.magic, log_magic, sizeof log_magic) == 0 && h.version == 1 &&
-          h.page_size == page_size && h.file_id == file_id && h.checksum == log_header_checksum(h);
+  if (auto ec = os::pread_all(f, &h, sizeof h, 0, got)) return ec;
+  valid = got == sizeof h && log_header_valid(h, file_id);
   return {};
 }
 
 /// Starts a new log generation at `base_txn` (records after it become stale), then syncs
 /// the log if `sync`.
-inline std::error_code write_log_header(int fd, std::uint64_t file_id, std::uint64_t base_txn, bool sync) noexcept {
+inline std::error_code write_log_header(const os::file& f, std::uint64_t file_id, std::uint64_t base_txn,
+                                        bool sync) noexcept {
   log_header h{};
   std::memcpy(h.magic, log_magic, sizeof log_magic);
-  h.version = 1;
+  h.version = log_version;
   h.page_size = page_size;
   h.file_id = file_id;
   h.base_txn = base_txn;
   h.checksum = log_header_checksum(h);
-  if (auto ec = os::pwrite_all(fd, &h, sizeof h, 0)) return ec;
-  return sync ? os::sync_data(fd) : std::error_code{};
+  if (auto ec = os::pwrite_all(f, &h, sizeof h, 0)) return ec;
+  return sync ? os::sync_data(f) : std::error_code{};
+}
+
+/// Stamps the apply marker with `txn`.
+inline std::error_code write_apply_marker(const os::file& f, std::uint64_t txn) noexcept {
+  apply_marker mk{};
+  std::memcpy(mk.magic, apply_marker_magic, sizeof mk.magic);
+  mk.txn = txn;
+  return os::pwrite_all(f, &mk, sizeof mk, offsetof(log_control, marker));
+}
+
+inline std::error_code set_commit_pending(const os::file& f, std::uint64_t v) noexcept {
+  return os::pwrite_all(f, &v, sizeof v, offsetof(log_control, commit_pending));
+}
+
+inline std::error_code set_reapply_needed(const os::file& f, std::uint64_t v) noexcept {
+  return os::pwrite_all(f, &v, sizeof v, offsetof(log_control, reapply_needed));
 }
 
 /// Writes the record of transaction `txn` at `off`: pages `pages[0..n)` (ascending page
 /// numbers) are read from `base + page * page_size`. Does not sync.
-inline std::error_code write_record(int fd, std::uint64_t off, std::uint64_t txn, std::uint64_t file_id,
+inline std::error_code write_record(const os::file& f, std::uint64_t off, std::uint64_t txn, std::uint64_t file_id,
                                     const std::uint64_t* pages, std::size_t n, const unsigned char* base) {
   std::vector<unsigned char> head(sizeof(record_header) + n * sizeof(record_entry));
   auto* entries = reinterpret_cast<record_entry*>(head.data() + sizeof(record_header));
@@ -131,13 +202,12 @@ inline std::error_code write_record(int fd, std::uint64_t off, std::uint64_t txn
   tr.header_checksum = rh.checksum;
 
   // Pages go straight from the mapping to the kernel: no copy in user space.
-  std::vector<struct iovec> iov;
-  iov.reserve(n + 2);
-  iov.push_back({head.data(), head.size()});
-  for (std::size_t i = 0; i < n; ++i)
-    iov.push_back({const_cast<unsigned char*>(base + pages[i] * page_size), page_size});
-  iov.push_back({&tr, sizeof tr});
-  return os::pwritev_all(fd, iov.data(), iov.size(), off);
+  std::vector<os::buffer> bufs;
+  bufs.reserve(n + 2);
+  bufs.push_back({head.data(), head.size()});
+  for (std::size_t i = 0; i < n; ++i) bufs.push_back({base + pages[i] * page_size, page_size});
+  bufs.push_back({&tr, sizeof tr});
+  return os::pwritev_all(f, bufs.data(), bufs.size(), off);
 }
 
 /// What `check_record` learned about a valid record.
@@ -151,7 +221,7 @@ struct record_info {
 /// Validates the record at `off`, expected to be transaction `txn` of data file `file_id`
 /// with page numbers below `max_pages`. Reads every page to verify its checksum. An
 /// invalid or absent record is `valid == false` without error; errors are I/O errors.
-inline std::error_code check_record(int fd, std::uint64_t off, std::uint64_t txn, std::uint64_t file_id,
+inline std::error_code check_record(const os::file& fd, std::uint64_t off, std::uint64_t txn, std::uint64_t file_id,
                                     std::uint64_t max_pages, bool& valid, record_info& info) {
   valid = false;
   record_header rh;
@@ -195,7 +265,7 @@ inline std::error_code check_record(int fd, std::uint64_t off, std::uint64_t txn
 
 /// Copies the pages of a record that `check_record` accepted into the data file, page 0
 /// (the header) last so that a reader of the header never sees it ahead of its pages.
-inline std::error_code apply_record(int log_fd, const record_info& info, int data_fd) {
+inline std::error_code apply_record(const os::file& log_fd, const record_info& info, const os::file& data_fd) {
   const std::uint64_t n = info.page_count;
   std::vector<record_entry> entries(static_cast<std::size_t>(n));
   std::size_t got = 0;
@@ -221,21 +291,127 @@ inline std::error_code apply_record(int log_fd, const record_info& info, int dat
 
 /// Writes the pages `pages[0..n)` (ascending) from memory at `base` into the data file,
 /// coalescing runs of consecutive pages into one call, page 0 last.
-inline std::error_code apply_pages(int data_fd, const std::uint64_t* pages, std::size_t n, const unsigned char* base) {
+inline std::error_code apply_pages(const os::file& data_fd, const std::uint64_t* pages, std::size_t n,
+                                   const unsigned char* base) {
   std::size_t i = (n > 0 && pages[0] == 0) ? 1 : 0;
-  std::vector<struct iovec> iov;
+  std::vector<os::buffer> bufs;
   while (i < n) {
     std::size_t j = i + 1;
     while (j < n && pages[j] == pages[j - 1] + 1) ++j;
-    iov.clear();
-    for (std::size_t k = i; k < j; ++k)
-      iov.push_back({const_cast<unsigned char*>(base + pages[k] * page_size), page_size});
-    if (auto ec = os::pwritev_all(data_fd, iov.data(), iov.size(), pages[i] * page_size)) return ec;
+    // One call per run; a buffer per page, so that the test seam sees (and can fail) each page.
+    bufs.clear();
+    for (std::size_t k = i; k < j; ++k) bufs.push_back({base + pages[k] * page_size, page_size});
+    if (auto ec = os::pwritev_all(data_fd, bufs.data(), bufs.size(), pages[i] * page_size)) return ec;
     i = j;
   }
   if (n > 0 && pages[0] == 0) return os::pwrite_all(data_fd, base, page_size, 0);
   return {};
 }
+
+
+/// Where the next record of a log goes, and what it was learnt from.
+struct log_position {
+  std::uint64_t base_txn = 0;        ///< the generation's base: its records are base_txn+1, ...
+  std::uint64_t offset = log_start;  ///< where the next record goes
+  std::uint64_t seen_txn = ~std::uint64_t{0};  ///< the data file's txn when this was learnt
+};
+
+/// An open log: its file, the append position, the preallocated size, and a shared
+/// read-only view of the control page (read by every read transaction).
+class log_file {
+ public:
+  log_file() = default;
+  log_file(const log_file&) = delete;
+  log_file& operator=(const log_file&) = delete;
+  ~log_file() { close(); }
+
+  /// Opens (writable: creates) the log at `p`. A read-only open of a missing log is not an
+  /// error: the file then stays closed.
+  std::error_code open(const std::filesystem::path& p, bool writable) noexcept {
+    m_path = p;
+    if (writable) return os::open_or_create_file(p, m_file);
+    auto ec = os::open_file(p, os::access::read_only, m_file);
+    return ec == std::errc::no_such_file_or_directory ? std::error_code{} : ec;
+  }
+  void close() noexcept {
+    if (m_view) os::release(const_cast<unsigned char*>(m_view), page_size);
+    m_view = nullptr;
+    m_file.close();
+  }
+  bool is_open() const noexcept { return m_file.is_open(); }
+  const os::file& file() const noexcept { return m_file; }
+  const std::filesystem::path& path() const noexcept { return m_path; }
+  log_position& position() noexcept { return m_pos; }
+  const log_position& position() const noexcept { return m_pos; }
+
+  /// Maps the control page shared, once the file holds its words (touching a page wholly
+  /// past the end of a file is SIGBUS); until then the words are read with pread.
+  void map_view() noexcept {
+    os::file_info fi;
+    if (m_view || !m_file.is_open() || os::stat_file(m_file, fi) || fi.size < offsetof(log_control, reapply_needed))
+      return;
+    const void* v = nullptr;
+    if (!os::map_shared_view(m_file, page_size, v)) m_view = static_cast<const unsigned char*>(v);
+  }
+
+  /// Whether a committer in some process waits for the apply lock. Advisory.
+  bool commit_pending() const noexcept {
+    if (!m_view) return false;
+    return __atomic_load_n(reinterpret_cast<const std::uint64_t*>(m_view + offsetof(log_control, commit_pending)),
+                           __ATOMIC_ACQUIRE) != 0;
+  }
+
+  /// The apply marker's transaction (0 if there is none or it cannot be read).
+  std::uint64_t marker_txn() const noexcept {
+    apply_marker mk{};
+    std::size_t n = sizeof mk;
+    if (m_view)
+      std::memcpy(&mk, m_view + offsetof(log_control, marker), sizeof mk);  // the log never shrinks below it
+    else if (!m_file.is_open() || os::pread_all(m_file, &mk, sizeof mk, offsetof(log_control, marker), n))
+      return 0;
+    return n == sizeof mk && std::memcmp(mk.magic, apply_marker_magic, sizeof mk.magic) == 0 ? mk.txn : 0;
+  }
+
+  /// Preallocates so that a record ending at `end` fits: in steps of log_growth_step, or
+  /// just `end` when the disk has no room for a step.
+  std::error_code ensure_space(std::uint64_t end) noexcept {
+    if (end <= m_allocated) return {};
+    os::file_info fi;
+    if (auto ec = os::stat_file(m_file, fi)) return ec;
+    m_allocated = fi.size;
+    if (end <= m_allocated) return {};
+    std::uint64_t target = std::max<std::uint64_t>(end, m_allocated + log_growth_step);
+    if (auto ec = os::allocate(m_file, m_allocated, target - m_allocated)) {
+      if (target == end) return ec;
+      if (auto ec2 = os::allocate(m_file, m_allocated, end - m_allocated)) return ec2;
+      target = end;
+    }
+    m_allocated = target;
+    return {};
+  }
+
+  /// Writes the record of transaction `txn` at the append position (space first). Does not
+  /// sync and does not move the position: the caller does once the record is durable.
+  std::error_code append(std::uint64_t txn, std::uint64_t file_id, const std::uint64_t* pages, std::size_t n,
+                         const unsigned char* base) {
+    if (auto ec = ensure_space(m_pos.offset + record_size(n))) return ec;
+    return write_record(m_file, m_pos.offset, txn, file_id, pages, n, base);
+  }
+
+  std::error_code sync() noexcept { return os::sync_data(m_file); }
+
+  /// Gives back the space past `keep` bytes if more than `slack` bytes lie beyond it.
+  void shrink_to(std::uint64_t keep, std::uint64_t slack) noexcept {
+    if (m_allocated > keep + slack && !os::truncate(m_file, keep)) m_allocated = keep;
+  }
+
+ private:
+  os::file m_file;
+  std::filesystem::path m_path;
+  const unsigned char* m_view = nullptr;  ///< the shared view of the control page
+  std::uint64_t m_allocated = 0;          ///< bytes known to be allocated
+  log_position m_pos;
+};
 
 }  // namespace tmf::detail
 

@@ -2,32 +2,36 @@
 /// \file
 /// The operating-system layer: the only header that makes system calls.
 ///
-/// Contract: every function returns a `std::error_code` (empty on success, the system's
-/// `errno` otherwise) and never throws, never allocates unless it says so, and restarts on
-/// EINTR. File offsets and sizes are 64-bit on every word size. Descriptors are opened
-/// close-on-exec. A Windows twin would implement the same functions.
+/// Contract (a Windows twin implements exactly these declarations):
+///  - every function returns a `std::error_code`: empty on success, the system's error
+///    otherwise; it never throws, never allocates unless it says so, and restarts on EINTR;
+///  - the types are portable: `file` (an owned handle), `buffer` (bytes to write),
+///    `file_info`, `lock_kind`, `fault_handler`; no system header type appears in a signature;
+///  - file offsets and sizes are 64-bit on every word size; files are opened close-on-exec;
+///  - `lock_byte` without waiting reports a lock held elsewhere as
+///    `std::errc::resource_unavailable_try_again`.
 ///
-/// Every write, sync and truncation of a storage's files goes through `pwrite_all`,
-/// `pwritev_all`, `sync_data`, `allocate` and `truncate`; a test build can observe them by
-/// setting `io_hook` (used by the power-loss harness).
+/// Test builds (TMF_TESTING_IO_HOOK defined for every file of the binary) can observe or
+/// fail every read, write, sync, allocation and truncation of a file through `io_hook`.
 #ifndef TMF_DETAIL_OS_HPP
 #define TMF_DETAIL_OS_HPP
 
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
+#include <utility>
 
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
-#include <sys/file.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -38,199 +42,126 @@
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
-namespace tmf::detail::os {
+namespace tmf::detail {
+namespace os {
 
 inline std::error_code last_error() noexcept { return {errno, std::system_category()}; }
 
-// ---------------------------------------------------------------------------------------
-// I/O observation hook for fault-injection and power-loss tests.
-
-/// What a storage does to its files; reported to `io_hook` before the call is made.
-enum class io_op { write, sync, allocate, truncate };
-
-/// If set, called before every write/sync/allocate/truncate with the descriptor, offset and
-/// length; a non-empty return makes the operation fail with that error without doing it.
-/// Not thread-safe to change while storages are in use; for tests.
-using io_hook_fn = std::error_code (*)(io_op op, int fd, std::uint64_t offset, std::uint64_t length,
-                                       const void* data);
-inline io_hook_fn io_hook = nullptr;
-
-inline std::error_code call_hook(io_op op, int fd, std::uint64_t off, std::uint64_t len,
-                                 const void* data) noexcept {
-  return io_hook ? io_hook(op, fd, off, len, data) : std::error_code{};
+/// Writes a message to stderr (async-signal-safe).
+inline void write_stderr(const char* s) noexcept {
+  std::size_t n = std::strlen(s);
+  while (n > 0) {
+    ssize_t w = ::write(2, s, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    s += w;
+    n -= static_cast<std::size_t>(w);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
 // Files.
 
-enum class access { read_only, read_write };
+/// An open file, owned: closed by the destructor. Move-only.
+class file {
+ public:
+  file() noexcept = default;
+  explicit file(int fd) noexcept : m_fd(fd) {}
+  file(file&& o) noexcept : m_fd(std::exchange(o.m_fd, -1)) {}
+  file& operator=(file&& o) noexcept {
+    if (this != &o) {
+      close();
+      m_fd = std::exchange(o.m_fd, -1);
+    }
+    return *this;
+  }
+  file(const file&) = delete;
+  file& operator=(const file&) = delete;
+  ~file() { close(); }
 
-/// Opens an existing file. `fd` receives the descriptor.
-inline std::error_code open_file(const std::filesystem::path& p, access a, int& fd) noexcept {
-  int flags = (a == access::read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
-  do fd = ::open(p.c_str(), flags);
-  while (fd < 0 && errno == EINTR);
-  return fd < 0 ? last_error() : std::error_code{};
+  bool is_open() const noexcept { return m_fd >= 0; }
+  /// Closes the file (its locks go with it, unless a forked process shares them).
+  void close() noexcept {
+    if (m_fd >= 0) ::close(m_fd);  // never retried on EINTR: Linux has closed it already
+    m_fd = -1;
+  }
+  /// The system's descriptor (for tests and diagnostics).
+  int native() const noexcept { return m_fd; }
+
+ private:
+  int m_fd = -1;
+};
+
+/// Bytes to write, one piece of a gathered write.
+struct buffer {
+  const void* data;
+  std::size_t size;
+};
+
+/// What a storage does to its files (reported to the test hook).
+enum class io_op { read, write, sync, allocate, truncate };
+
+#if defined(TMF_TESTING_IO_HOOK)
+/// If set, called before every read, write, sync, allocate and truncate of a file with its
+/// offset and length (and the bytes of a write); a non-empty return makes the operation
+/// fail with that error without doing it. Not thread-safe to change while storages are in
+/// use. Exists only where TMF_TESTING_IO_HOOK is defined.
+using io_hook_fn = std::error_code (*)(io_op op, const file& f, std::uint64_t offset, std::uint64_t length,
+                                       const void* data);
+inline io_hook_fn io_hook = nullptr;
+#endif
+
+inline std::error_code call_hook([[maybe_unused]] io_op op, [[maybe_unused]] const file& f,
+                                 [[maybe_unused]] std::uint64_t off, [[maybe_unused]] std::uint64_t len,
+                                 [[maybe_unused]] const void* data) noexcept {
+#if defined(TMF_TESTING_IO_HOOK)
+  if (io_hook) return io_hook(op, f, off, len, data);
+#endif
+  return {};
 }
 
-/// Creates a new file (fails with EEXIST if it exists), mode 0644 less the umask.
-inline std::error_code create_file(const std::filesystem::path& p, int& fd) noexcept {
-  do fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+enum class access { read_only, read_write };
+
+namespace impl {
+inline std::error_code open_flags(const char* p, int flags, file& out) noexcept {
+  int fd;
+  do fd = ::open(p, flags | O_CLOEXEC, 0644);
   while (fd < 0 && errno == EINTR);
-  return fd < 0 ? last_error() : std::error_code{};
+  if (fd < 0) return last_error();
+  out = file(fd);
+  return {};
+}
+}  // namespace impl
+
+/// Opens an existing file.
+inline std::error_code open_file(const std::filesystem::path& p, access a, file& out) noexcept {
+  return impl::open_flags(p.c_str(), a == access::read_only ? O_RDONLY : O_RDWR, out);
+}
+
+/// Creates a new file (EEXIST if it exists), mode 0644 less the umask.
+inline std::error_code create_file(const std::filesystem::path& p, file& out) noexcept {
+  return impl::open_flags(p.c_str(), O_RDWR | O_CREAT | O_EXCL, out);
 }
 
 /// Opens a file read-write, creating it (mode 0644 less the umask) if missing.
-inline std::error_code open_or_create_file(const std::filesystem::path& p, int& fd) noexcept {
-  do fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  while (fd < 0 && errno == EINTR);
-  return fd < 0 ? last_error() : std::error_code{};
+inline std::error_code open_or_create_file(const std::filesystem::path& p, file& out) noexcept {
+  return impl::open_flags(p.c_str(), O_RDWR | O_CREAT, out);
 }
 
-inline void close_file(int fd) noexcept {
-  if (fd >= 0) ::close(fd);  // never retried on EINTR: Linux has closed it already
+/// Creates an unnamed file in directory `dir`: nothing is left behind if the process dies
+/// before `link_file` names it. ENOTSUP/EISDIR/EINVAL where the file system cannot.
+inline std::error_code create_unnamed_file(const std::filesystem::path& dir, file& out) noexcept {
+  return impl::open_flags(dir.empty() ? "." : dir.c_str(), O_RDWR | O_TMPFILE, out);
 }
 
-struct file_info {
-  std::uint64_t size = 0;
-  std::uint64_t device = 0;
-  std::uint64_t inode = 0;
-};
-
-inline std::error_code stat_file(int fd, file_info& info) noexcept {
-  struct stat64 st;
-  if (::fstat64(fd, &st) != 0) return last_error();
-  info.size = static_cast<std::uint64_t>(st.st_size);
-  info.device = static_cast<std::uint64_t>(st.st_dev);
-  info.inode = static_cast<std::uint64_t>(st.st_ino);
-  return {};
-}
-
-/// Reads exactly `n` bytes at `off`; a short file gives `got` < n and no error.
-inline std::error_code pread_all(int fd, void* buf, std::size_t n, std::uint64_t off,
-                                 std::size_t& got) noexcept {
-  got = 0;
-  auto* p = static_cast<char*>(buf);
-  while (got < n) {
-    ssize_t r = ::pread64(fd, p + got, n - got, static_cast<off64_t>(off + got));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return last_error();
-    }
-    if (r == 0) break;
-    got += static_cast<std::size_t>(r);
-  }
-  return {};
-}
-
-/// Writes exactly `n` bytes at `off`.
-inline std::error_code pwrite_all(int fd, const void* buf, std::size_t n, std::uint64_t off) noexcept {
-  if (auto ec = call_hook(io_op::write, fd, off, n, buf)) return ec;
-  auto* p = static_cast<const char*>(buf);
-  std::size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pwrite64(fd, p + done, n - done, static_cast<off64_t>(off + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return last_error();
-    }
-    if (r == 0) return std::make_error_code(std::errc::io_error);
-    done += static_cast<std::size_t>(r);
-  }
-  return {};
-}
-
-/// Writes the buffers back to back at `off`. `iov` may be modified.
-inline std::error_code pwritev_all(int fd, struct iovec* iov, std::size_t count, std::uint64_t off) noexcept {
-  if (io_hook) {
-    // Report each buffer separately so the hook sees the real bytes.
-    std::uint64_t at = off;
-    for (std::size_t i = 0; i < count; ++i) {
-      if (auto ec = call_hook(io_op::write, fd, at, iov[i].iov_len, iov[i].iov_base)) return ec;
-      at += iov[i].iov_len;
-    }
-  }
-  const std::size_t max_iov = static_cast<std::size_t>(IOV_MAX);
-  while (count > 0) {
-    int batch = static_cast<int>(count < max_iov ? count : max_iov);
-    ssize_t r = ::pwritev64(fd, iov, batch, static_cast<off64_t>(off));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return last_error();
-    }
-    if (r == 0) return std::make_error_code(std::errc::io_error);
-    off += static_cast<std::uint64_t>(r);
-    auto left = static_cast<std::size_t>(r);
-    while (count > 0 && left >= iov->iov_len) {
-      left -= iov->iov_len;
-      ++iov;
-      --count;
-    }
-    if (left > 0) {  // partial buffer: advance inside it
-      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
-      iov->iov_len -= left;
-    }
-  }
-  return {};
-}
-
-/// fdatasync(2). A failure is reported as is and must not be retried as if nothing
-/// happened: the kernel may have dropped the dirty pages.
-inline std::error_code sync_data(int fd) noexcept {
-  if (auto ec = call_hook(io_op::sync, fd, 0, 0, nullptr)) return ec;
-  while (::fdatasync(fd) != 0) {
-    if (errno != EINTR) return last_error();
-  }
-  return {};
-}
-
-/// Makes the file at least `off + len` bytes with real blocks (never sparse), so that a
-/// full disk is reported here rather than as SIGBUS on a later store.
-inline std::error_code allocate(int fd, std::uint64_t off, std::uint64_t len) noexcept {
-  if (len == 0) return {};
-  if (auto ec = call_hook(io_op::allocate, fd, off, len, nullptr)) return ec;
-  for (;;) {
-    if (::fallocate64(fd, 0, static_cast<off64_t>(off), static_cast<off64_t>(len)) == 0) return {};
-    if (errno == EINTR) continue;
-    if (errno != EOPNOTSUPP) return last_error();
-    break;
-  }
-  // The file system cannot fallocate: write zeros over the range instead.
-  static const char zeros[page_size] = {};
-  std::uint64_t end = off + len;
-  while (off < end) {
-    std::size_t n = static_cast<std::size_t>(end - off < page_size ? end - off : page_size);
-    if (auto ec = pwrite_all(fd, zeros, n, off)) return ec;
-    off += n;
-  }
-  return {};
-}
-
-inline std::error_code truncate(int fd, std::uint64_t size) noexcept {
-  if (auto ec = call_hook(io_op::truncate, fd, size, 0, nullptr)) return ec;
-  while (::ftruncate64(fd, static_cast<off64_t>(size)) != 0) {
-    if (errno != EINTR) return last_error();
-  }
-  return {};
-}
-
-/// Creates an unnamed file in directory `dir` (O_TMPFILE): nothing is left behind if the
-/// process dies before `link_file` names it. ENOTSUP/EISDIR/EINVAL where the file system
-/// cannot.
-inline std::error_code create_unnamed_file(const std::filesystem::path& dir, int& fd) noexcept {
-  do fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDWR | O_TMPFILE | O_CLOEXEC, 0644);
-  while (fd < 0 && errno == EINTR);
-  return fd < 0 ? last_error() : std::error_code{};
-}
-
-/// Gives the unnamed file `fd` the name `to`, atomically, failing with EEXIST if it exists.
-inline std::error_code link_file(int fd, const std::filesystem::path& to) noexcept {
+/// Gives the unnamed file `f` the name `to`, atomically; EEXIST if it exists.
+inline std::error_code link_file(const file& f, const std::filesystem::path& to) noexcept {
   char proc[64];
-  std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", f.native());
   return ::linkat(AT_FDCWD, proc, AT_FDCWD, to.c_str(), AT_SYMLINK_FOLLOW) == 0 ? std::error_code{} : last_error();
 }
 
-/// Atomically renames `from` to `to`, failing with EEXIST if `to` exists.
+/// Atomically renames `from` to `to`; EEXIST if `to` exists.
 inline std::error_code rename_noreplace(const std::filesystem::path& from,
                                         const std::filesystem::path& to) noexcept {
   if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return {};
@@ -247,57 +178,165 @@ inline std::error_code remove_file(const std::filesystem::path& p) noexcept {
 
 /// fsyncs a directory so that a rename or creation inside it is durable.
 inline std::error_code sync_directory(const std::filesystem::path& dir) noexcept {
-  int fd;
-  do fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  while (fd < 0 && errno == EINTR);
-  if (fd < 0) return last_error();
-  std::error_code ec;
-  if (::fsync(fd) != 0 && errno != EINVAL) ec = last_error();
-  ::close(fd);
-  return ec;
+  file d;
+  if (auto ec = impl::open_flags(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY, d)) return ec;
+  if (::fsync(d.native()) != 0 && errno != EINVAL) return last_error();
+  return {};
+}
+
+struct file_info {
+  std::uint64_t size = 0;
+  std::uint64_t device = 0;
+  std::uint64_t inode = 0;
+};
+
+inline std::error_code stat_file(const file& f, file_info& info) noexcept {
+  struct stat64 st;
+  if (::fstat64(f.native(), &st) != 0) return last_error();
+  info.size = static_cast<std::uint64_t>(st.st_size);
+  info.device = static_cast<std::uint64_t>(st.st_dev);
+  info.inode = static_cast<std::uint64_t>(st.st_ino);
+  return {};
+}
+
+/// Reads exactly `n` bytes at `off`; a short file gives `got` < n and no error.
+inline std::error_code pread_all(const file& f, void* buf, std::size_t n, std::uint64_t off,
+                                 std::size_t& got) noexcept {
+  got = 0;
+  if (auto ec = call_hook(io_op::read, f, off, n, nullptr)) return ec;
+  auto* p = static_cast<char*>(buf);
+  while (got < n) {
+    ssize_t r = ::pread64(f.native(), p + got, n - got, static_cast<off64_t>(off + got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return last_error();
+    }
+    if (r == 0) break;
+    got += static_cast<std::size_t>(r);
+  }
+  return {};
+}
+
+/// Writes the buffers back to back at `off`.
+inline std::error_code pwritev_all(const file& f, const buffer* bufs, std::size_t count, std::uint64_t off) noexcept {
+  for (std::size_t i = 0, at = 0; i < count; at += bufs[i].size, ++i)  // the hook sees the real bytes
+    if (auto ec = call_hook(io_op::write, f, off + at, bufs[i].size, bufs[i].data)) return ec;
+  constexpr std::size_t batch = 256;  // iovecs per call, on the stack
+  struct iovec iov[batch];
+  std::size_t first = 0, skip = 0;  // the next byte to write: buffer `first`, `skip` bytes in
+  while (first < count) {
+    std::size_t n = 0;
+    for (std::size_t i = first; i < count && n < batch && n < static_cast<std::size_t>(IOV_MAX); ++i, ++n) {
+      const std::size_t s = i == first ? skip : 0;
+      iov[n].iov_base = const_cast<char*>(static_cast<const char*>(bufs[i].data) + s);
+      iov[n].iov_len = bufs[i].size - s;
+    }
+    ssize_t r = ::pwritev64(f.native(), iov, static_cast<int>(n), static_cast<off64_t>(off));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return last_error();
+    }
+    if (r == 0) return std::make_error_code(std::errc::io_error);
+    off += static_cast<std::uint64_t>(r);
+    auto left = static_cast<std::size_t>(r);
+    while (first < count && left >= bufs[first].size - skip) {
+      left -= bufs[first].size - skip;
+      skip = 0;
+      ++first;
+    }
+    skip += left;  // a partial write ends inside buffer `first`
+  }
+  return {};
+}
+
+/// Writes exactly `n` bytes at `off`.
+inline std::error_code pwrite_all(const file& f, const void* data, std::size_t n, std::uint64_t off) noexcept {
+  const buffer b{data, n};
+  return pwritev_all(f, &b, 1, off);
+}
+
+/// fdatasync(2). A failure must not be retried as if nothing happened: the kernel may have
+/// dropped the dirty pages it could not write.
+inline std::error_code sync_data(const file& f) noexcept {
+  if (auto ec = call_hook(io_op::sync, f, 0, 0, nullptr)) return ec;
+  while (::fdatasync(f.native()) != 0)
+    if (errno != EINTR) return last_error();
+  return {};
+}
+
+/// Makes the file at least `off + len` bytes with real blocks (never sparse), so that a
+/// full disk is reported here rather than as SIGBUS on a later store.
+inline std::error_code allocate(const file& f, std::uint64_t off, std::uint64_t len) noexcept {
+  if (len == 0) return {};
+  if (auto ec = call_hook(io_op::allocate, f, off, len, nullptr)) return ec;
+  for (;;) {
+    if (::fallocate64(f.native(), 0, static_cast<off64_t>(off), static_cast<off64_t>(len)) == 0) return {};
+    if (errno == EINTR) continue;
+    if (errno != EOPNOTSUPP) return last_error();
+    break;
+  }
+  // The file system cannot fallocate: write zeros over the range instead.
+  static const char zeros[4096] = {};
+  for (const std::uint64_t end = off + len; off < end;) {
+    std::size_t n = static_cast<std::size_t>(end - off < sizeof zeros ? end - off : sizeof zeros);
+    if (auto ec = pwrite_all(f, zeros, n, off)) return ec;
+    off += n;
+  }
+  return {};
+}
+
+inline std::error_code truncate(const file& f, std::uint64_t size) noexcept {
+  if (auto ec = call_hook(io_op::truncate, f, size, 0, nullptr)) return ec;
+  while (::ftruncate64(f.native(), static_cast<off64_t>(size)) != 0)
+    if (errno != EINTR) return last_error();
+  return {};
 }
 
 /// The page size of the running system.
 inline std::size_t system_page_size() noexcept { return static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)); }
 
 // ---------------------------------------------------------------------------------------
-// Locks: open-file-description byte locks. Like flock(2) they belong to the open file (so
-// all threads of a process share them and they vanish when the process dies), and unlike
-// flock one file can carry several independent locks, one per byte.
+// Locks: open-file-description byte locks. Like flock(2) they belong to the open file (all
+// threads of a process share them; they vanish when the process dies), and unlike flock
+// one file carries several independent locks, one per byte.
 
-enum class lock_kind { unlock, shared, exclusive };
+enum class lock_kind { shared, exclusive };
 
-/// Sets the lock on byte `which` of `fd`. With `wait`, blocks; without, `acquired` tells.
-inline std::error_code lock_byte(int fd, unsigned which, lock_kind kind, bool wait,
-                                 bool& acquired) noexcept {
-  struct flock64 fl {};
-  fl.l_type = static_cast<short>(kind == lock_kind::unlock ? F_UNLCK
-                                 : kind == lock_kind::shared ? F_RDLCK
-                                                             : F_WRLCK);
-  fl.l_whence = SEEK_SET;
-  fl.l_start = static_cast<off64_t>(which);
-  fl.l_len = 1;
-  acquired = false;
-  for (;;) {
-    if (::fcntl64(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) {
-      acquired = true;
-      return {};
-    }
-    if (errno == EINTR) continue;
-    if (!wait && (errno == EAGAIN || errno == EACCES)) return {};
-    return last_error();
-  }
-}
-
-/// Tells whether a lock of `kind` on byte `which` could be taken now (no other open file
-/// holds a conflicting one), without taking it. Works on read-only descriptors.
-inline std::error_code lock_would_succeed(int fd, unsigned which, lock_kind kind, bool& free) noexcept {
+/// Locks byte `which` of `f`. With `wait`, blocks; without, a conflicting lock held through
+/// another open file gives `std::errc::resource_unavailable_try_again`.
+inline std::error_code lock_byte(const file& f, std::uint64_t which, lock_kind kind, bool wait) noexcept {
   struct flock64 fl {};
   fl.l_type = static_cast<short>(kind == lock_kind::shared ? F_RDLCK : F_WRLCK);
   fl.l_whence = SEEK_SET;
   fl.l_start = static_cast<off64_t>(which);
   fl.l_len = 1;
-  if (::fcntl64(fd, F_OFD_GETLK, &fl) != 0) return last_error();
+  for (;;) {
+    if (::fcntl64(f.native(), wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) return {};
+    if (errno == EINTR) continue;
+    if (!wait && (errno == EAGAIN || errno == EACCES)) return std::make_error_code(std::errc::resource_unavailable_try_again);
+    return last_error();
+  }
+}
+
+/// Releases byte `which` of `f` (held or not).
+inline std::error_code unlock_byte(const file& f, std::uint64_t which) noexcept {
+  struct flock64 fl {};
+  fl.l_type = F_UNLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off64_t>(which);
+  fl.l_len = 1;
+  return ::fcntl64(f.native(), F_OFD_SETLK, &fl) == 0 ? std::error_code{} : last_error();
+}
+
+/// Whether a lock of `kind` on byte `which` could be taken now (no other open file holds a
+/// conflicting one), without taking it. Works on read-only files.
+inline std::error_code lock_would_succeed(const file& f, std::uint64_t which, lock_kind kind, bool& free) noexcept {
+  struct flock64 fl {};
+  fl.l_type = static_cast<short>(kind == lock_kind::shared ? F_RDLCK : F_WRLCK);
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off64_t>(which);
+  fl.l_len = 1;
+  if (::fcntl64(f.native(), F_OFD_GETLK, &fl) != 0) return last_error();
   free = fl.l_type == F_UNLCK;
   return {};
 }
@@ -320,22 +359,22 @@ inline std::error_code reserve(void* addr, std::size_t size, bool fixed, void*& 
   return {};
 }
 
-/// Gives back address space obtained from `reserve` (and whatever is mapped in it).
+/// Gives back address space obtained from `reserve` or `map_*` (and whatever is mapped in it).
 inline std::error_code release(void* addr, std::size_t size) noexcept {
   return ::munmap(addr, size) == 0 ? std::error_code{} : last_error();
 }
 
-/// Maps `size` bytes of `fd` from `offset` at `addr`, private and read-only, replacing
-/// part of a reservation made by `reserve` (only ever our own reservation).
-inline std::error_code map_file(void* addr, std::size_t size, int fd, std::uint64_t offset) noexcept {
-  void* p = ::mmap64(addr, size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, static_cast<off64_t>(offset));
+/// Maps `size` bytes of `f` from `offset` at `addr`, private and read-only, replacing part
+/// of a reservation made by `reserve` (only ever our own reservation).
+inline std::error_code map_file(void* addr, std::size_t size, const file& f, std::uint64_t offset) noexcept {
+  void* p = ::mmap64(addr, size, PROT_READ, MAP_PRIVATE | MAP_FIXED, f.native(), static_cast<off64_t>(offset));
   return p == MAP_FAILED ? last_error() : std::error_code{};
 }
 
-/// Maps `size` bytes of `fd` from offset 0, shared and read-only, wherever the kernel
+/// Maps `size` bytes of `f` from offset 0, shared and read-only, wherever the kernel
 /// chooses: a window on the file's page cache that shows other processes' writes at once.
-inline std::error_code map_shared_view(int fd, std::size_t size, const void*& out) noexcept {
-  void* p = ::mmap64(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+inline std::error_code map_shared_view(const file& f, std::size_t size, const void*& out) noexcept {
+  void* p = ::mmap64(nullptr, size, PROT_READ, MAP_SHARED, f.native(), 0);
   if (p == MAP_FAILED) return last_error();
   out = p;
   return {};
@@ -361,19 +400,21 @@ inline std::error_code map_anonymous(std::size_t size, void*& out) noexcept {
   return {};
 }
 
-/// Opens /proc/self/pagemap (for finding pages written inside an unprotected chunk).
-inline std::error_code open_pagemap(int& fd) noexcept {
-  do fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-  while (fd < 0 && errno == EINTR);
-  return fd < 0 ? last_error() : std::error_code{};
-}
+/// Opens the table that tells which pages of this process are private copies.
+inline std::error_code open_pagemap(file& out) noexcept { return impl::open_flags("/proc/self/pagemap", O_RDONLY, out); }
 
-/// Reads `count` pagemap entries starting at the page of `addr`.
-inline std::error_code read_pagemap(int fd, const void* addr, std::uint64_t* entries, std::size_t count) noexcept {
-  std::size_t got = 0;
+/// Reads `count` entries of the pagemap `pm` starting at the page of `addr`.
+inline std::error_code read_pagemap(const file& pm, const void* addr, std::uint64_t* entries, std::size_t count) noexcept {
   auto off = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(addr) / page_size) * 8;
-  if (auto ec = pread_all(fd, entries, count * 8, off, got)) return ec;
-  return got == count * 8 ? std::error_code{} : std::make_error_code(std::errc::io_error);
+  for (std::size_t got = 0; got < count * 8;) {
+    ssize_t r = ::pread64(pm.native(), reinterpret_cast<char*>(entries) + got, count * 8 - got,
+                          static_cast<off64_t>(off + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return last_error();
+    if (r == 0) return std::make_error_code(std::errc::io_error);
+    got += static_cast<std::size_t>(r);
+  }
+  return {};
 }
 
 /// True if a pagemap entry is a private anonymous page: present or swapped, not file-backed.
@@ -384,24 +425,32 @@ inline bool pagemap_is_private(std::uint64_t e) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------
-// Threads, processes, signals.
+// Threads, processes, faults.
 
 /// An identifier of the calling thread, readable from a signal handler.
 inline std::uintptr_t current_thread() noexcept { return static_cast<std::uintptr_t>(::pthread_self()); }
 
-/// Increases in every child created by fork() (counted by a pthread_atfork handler).
-inline std::uint64_t fork_generation() noexcept;
+/// The process id (for messages).
+inline long process_id() noexcept { return static_cast<long>(::getpid()); }
 
 namespace impl {
-inline std::uint64_t g_fork_generation = 0;
-inline void on_fork_child() noexcept { ++g_fork_generation; }
-inline int register_atfork() noexcept { return ::pthread_atfork(nullptr, nullptr, &on_fork_child); }
+inline std::atomic<std::uint64_t> g_fork_generation{0};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free || sizeof(void*) == 4,
+              "the fork generation is read from a signal handler");
+inline void on_fork_child() noexcept { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
 }  // namespace impl
 
+/// Increases in every child created by fork() (counted by a pthread_atfork handler,
+/// registered on the first call).
 inline std::uint64_t fork_generation() noexcept {
-  static const int registered = impl::register_atfork();  // once, on first use
+  static const int registered = ::pthread_atfork(nullptr, nullptr, &impl::on_fork_child);
   (void)registered;
-  return impl::g_fork_generation;
+  return impl::g_fork_generation.load(std::memory_order_relaxed);
+}
+
+/// `fork_generation()` for a signal handler: no registration, only the load.
+inline std::uint64_t fork_generation_signal_safe() noexcept {
+  return impl::g_fork_generation.load(std::memory_order_relaxed);
 }
 
 /// A reader-writer lock that prefers writers: once a writer waits, new readers wait too
@@ -430,40 +479,74 @@ class rw_mutex {
   pthread_rwlock_t m_lock;
 };
 
-using segv_handler = void (*)(int, siginfo_t*, void*);
+/// Called on an invalid memory access with its address. Runs in a signal handler: only
+/// async-signal-safe work. Returns true once the access can succeed (it is retried), false
+/// to pass the fault on.
+using fault_handler = bool (*)(void* address) noexcept;
 
-/// Installs `handler` for SIGSEGV (SA_SIGINFO | SA_ONSTACK | SA_NODEFER), saving the previous action.
-inline std::error_code install_segv_handler(segv_handler handler, struct sigaction& previous) noexcept {
-  struct sigaction sa {};
-  sa.sa_sigaction = handler;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
-  return ::sigaction(SIGSEGV, &sa, &previous) == 0 ? std::error_code{} : last_error();
-}
+namespace impl {
+inline fault_handler g_fault_handler = nullptr;
+inline struct sigaction g_previous_segv {};
 
-/// Passes a SIGSEGV on to `previous` exactly as if our handler had never been installed.
-/// For SIG_DFL (and SIG_IGN, which the kernel does not honour for a fault) the default
-/// action is restored and the handler returns: the faulting instruction runs again and the
-/// process dies of SIGSEGV as it would have.
-inline void chain_segv(const struct sigaction& previous, int sig, siginfo_t* info, void* ctx) noexcept {
-  if (previous.sa_flags & SA_SIGINFO) {
-    if (previous.sa_sigaction) {
-      previous.sa_sigaction(sig, info, ctx);
-      return;
-    }
-  } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
-    previous.sa_handler(sig);
-    return;
+/// Passes a SIGSEGV on exactly as if no handler of ours were installed. For SIG_DFL (and
+/// SIG_IGN, which the kernel does not honour for a fault) the default action is restored
+/// and the handler returns: the instruction runs again and the process dies as it would have.
+inline void on_segv(int sig, siginfo_t* info, void* ctx) noexcept {
+  const int saved_errno = errno;
+  const bool handled = g_fault_handler(info->si_addr);
+  errno = saved_errno;
+  if (handled) return;
+  const struct sigaction& prev = g_previous_segv;
+  if (prev.sa_flags & SA_SIGINFO) {
+    if (prev.sa_sigaction) return prev.sa_sigaction(sig, info, ctx);
+  } else if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
+    return prev.sa_handler(sig);
   }
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
   ::sigaction(SIGSEGV, &dfl, nullptr);
 }
+}  // namespace impl
 
-/// The process id (for messages).
-inline long process_id() noexcept { return static_cast<long>(::getpid()); }
+/// Installs `fn` as the process's handler of invalid accesses (SIGSEGV with SA_SIGINFO |
+/// SA_ONSTACK | SA_NODEFER), chaining to the handler installed before it. Once per process:
+/// later calls return the first call's result and ignore their argument.
+inline std::error_code install_fault_handler(fault_handler fn) noexcept {
+  static const std::error_code result = [fn] {
+    impl::g_fault_handler = fn;
+    struct sigaction sa {};
+    sa.sa_sigaction = &impl::on_segv;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    return ::sigaction(SIGSEGV, &sa, &impl::g_previous_segv) == 0 ? std::error_code{} : last_error();
+  }();
+  return result;
+}
 
-}  // namespace tmf::detail::os
+}  // namespace os
+
+/// Prints "tmf: <what>" and aborts. For broken invariants and misuse that would corrupt data.
+[[noreturn]] inline void fatal(const char* what) noexcept {
+  os::write_stderr("tmf: ");
+  os::write_stderr(what);
+  os::write_stderr("\n");
+  std::abort();
+}
+
+/// The failure path of TMF_ASSERT (config.hpp).
+[[noreturn]] inline void assertion_failed(const char* expr, const char* file, int line) noexcept {
+  char num[24];
+  os::write_stderr("tmf: internal assertion failed: ");
+  os::write_stderr(expr);
+  os::write_stderr(" at ");
+  os::write_stderr(file);
+  os::write_stderr(":");
+  os::write_stderr(format_dec(static_cast<std::uint64_t>(line), num));
+  os::write_stderr("\n");
+  std::abort();
+}
+
+}  // namespace tmf::detail
 
 #endif  // TMF_DETAIL_OS_HPP

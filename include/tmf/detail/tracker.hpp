@@ -25,11 +25,11 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 #include "config.hpp"
 #include "os.hpp"
+#include "registry.hpp"
 
 namespace tmf::detail {
 
@@ -103,12 +103,12 @@ class dirty_set {
 
   /// Commit side: adds the pages written inside whole-chunk regions (read from pagemap,
   /// or every page of the chunk if pagemap cannot be read) and sorts the list.
-  std::error_code collect(unsigned char* base, std::size_t mapped, int pagemap_fd) noexcept {
+  std::error_code collect(unsigned char* base, std::size_t mapped, const os::file& pagemap) noexcept {
     std::size_t mapped_pages = mapped / page_size;
     std::uint64_t entries[chunk_pages];
     auto scan = [&](std::size_t first, std::size_t span) {
       std::size_t n = std::min(span, mapped_pages - std::min(first, mapped_pages));
-      bool known = pagemap_fd >= 0 && !os::read_pagemap(pagemap_fd, base + first * page_size, entries, n);
+      bool known = pagemap.is_open() && !os::read_pagemap(pagemap, base + first * page_size, entries, n);
       for (std::size_t k = 0; k < n; ++k) {
         if (known && !os::pagemap_is_private(entries[k])) continue;
         if (!test(m_bitmap, first + k)) {
@@ -265,87 +265,52 @@ class dirty_set {
   std::size_t m_block_count = 0;
 };
 
-/// One open storage as the fault handler sees it. Slots live in static storage and are
-/// never freed, so the handler can read one while another thread closes it.
-struct tracked_region {
-  std::atomic<std::uintptr_t> begin{0};   ///< start of the reservation; 0: slot unused
-  std::atomic<std::uintptr_t> mapped{0};  ///< bytes of the file mapped from begin
-  std::atomic<std::uintptr_t> reserved{0};
-  std::atomic<std::uintptr_t> writer{0};  ///< the writing thread (os::current_thread()); 0: none
-  std::atomic<std::uint64_t> generation{0};
-  std::atomic<void*> owner{nullptr};      ///< the engine
-  std::atomic<dirty_set*> dirty{nullptr};
-  std::atomic<const char*> name{nullptr};  ///< file path for messages
-  std::uint64_t device = 0, inode = 0;     ///< guarded by registry_mutex()
-};
-
-inline constexpr std::size_t max_open_storages = 64;
-
-inline tracked_region* registry() noexcept {
-  static tracked_region slots[max_open_storages];
-  return slots;
-}
-
-/// Serialises opening and closing (not used by the handler).
-inline std::mutex& registry_mutex() noexcept {
-  static std::mutex m;
-  return m;
-}
-
 namespace tracker_impl {
-inline struct sigaction g_previous {};
-
-inline void report(const char* what, std::uintptr_t addr, const tracked_region* r) noexcept {
+inline void report(const char* what, std::uintptr_t addr, const storage_slot& s) noexcept {
   char hex[24], num[24];
-  write_stderr("tmf: ");
-  write_stderr(what);
-  write_stderr(" at address ");
-  write_stderr(format_hex(addr, hex));
-  if (const char* n = r->name.load(std::memory_order_relaxed)) {
-    write_stderr(" in storage ");
-    write_stderr(n);
+  os::write_stderr("tmf: ");
+  os::write_stderr(what);
+  os::write_stderr(" at address ");
+  os::write_stderr(format_hex(addr, hex));
+  if (const char* n = s.name.load(std::memory_order_relaxed)) {
+    os::write_stderr(" in storage ");
+    os::write_stderr(n);
   }
-  write_stderr(" (pid ");
-  write_stderr(format_dec(static_cast<std::uint64_t>(os::process_id()), num));
-  write_stderr(")\n");
+  os::write_stderr(" (pid ");
+  os::write_stderr(format_dec(static_cast<std::uint64_t>(os::process_id()), num));
+  os::write_stderr(")\n");
 }
 
-inline void on_segv(int sig, siginfo_t* info, void* ctx) {
-  int saved_errno = errno;
-  auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
-  tracked_region* slots = registry();
+/// The fault handler: makes the writer's page writable, or reports a stray access to a
+/// storage and passes it on; an address outside every storage passes on silently.
+inline bool on_fault(void* address) noexcept {
+  const auto addr = reinterpret_cast<std::uintptr_t>(address);
   for (std::size_t i = 0; i < max_open_storages; ++i) {
-    tracked_region& r = slots[i];
-    std::uintptr_t begin = r.begin.load(std::memory_order_acquire);
-    if (begin == 0 || addr < begin || addr - begin >= r.reserved.load(std::memory_order_relaxed)) continue;
-    std::uintptr_t offset = addr - begin;
-    if (r.generation.load(std::memory_order_relaxed) != os::impl::g_fork_generation) {
-      report("write to a storage opened before fork()", addr, &r);
-    } else if (offset >= r.mapped.load(std::memory_order_acquire)) {
-      report("access beyond the end of the storage's arena", addr, &r);
-    } else if (r.writer.load(std::memory_order_acquire) != os::current_thread()) {
-      report("write to a storage by a thread without a writer (read-only page)", addr, &r);
+    storage_slot& s = registry()[i];
+    const std::uintptr_t begin = s.begin.load(std::memory_order_acquire);
+    if (begin == 0 || addr < begin || addr - begin >= s.reserved.load(std::memory_order_relaxed)) continue;
+    const std::uintptr_t offset = addr - begin;
+    if (s.generation.load(std::memory_order_relaxed) != os::fork_generation_signal_safe()) {
+      report("write to a storage opened before fork()", addr, s);
+    } else if (offset >= s.mapped.load(std::memory_order_acquire)) {
+      report("access beyond the end of the storage's arena", addr, s);
+    } else if (s.writer.load(std::memory_order_acquire) != os::current_thread()) {
+      report("write to a storage by a thread without a writer (read-only page)", addr, s);
+    } else if (s.dirty.load(std::memory_order_relaxed)
+                   ->on_fault(reinterpret_cast<unsigned char*>(begin), s.mapped.load(std::memory_order_relaxed),
+                              offset / page_size)) {
+      return true;  // the store runs again, now on a writable page
     } else {
-      dirty_set* d = r.dirty.load(std::memory_order_relaxed);
-      if (d->on_fault(reinterpret_cast<unsigned char*>(begin), r.mapped.load(std::memory_order_relaxed),
-                      offset / page_size)) {
-        errno = saved_errno;
-        return;  // the store runs again, now on a writable page
-      }
-      report("cannot make a page writable (out of memory mappings: raise vm.max_map_count)", addr, &r);
+      report("cannot make a page writable (out of memory mappings: raise vm.max_map_count)", addr, s);
     }
-    break;
+    return false;
   }
-  errno = saved_errno;
-  os::chain_segv(g_previous, sig, info, ctx);
+  return false;
 }
 }  // namespace tracker_impl
 
 /// Installs the fault handler once per process.
-inline std::error_code install_tracker() noexcept {
-  static const std::error_code result = os::install_segv_handler(&tracker_impl::on_segv, tracker_impl::g_previous);
-  return result;
-}
+inline std::error_code install_tracker() noexcept { return os::install_fault_handler(&tracker_impl::on_fault); }
 
 }  // namespace tmf::detail
 

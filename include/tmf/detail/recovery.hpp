@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: Apache-2.0 OR MIT
+/// \file
+/// Recovery and checkpoints: bringing the data file up to the log, and restarting the log.
+///
+/// The data file only ever receives pages of committed transactions, copied from the log
+/// (or from the committer's private pages, which equal the log's). Three situations call
+/// for the log to be read back:
+///  - full recovery (`recover_all`), by the first writable opener, alone: a power cut may
+///    have lost any unsynced write to the data file, so every record of the generation is
+///    replayed, the data file synced, and the log restarted;
+///  - a pending record (`replay_pending`), by the next writer or by a reader that finds a
+///    half-applied commit: a process died between its commit's log sync and the end of the
+///    apply, leaving a durable record past the data file's transaction;
+///  - a checkpoint (`checkpoint`), by a writer between transactions: the data file is synced
+///    and only then the log restarts (new base transaction), so a crash in between merely
+///    replays records the data file already has. A failed data-file sync keeps the log and
+///    re-applies it, because the kernel may have dropped the pages it failed to write.
+/// Replay writes page images, header page last: replaying a record twice is harmless.
+///
+/// Each function works on an `engine_files` (what it needs of the engine) and returns the
+/// log position it established; none keeps state of its own.
+#ifndef TMF_DETAIL_RECOVERY_HPP
+#define TMF_DETAIL_RECOVERY_HPP
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../error.hpp"
+#include "format.hpp"
+#include "locks.hpp"
+#include "log.hpp"
+#include "os.hpp"
+
+namespace tmf::detail {
+
+/// What recovery needs of an open storage.
+struct engine_files {
+  const os::file& data;
+  log_file& log;
+  apply_gate& gate;
+  const std::string& name;  ///< the data file's path, for messages
+  std::uint64_t file_id;
+  std::uint64_t reserved;  ///< address space reserved for the arena: bounds everything recovered
+  bool full;               ///< durability::full: sync what recovery writes
+};
+
+namespace recovery {
+
+/// The page numbers a record may hold (and their count): within the reservation.
+inline std::uint64_t record_page_limit(const engine_files& f) noexcept { return f.reserved / page_size; }
+
+inline file_header read_data_header(const engine_files& f) {
+  file_header h;
+  std::size_t got = 0;
+  if (auto ec = os::pread_all(f.data, &h, sizeof h, 0, got)) throw_os(ec, "cannot read " + f.name);
+  if (got < sizeof h) throw error(errc::not_a_storage, "tmf: " + f.name + " is too short to be a tmf storage");
+  return h;
+}
+
+/// Whether a valid record of transaction `txn` starts at `off`.
+inline bool record_at(const engine_files& f, std::uint64_t off, std::uint64_t txn) {
+  bool valid = false;
+  record_info info;
+  if (auto ec = check_record(f.log.file(), off, txn, f.file_id, record_page_limit(f), valid, info))
+    throw_os(ec, "cannot read " + f.log.path().string());
+  return valid;
+}
+
+/// Sets the apply marker to `txn` (nothing half-applied) and clears a stale pending word.
+inline void clear_marker(const engine_files& f, std::uint64_t txn) {
+  if (auto ec = write_apply_marker(f.log.file(), txn)) throw_os(ec, "cannot write " + f.log.path().string());
+  if (auto ec = set_commit_pending(f.log.file(), 0)) throw_os(ec, "cannot write " + f.log.path().string());
+}
+
+/// Reads the control page. An invalid header starts a new generation at the data file's
+/// transaction `h.txn`: the data file is consistent whenever the log header is invalid,
+/// since the header is only rewritten after the data file was synced.
+inline log_control read_control(const engine_files& f, const file_header& h) {
+  log_control c;
+  bool valid = false;
+  if (auto ec = read_log_control(f.log.file(), f.file_id, c, valid)) throw_os(ec, "cannot read " + f.log.path().string());
+  if (!valid) {
+    // Synced with durability::full: the new generation must be durable before a commit relies on it.
+    if (auto ec = write_log_header(f.log.file(), f.file_id, h.txn, f.full))
+      throw_os(ec, "cannot write " + f.log.path().string());
+    // A new log's name must be durable too: fsync the directory.
+    if (f.full)
+      if (auto ec = os::sync_directory(f.log.path().parent_path())) throw_os(ec, "cannot sync the log's directory");
+    clear_marker(f, h.txn);
+    c.header.base_txn = h.txn;
+    c.marker = {};
+  }
+  return c;
+}
+
+/// Replays the valid records from `off`, expecting `txn` first; returns how many. `off`
+/// ends right after the last one.
+inline std::uint64_t replay_from(const engine_files& f, std::uint64_t& off, std::uint64_t txn) {
+  std::uint64_t count = 0;
+  const std::string log_name = f.log.path().string();
+  for (;; ++txn) {
+    bool valid = false;
+    record_info info;
+    if (auto ec = check_record(f.log.file(), off, txn, f.file_id, record_page_limit(f), valid, info))
+      throw_os(ec, "cannot read " + log_name);
+    if (!valid) return count;
+    std::uint64_t last = 0;
+    {
+      std::vector<record_entry> e(static_cast<std::size_t>(info.page_count));
+      std::size_t got;
+      if (auto ec = os::pread_all(f.log.file(), e.data(), e.size() * sizeof(record_entry),
+                                  info.offset + sizeof(record_header), got))
+        throw_os(ec, "cannot read " + log_name);
+      for (auto& x : e) last = std::max(last, x.page);
+    }
+    os::file_info fi;
+    if (auto ec = os::stat_file(f.data, fi)) throw_os(ec, "cannot stat " + f.name);
+    if (fi.size < (last + 1) * page_size)
+      if (auto ec = os::allocate(f.data, fi.size, (last + 1) * page_size - fi.size)) throw_os(ec, "recovery");
+    if (auto ec = apply_record(f.log.file(), info, f.data)) throw_os(ec, "cannot replay the log into " + f.name);
+    off = info.end;
+    ++count;
+  }
+}
+
+/// Makes sure the data file is at least as long as its header's arena. The replayed header
+/// is validated before its arena size is trusted: a damaged log must not make recovery
+/// allocate the disk.
+inline void extend_to_arena(const engine_files& f) {
+  const file_header h = read_data_header(f);
+  validate_header_format(h, f.name);
+  if (h.arena_size > f.reserved)
+    throw error(errc::corrupted, "tmf: " + f.name + ": the recovered header's arena exceeds max_size");
+  os::file_info fi;
+  if (auto ec = os::stat_file(f.data, fi)) throw_os(ec, "cannot stat " + f.name);
+  if (fi.size < h.arena_size)
+    if (auto ec = os::allocate(f.data, fi.size, h.arena_size - fi.size)) throw_os(ec, "recovery");
+}
+
+/// The first writable opener, alone: replays the whole log, syncs, starts a new generation.
+inline log_position recover_all(const engine_files& f) {
+  byte_lock writer, apply;
+  if (auto ec = writer.lock(f.data, lock_writer, os::lock_kind::exclusive)) throw_os(ec, "write lock");
+  // Read-only processes may be reading (they take no open lock): apply under the apply lock.
+  if (auto ec = apply.lock(f.data, lock_apply, os::lock_kind::exclusive)) throw_os(ec, "apply lock");
+  file_header h = read_data_header(f);
+  const log_control c = read_control(f, h);
+  std::uint64_t off = log_start;
+  const std::uint64_t replayed = replay_from(f, off, c.header.base_txn + 1);
+  if (replayed == 0 && c.header.base_txn == h.txn && c.marker.txn <= h.txn)
+    return {h.txn, log_start, h.txn};  // clean: nothing written, the file stays byte-for-byte as it was
+  extend_to_arena(f);
+  h = read_data_header(f);
+  // Orders the replayed pages before the new log header: once the log restarts, the
+  // records are gone and the data file is the only copy.
+  if (f.full)
+    if (auto ec = os::sync_data(f.data)) throw_os(ec, "cannot sync " + f.name);
+  set_reapply_needed(f.log.file(), 0);  // the whole log was just re-applied and synced
+  if (auto ec = write_log_header(f.log.file(), f.file_id, h.txn, f.full))
+    throw_os(ec, "cannot write " + f.log.path().string());
+  clear_marker(f, h.txn);
+  return {h.txn, log_start, h.txn};
+}
+
+/// Writer lock held: replays a record that a dead writer made durable but did not (fully)
+/// apply, and finds where the next record goes.
+inline log_position replay_pending(const engine_files& f) {
+  const file_header h = read_data_header(f);
+  const log_control c = read_control(f, h);
+  std::uint64_t off = (h.log_base == c.header.base_txn && h.log_end >= log_start) ? h.log_end : log_start;
+  if (record_at(f, off, h.txn + 1) || c.marker.txn > h.txn) {
+    apply_gate::exclusive_hold hold;
+    if (auto ec = f.gate.exclusive(hold)) throw_os(ec, "apply lock");
+    replay_from(f, off, h.txn + 1);
+    extend_to_arena(f);
+    clear_marker(f, read_data_header(f).txn);
+  }
+  return {c.header.base_txn, off, read_data_header(f).txn};
+}
+
+/// Writer lock held: whether `pos` is still where the next record goes. True if the data
+/// file is at the transaction `pos` was learnt at and no dead writer left a record after
+/// it: then nothing needs replaying (one small read instead of four).
+inline bool position_current(const engine_files& f, const log_position& pos, std::uint64_t data_txn) {
+  return data_txn == pos.seen_txn && !record_at(f, pos.offset, pos.seen_txn + 1);
+}
+
+/// A read-only opener cannot recover. If no writable process has the file open (the first
+/// of them recovers it) and the log holds commits since the last checkpoint, the last
+/// writer did not close cleanly: a power cut may have torn the data file, so refuse.
+inline void refuse_unrecovered(const engine_files& f, const file_header& h) {
+  bool free = false;
+  if (auto ec = os::lock_would_succeed(f.data, lock_open, os::lock_kind::exclusive, free)) throw_os(ec, "open lock");
+  if (!free || !f.log.is_open()) return;
+  log_header lh;
+  bool valid = false;
+  if (auto ec = read_log_header(f.log.file(), h.file_id, lh, valid)) throw_os(ec, "cannot read " + f.log.path().string());
+  if (!valid) return;  // only rewritten after the data file was synced: the data file is whole
+  if (lh.base_txn != h.txn || record_at(f, log_start, lh.base_txn + 1))
+    throw error(errc::read_only, "tmf: " + f.name + " was not closed cleanly and needs recovery; open it writable once");
+}
+
+/// What a checkpoint remembers between attempts.
+struct checkpoint_state {
+  bool data_sync_failed = false;  ///< the last data-file sync failed: re-apply before trusting it
+};
+
+/// Syncs the data file and restarts the log at transaction `txn`. Writer lock held, no
+/// transaction open. A failed sync keeps the log (its records stay replayable) and
+/// re-applies it before the next attempt, since the kernel may have dropped the pages it
+/// failed to write. `keep` bytes of log space survive a restart.
+inline void checkpoint(const engine_files& f, checkpoint_state& st, std::uint64_t txn, std::uint64_t keep) noexcept {
+  // Re-applies the kept log under the apply lock: readers must not see older pages being rewritten.
+  auto reapply = [&]() -> bool {
+    apply_gate::exclusive_hold hold;
+    if (f.gate.exclusive(hold)) return false;
+    try {
+      std::uint64_t off = log_start;
+      replay_from(f, off, f.log.position().base_txn + 1);
+    } catch (...) {
+      return false;
+    }
+    return true;
+  };
+  std::uint64_t flagged = 0;
+  std::size_t got = 0;
+  os::pread_all(f.log.file(), &flagged, sizeof flagged, offsetof(log_control, reapply_needed), got);
+  if ((st.data_sync_failed || (got == sizeof flagged && flagged != 0)) && !reapply()) return;
+  // Orders every applied page before the log restarts: the records are the only other copy.
+  if (f.full && os::sync_data(f.data)) {
+    st.data_sync_failed = true;
+    set_reapply_needed(f.log.file(), 1);  // for every process: none may restart the log unapplied
+    reapply();                            // restore the pages now, before the writer or a reader reads them
+    return;
+  }
+  st.data_sync_failed = false;
+  if (flagged != 0) set_reapply_needed(f.log.file(), 0);
+  // Synced: the new base must be durable before records are appended after it.
+  if (write_log_header(f.log.file(), f.file_id, txn, f.full)) return;
+  f.log.position() = {txn, log_start, txn};
+  // A huge transaction may have left a huge log: give the space back.
+  f.log.shrink_to(keep, keep);
+}
+
+}  // namespace recovery
+}  // namespace tmf::detail
+
+#endif  // TMF_DETAIL_RECOVERY_HPP
