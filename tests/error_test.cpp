@@ -24,6 +24,8 @@ constexpr std::pair<tmf::errc, const char*> all_codes[] = {
     {tmf::errc::no_writer, "no active writer on this thread"},
     {tmf::errc::corrupted, "the storage is corrupted"},
     {tmf::errc::forked, "the storage was opened before fork()"},
+    {tmf::errc::commit_unknown, "the commit's outcome is unknown until the storage is reopened"},
+    {tmf::errc::needs_reopen, "the storage must be reopened after an I/O error"},
 };
 
 TEST(ErrorCategory, NameIsTmf) { EXPECT_STREQ(tmf::error_category().name(), "tmf"); }
@@ -57,6 +59,7 @@ TEST(Errc, ValuesStartAtOne) {
   // 0 means "no error" for std::error_code: no tmf::errc may have it.
   EXPECT_EQ(static_cast<int>(tmf::errc::not_a_storage), 1);
   EXPECT_EQ(static_cast<int>(tmf::errc::forked), 9);
+  EXPECT_EQ(static_cast<int>(tmf::errc::needs_reopen), 11);
   EXPECT_TRUE(tmf::make_error_code(tmf::errc::not_a_storage));
 }
 

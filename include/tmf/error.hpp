@@ -20,6 +20,13 @@ enum class errc {
   no_writer,            ///< an allocator was needed but this thread has no active writer
   corrupted,            ///< an audit or recovery found inconsistent data
   forked,               ///< the storage was opened by the parent process before fork()
+  /// commit() could not tell whether its commit is in the files (its log sync failed, and so
+  /// did voiding the record): the next open settles it, the same way for every process. No
+  /// write is possible on this storage object until it is reopened.
+  commit_unknown,
+  /// An I/O error after a commit point left the files in a state this process could not
+  /// repair; every commit that returned is durable and a reopen recovers it.
+  needs_reopen,
 };
 
 namespace detail {
@@ -37,6 +44,8 @@ class error_category_impl final : public std::error_category {
       case errc::no_writer: return "no active writer on this thread";
       case errc::corrupted: return "the storage is corrupted";
       case errc::forked: return "the storage was opened before fork()";
+      case errc::commit_unknown: return "the commit's outcome is unknown until the storage is reopened";
+      case errc::needs_reopen: return "the storage must be reopened after an I/O error";
     }
     return "unknown tmf error";
   }
