@@ -10,8 +10,10 @@
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
 # Everything scripts/test.sh needs (tests, benchmarks against LMDB, the -m32 stage, clang and
-# its libFuzzer runtime for the clang stage).
-TMF_DEPS_ALL=(cmake g++ make libboost-dev libgtest-dev libbenchmark-dev liblmdb-dev g++-multilib clang libclang-rt-14-dev)
+# its libFuzzer runtime for the clang stage, libfiu's fiu-run and control API for the fault
+# stage).
+TMF_DEPS_ALL=(cmake g++ make libboost-dev libgtest-dev libbenchmark-dev liblmdb-dev g++-multilib clang libclang-rt-14-dev
+              fiu-utils libfiu-dev)
 # shellcheck disable=SC2034
 # What scripts/demo.sh needs.
 TMF_DEPS_DEMO=(cmake g++ make libboost-dev)

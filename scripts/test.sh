@@ -2,16 +2,20 @@
 # SPDX-License-Identifier: Apache-2.0 OR MIT
 #
 # Builds and runs every test. Stages, each in its own build directory build/<stage>:
-#   release  RelWithDebInfo; tests, examples and benchmarks; every test (ctest -j2)
-#   asan     Debug -O1, TMF_SANITIZE="address;undefined"; tests only; every label but package
+#   release  RelWithDebInfo; tests, examples and benchmarks; every test (ctest -j2), then the
+#            fault-injection stage on its own (ctest -L fault -V: libfiu's fiu-run; its
+#            "fault stage" summary lines are printed and kept in build/release/fault.log)
+#   asan     Debug -O1, TMF_SANITIZE="address;undefined"; tests only; every label but package, fault
 #   tsan     RelWithDebInfo, TMF_SANITIZE=thread; the concurrency tests (ctest -L concurrency)
-#   m32      RelWithDebInfo, -m32, GoogleTest built from source; tests and examples; every test
-#   clang    clang++ -Werror; tests, examples and the libFuzzer targets (short runs, label fuzz)
+#   m32      RelWithDebInfo, -m32, GoogleTest built from source; tests and examples; all but fault
+#   clang    clang++ -Werror; tests, examples and the libFuzzer targets (short runs, label fuzz);
+#            every label but package, fault
 #
 # Usage: scripts/test.sh [--quick | --stage NAME]...
 #   --quick       the release stage only
 #   --stage NAME  only this stage (repeatable)
-# Environment: TMF_JOBS (default 2) parallel jobs; CMAKE_GENERATOR as usual.
+# Environment: TMF_JOBS (default 2) parallel jobs; CMAKE_GENERATOR as usual; TMF_FAULT_ROUNDS
+# (default 60) rounds of the fault stage.
 # Prints one summary line per stage and "N passed, N failed" over all stages; exits non-zero if
 # any stage failed (configure, build or tests). A stage whose build fails still runs its tests:
 # the targets that did not build show up as <target>_NOT_BUILT failures.
@@ -22,7 +26,7 @@ cd "$root"
 
 all_stages=(release asan tsan m32 clang)
 stages=()
-usage() { sed -n '4,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '4,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -60,31 +64,37 @@ stage_config() {
   local stage=$1
   build_target=()
   ctest_args=()
+  fault_step=0
   case "$stage" in
     release)
       cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo
-                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=ON) ;;
+                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=ON)
+      # The fault stage runs after the other tests, alone and verbose (see run_fault_step).
+      ctest_args=(-LE fault)
+      fault_step=1 ;;
     asan)
       # -Werror off: GCC's warnings under -fsanitize have false positives; release has -Werror.
       cmake_args=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1"
                   "-DTMF_SANITIZE=address;undefined" -DTMF_WERROR=OFF
                   -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=OFF -DTMF_BUILD_BENCHMARKS=OFF)
-      ctest_args=(-LE package) ;;
+      ctest_args=(-LE 'package|fault') ;;
     tsan)
       cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTMF_SANITIZE=thread -DTMF_WERROR=OFF
                   -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=OFF -DTMF_BUILD_BENCHMARKS=OFF)
       build_target=(--target tmf_concurrency_tests)
       ctest_args=(-L concurrency --no-tests=ignore) ;;
     m32)
+      # No fault stage: the fiu preload on the system is 64-bit.
       cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS=-m32 -DTMF_GTEST_FROM_SOURCE=ON
-                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=OFF) ;;
+                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=OFF)
+      ctest_args=(-LE fault) ;;
     clang)
       # Clang with -Wall -Wextra -Werror for the tests and examples, and the libFuzzer
       # targets run briefly on their seed corpora (ctest -L fuzz).
       cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++
                   -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=OFF
                   -DTMF_BUILD_FUZZERS=ON)
-      ctest_args=(-LE package) ;;
+      ctest_args=(-LE 'package|fault') ;;
   esac
 }
 
@@ -97,6 +107,31 @@ tsan_wrapper() {
   if [[ "$bits" -gt 28 ]] && setarch "$(uname -m)" -R true 2>/dev/null; then
     echo "test.sh: vm.mmap_rnd_bits=$bits: running the tsan tests under setarch -R"
     tsan_prefix=(setarch "$(uname -m)" -R)
+  fi
+}
+
+# The fault-injection stage of a build directory: ctest -L fault -V into $dir/fault.log. Prints
+# its "fault stage" summary lines (and the whole log if it failed); sets fault_passed,
+# fault_failed, fault_rc and fault_lines.
+run_fault_step() {
+  local dir=$1
+  local log="$dir/fault.log"
+  fault_passed=0 fault_failed=0 fault_rc=0 fault_lines=()
+  echo
+  echo "------------------- fault stage (ctest -L fault -V, log: $log) -------------------"
+  (cd "$dir" && ctest -L fault -V --no-tests=error </dev/null) >"$log" 2>&1 || fault_rc=$?
+  mapfile -t fault_lines < <(sed -n 's/^[0-9]*: \(fault stage.*\)/\1/p' "$log")
+  if [[ $fault_rc -ne 0 ]]; then
+    cat "$log"
+  else
+    grep -E '^[0-9]+: \[  SKIPPED \]|tests passed|tests failed' "$log" || true
+  fi
+  printf '%s\n' "${fault_lines[@]}"
+  local line
+  line=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' "$log" | tail -n 1 || true)
+  if [[ -n "$line" ]]; then
+    fault_failed=$(awk '{print $1}' <<<"$line")
+    fault_passed=$(( $(awk '{print $NF}' <<<"$line") - fault_failed ))
   fi
 }
 
@@ -139,6 +174,16 @@ run_stage() {
   (cd "$dir" && "${prefix[@]}" ctest -j"$jobs" --output-on-failure "${ctest_args[@]}" </dev/null) 2>&1 |
     tee "$log" || ctest_rc=$?
   t3=$SECONDS
+  local fault_time=""
+  fault_passed=0 fault_failed=0 fault_rc=0 fault_lines=()
+  if [[ $fault_step -eq 1 ]]; then
+    run_fault_step "$dir"
+    fault_time=", fault stage $((SECONDS - t3))s"
+    if [[ $fault_rc -ne 0 ]]; then
+      status=failed
+      [[ $fault_failed -gt 0 ]] || what+="fault stage ctest exited with $fault_rc; "
+    fi
+  fi
 
   local passed=0 failed=0 line
   line=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' "$log" | tail -n 1 || true)
@@ -150,12 +195,18 @@ run_stage() {
     status=failed
     [[ $failed -gt 0 ]] || what+="ctest exited with $ctest_rc; "
   fi
+  passed=$((passed + fault_passed))
+  failed=$((failed + fault_failed))
   total_passed=$((total_passed + passed))
   total_failed=$((total_failed + failed))
   [[ $status == ok ]] || failed_stages+=("$stage")
-  summary+=("$(printf '%-8s %-6s %s%d passed, %d failed (configure %ss, build %ss, tests %ss)' \
+  summary+=("$(printf '%-8s %-6s %s%d passed, %d failed (configure %ss, build %ss, tests %ss%s)' \
     "$stage" "$([[ $status == ok ]] && echo OK || echo FAILED)" "$what" "$passed" "$failed" \
-    $((t1 - t0)) $((t2 - t1)) $((t3 - t2)))")
+    $((t1 - t0)) $((t2 - t1)) $((t3 - t2)) "$fault_time")")
+  local l
+  for l in "${fault_lines[@]}"; do
+    summary+=("         $l")
+  done
 }
 
 for stage in "${stages[@]}"; do
