@@ -5,8 +5,8 @@
 // baseline: everything synced). The storage is reopened with durability::full and tmf's I/O
 // hook (os::io_hook) records, in order, every write (offset + a copy of the bytes), fdatasync,
 // allocate and truncate of the data file and of the log (files told apart by inode). Random
-// transactions run on a Root whose state is a function of its `seq` (transaction n applies
-// ops drawn from a PRNG seeded by (seed, n): the model replays them on std containers);
+// transactions run on a Root whose state is a function of its `seq` (workload.hpp: transaction
+// n applies ops drawn from a PRNG seeded by (seed, n): the model replays them on std containers);
 // rolled-back junk transactions are mixed in. For every commit the harness notes where in the
 // trace it started, where its log fdatasync is and where it returned. The storage is closed
 // at the end (its checkpoint is recorded too).
@@ -84,180 +84,24 @@
 #include <unistd.h>
 
 #include "test_support.hpp"
+#include "workload.hpp"
 
 namespace {
 
+using namespace tmf_test::crash;  // NOLINT(google-build-using-namespace)
 using tmf::detail::os::io_op;
 
-// -- deterministic generator ----------------------------------------------------------------
-
-std::uint64_t mix64(std::uint64_t z) noexcept {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-struct prng {
-  std::uint64_t state;
-  explicit prng(std::uint64_t a, std::uint64_t b = 0) noexcept : state(mix64(a + 0x9e3779b97f4a7c15ULL) ^ mix64(~b)) {}
-  std::uint64_t next() noexcept { return mix64(state += 0x9e3779b97f4a7c15ULL); }
-  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
-  bool chance(double p) noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53 < p; }
+/// Several pages per transaction, blobs up to ~100 KiB (the file grows past its first MiB),
+/// frees and reuse; every 16th transaction a known multi-page record (TornLastLogRecord...).
+constexpr workload powerloss_workload{
+    .max_ops = 6,
+    .weight = {.list_put = 2, .list_append = 1, .list_erase = 1, .list_poke = 1,
+               .blob_put = 2, .blob_erase = 1, .blob_rewrite = 2},
+    .big_blob_every = 16, .big_blob_key = 1000, .big_blob_size = 24u << 10,
+    .list_keys = 48, .list_len = 40, .long_list_odds = 8, .long_list_extra = 1500, .list_append_max = 30,
+    .blob_keys = 64, .blob_min = 1024, .blob_range = 20u << 10, .long_blob_odds = 6, .long_blob_extra = 80u << 10,
+    .blob_cap = std::uint64_t{1280} << 10,
 };
-
-std::uint64_t env_u64(const char* name, std::uint64_t def) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return def;
-  return std::strtoull(v, nullptr, 0);
-}
-
-// -- the data: the same shape in the storage (tmf containers) and in the model (std) --------
-
-struct disk_root {
-  std::uint64_t seq = 0;
-  tmf::map<std::uint64_t, tmf::vector<std::uint64_t>> lists;
-  tmf::map<std::uint64_t, tmf::vector<unsigned char>> blobs;  // content: blob_fill(size, salt)
-};
-
-struct blob_desc {
-  std::size_t size = 0;
-  std::uint64_t salt = 0;
-};
-
-struct model_root {
-  std::uint64_t seq = 0;
-  std::map<std::uint64_t, std::vector<std::uint64_t>> lists;
-  std::map<std::uint64_t, blob_desc> blobs;
-};
-
-void blob_fill(unsigned char* p, std::size_t size, std::uint64_t salt) noexcept {
-  for (std::size_t i = 0; i < size; i += 8) {
-    const std::uint64_t v = mix64(salt + i);
-    std::memcpy(p + i, &v, std::min<std::size_t>(8, size - i));
-  }
-}
-
-std::size_t blob_size(const tmf::vector<unsigned char>& b) { return b.size(); }
-std::size_t blob_size(const blob_desc& b) { return b.size; }
-void blob_set(tmf::vector<unsigned char>& b, std::size_t size, std::uint64_t salt) {
-  b.clear();
-  b.shrink_to_fit();
-  b.resize(size);
-  blob_fill(b.data(), size, salt);
-}
-void blob_set(blob_desc& b, std::size_t size, std::uint64_t salt) { b = {size, salt}; }
-void blob_rewrite(tmf::vector<unsigned char>& b, std::uint64_t salt) { blob_fill(b.data(), b.size(), salt); }
-void blob_rewrite(blob_desc& b, std::uint64_t salt) { b.salt = salt; }
-
-template <class Map>
-auto pick(Map& m, std::uint64_t key) {
-  auto it = m.lower_bound(key);
-  return it == m.end() ? m.begin() : it;
-}
-
-constexpr std::uint64_t list_keys = 48, blob_keys = 64, blob_cap = std::uint64_t{1280} << 10;
-constexpr std::uint64_t big_blob_key = 1000, big_blob_every = 16, big_blob_size = 24u << 10;
-
-/// The ops of transaction `n` (stream 0), or junk that is rolled back (other streams). Runs
-/// identically on disk_root (inside a writer) and model_root. Several pages per transaction,
-/// blobs up to ~100 KiB (the file grows past its first MiB), frees and reuse.
-template <class Root>
-void apply_ops(Root& r, std::uint64_t seed, std::uint64_t n, std::uint64_t stream) {
-  prng g(seed ^ (stream * 0x5851f42d4c957f2dULL), n);
-  if (stream == 0 && n % big_blob_every == 0) {  // a known multi-page record (TornLastLogRecord...)
-    blob_set(r.blobs[big_blob_key], big_blob_size, g.next());
-    return;
-  }
-  const int ops = 1 + static_cast<int>(g.below(6));
-  for (int i = 0; i < ops; ++i) {
-    switch (g.below(10)) {
-      case 0:
-      case 1: {  // (re)place a list
-        auto& v = r.lists[g.below(list_keys)];
-        std::size_t len = g.below(40);
-        if (g.below(8) == 0) len += g.below(1500);
-        v.clear();
-        v.shrink_to_fit();
-        for (std::size_t j = 0; j < len; ++j) v.push_back(g.next());
-        break;
-      }
-      case 2: {  // append to a list: reallocation
-        if (r.lists.empty()) break;
-        auto it = pick(r.lists, g.below(list_keys));
-        const std::size_t k = 1 + g.below(30);
-        for (std::size_t j = 0; j < k; ++j) it->second.push_back(g.next());
-        break;
-      }
-      case 3: {  // erase a list
-        if (r.lists.empty()) break;
-        r.lists.erase(pick(r.lists, g.below(list_keys)));
-        break;
-      }
-      case 4:
-      case 5: {  // new or replaced blob (1-100 KiB): many pages, growth
-        const std::uint64_t key = g.below(blob_keys);
-        std::size_t size = 1024 + g.below(20u << 10);
-        if (g.below(6) == 0) size += g.below(80u << 10);
-        std::uint64_t total = 0;
-        for (const auto& [k, b] : r.blobs) total += blob_size(b);
-        if (total + size > blob_cap && !r.blobs.empty()) r.blobs.erase(pick(r.blobs, g.below(blob_keys)));
-        blob_set(r.blobs[key], size, g.next());
-        break;
-      }
-      case 6: {  // erase a blob
-        if (r.blobs.empty()) break;
-        r.blobs.erase(pick(r.blobs, g.below(blob_keys)));
-        break;
-      }
-      case 7:
-      case 8: {  // rewrite a blob in place: pages without allocation
-        if (r.blobs.empty()) break;
-        blob_rewrite(pick(r.blobs, g.below(blob_keys))->second, g.next());
-        break;
-      }
-      case 9: {  // scattered stores into a list
-        if (r.lists.empty()) break;
-        auto& v = pick(r.lists, g.below(list_keys))->second;
-        if (v.empty()) break;
-        for (int k = 0; k < 4; ++k) v[g.below(v.size())] = g.next();
-        break;
-      }
-    }
-  }
-}
-
-/// Empty if the storage's content equals the model, else what differs.
-std::string compare(const disk_root& d, const model_root& m) {
-  std::ostringstream out;
-  if (d.seq != m.seq) out << "seq " << d.seq << " != model " << m.seq << "; ";
-  if (d.lists.size() != m.lists.size()) {
-    out << "lists.size " << d.lists.size() << " != " << m.lists.size() << "; ";
-  } else {
-    auto a = d.lists.begin();
-    for (auto b = m.lists.begin(); b != m.lists.end(); ++a, ++b)
-      if (a->first != b->first ||
-          !std::equal(a->second.begin(), a->second.end(), b->second.begin(), b->second.end())) {
-        out << "list " << b->first << " differs; ";
-        break;
-      }
-  }
-  if (d.blobs.size() != m.blobs.size()) {
-    out << "blobs.size " << d.blobs.size() << " != " << m.blobs.size() << "; ";
-  } else {
-    std::vector<unsigned char> want;
-    auto a = d.blobs.begin();
-    for (auto b = m.blobs.begin(); b != m.blobs.end(); ++a, ++b) {
-      want.resize(b->second.size);
-      blob_fill(want.data(), want.size(), b->second.salt);
-      if (a->first != b->first || a->second.size() != want.size() ||
-          std::memcmp(a->second.data(), want.data(), want.size()) != 0) {
-        out << "blob " << b->first << " differs; ";
-        break;
-      }
-    }
-  }
-  return out.str();
-}
 
 // -- the trace ------------------------------------------------------------------------------
 
@@ -565,8 +409,7 @@ void make_models(recorded& r) {
   r.models.assign(1, model_root{});
   for (std::uint64_t n = 1; n <= r.sc.txns + 1; ++n) {
     model_root m = r.models.back();
-    apply_ops(m, r.sc.seed, n, 0);
-    m.seq = n;
+    apply_transaction(m, powerloss_workload, r.sc.seed, n);
     r.models.push_back(std::move(m));
   }
 }
@@ -600,12 +443,10 @@ void record(recorded& r, const std::filesystem::path& path) {
         w = std::make_unique<tmf::writer<disk_root>>(s.write());
       }
       if (ctl.below(6) == 0) {  // junk, undone by rollback() (it may grow the file)
-        apply_ops(**w, sc.seed, n, 1 + ctl.below(1000));
-        (*w)->seq = ctl.next();
+        apply_junk(**w, powerloss_workload, sc.seed, n, ctl);
         w->rollback();
       }
-      apply_ops(**w, sc.seed, n, 0);
-      (*w)->seq = n;
+      apply_transaction(**w, powerloss_workload, sc.seed, n);
       commit_mark cm{n, r.t.ops.size(), 0, 0};
       w->commit();
       cm.end = r.t.ops.size();
@@ -680,8 +521,7 @@ int verify_image(const recorded& r, const std::filesystem::path& path, const exp
     }
     if (!x.write_after) return 0;
     auto w = s.write();
-    apply_ops(*w, r.sc.seed, seq + 1, 0);
-    w->seq = seq + 1;
+    apply_transaction(*w, powerloss_workload, r.sc.seed, seq + 1);
     w.commit();
   } catch (const std::exception& e) {
     say(std::string("open/recovery failed: ") + e.what());
@@ -1040,11 +880,7 @@ constexpr std::uint64_t default_combinations = 10500;
 constexpr std::uint64_t torn_sector_stride = 1;
 #endif
 
-std::uint64_t pick_seed() {
-  std::uint64_t seed = env_u64("TMF_POWERLOSS_SEED", 0);
-  if (seed == 0) seed = (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
-  return seed;
-}
+std::uint64_t pick_seed() { return seed_from_env("TMF_POWERLOSS_SEED"); }
 
 TEST(PowerLoss, RandomCutsRecoverACommittedState) {
   const std::uint64_t seed = pick_seed();
@@ -1093,13 +929,13 @@ TEST(PowerLoss, RandomCutsRecoverACommittedState) {
 /// there (a dropped sector may hold the same bytes as before), else the one before it.
 TEST(PowerLoss, TornLastLogRecordAtEverySector) {
   recorded r;
-  r.sc = {"torn-last-record", std::size_t{64} << 20, big_blob_every, pick_seed()};
+  r.sc = {"torn-last-record", std::size_t{64} << 20, powerloss_workload.big_blob_every, pick_seed()};
   std::cout << "powerloss: seed " << r.sc.seed << std::endl;
   tmf_test::scoped_path original("original");
   make_models(r);
   verifier v(r);
   record(r, original.path());
-  ASSERT_EQ(r.t.commits.size(), big_blob_every);
+  ASSERT_EQ(r.t.commits.size(), powerloss_workload.big_blob_every);
   const commit_mark& last = r.t.commits.back();
   ASSERT_LT(last.sync, last.end) << "the last commit did not fdatasync the log";
   // The record: the log writes of the last commit before its fdatasync.
