@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "test_support.hpp"
+#include "trace.hpp"
 #include "workload.hpp"
 
 namespace {
@@ -81,14 +82,13 @@ void sleep_us(std::uint64_t us) {
 /// truncate: tmf's I/O hook runs before each) of the process: a kill at an exact point.
 struct io_kill {
   static inline std::uint64_t kill_at = 0, ops = 0;
-  static std::error_code hook(tmf::detail::os::io_op, int, std::uint64_t, std::uint64_t, const void*) {
+  static void on_io(const io_event&) {
     if (++ops >= kill_at) ::kill(::getpid(), SIGKILL);
-    return {};
   }
   static void arm(std::uint64_t at) {
     kill_at = at;
     ops = 0;
-    tmf::detail::os::io_hook = &hook;
+    observe_io(&on_io);
   }
 };
 
