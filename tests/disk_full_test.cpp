@@ -10,7 +10,7 @@
 //    needs a failing device): the commit stays durable, the log is kept and re-applied, and
 //    a crash afterwards loses nothing, even if the kernel dropped the unwritten pages.
 //    Two tests here fail on purpose until bugs disk-1 and disk-2 are fixed (see their comments).
-// Failed LOG syncs and hook-injected write/allocate failures are in engine_test.cpp.
+// Failed LOG syncs and hook-injected write/allocate failures are in detail/engine_test.cpp.
 // Every scenario runs in forked children: limits, mounts and hooks never reach the runner.
 #include <tmf/detail/log.hpp>
 #include <tmf/tmf.hpp>

@@ -8,7 +8,7 @@
 //
 // The state is a deterministic function of the transaction number: transaction n applies
 // ops drawn from a PRNG seeded by (seed, n), so the parent's model(n) is computed by
-// applying the same generator to std containers.
+// applying the same generator to std containers (workload.hpp; this test's mix: kill_workload).
 //
 // Tests: RandomTransactionsSurviveSigkill (the requirement: >= 200 SIGKILLs at random
 // instants), KillDuringCreation, KillAtExactFileOperations (the worker kills itself at its
@@ -28,15 +28,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <iostream>
-#include <map>
-#include <random>
 #include <sstream>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include <fcntl.h>
@@ -47,208 +43,25 @@
 #include <unistd.h>
 
 #include "test_support.hpp"
+#include "trace.hpp"
+#include "workload.hpp"
 
 namespace {
 
-// -- deterministic generator ----------------------------------------------------------------
+using namespace tmf_test::crash;  // NOLINT(google-build-using-namespace)
 
-std::uint64_t mix64(std::uint64_t z) noexcept {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-struct prng {
-  std::uint64_t state;
-  explicit prng(std::uint64_t a, std::uint64_t b = 0) noexcept : state(mix64(a + 0x9e3779b97f4a7c15ULL) ^ mix64(~b)) {}
-  std::uint64_t next() noexcept { return mix64(state += 0x9e3779b97f4a7c15ULL); }
-  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
+/// Up to 12 operations a transaction over lists, strings, counters and big blobs (10-300 KiB:
+/// many pages, the file grows) of at most 6.
+constexpr workload kill_workload{
+    .max_ops = 12,
+    .weight = {.list_put = 3, .list_append = 1, .list_erase = 2, .string_put = 2, .string_append = 1,
+               .string_erase = 1, .counter_add = 3, .counter_erase = 1, .blob_put = 1, .blob_poke = 1},
+    .list_keys = 256, .list_len = 48, .long_list_odds = 10, .long_list_extra = 3000, .list_append_max = 40,
+    .max_strings = 200, .string_len = 60, .long_string_odds = 8, .long_string_extra = 2000,
+    .counter_keys = 1024,
+    .blob_keys = 1u << 20, .blob_min = 10u << 10, .blob_range = 290u << 10,
+    .max_blobs = 6, .blob_erase_odds = 4,
 };
-
-// -- the data: the same shape in the storage (tmf containers) and in the model (std) --------
-
-struct disk_root {
-  std::uint64_t seq = 0;
-  tmf::map<std::uint64_t, tmf::vector<std::uint64_t>> lists;
-  tmf::vector<tmf::string> strings;
-  tmf::unordered_map<std::uint64_t, std::uint64_t> counters;
-  tmf::map<std::uint64_t, tmf::vector<unsigned char>> blobs;
-};
-
-struct model_root {
-  std::uint64_t seq = 0;
-  std::map<std::uint64_t, std::vector<std::uint64_t>> lists;
-  std::vector<std::string> strings;
-  std::unordered_map<std::uint64_t, std::uint64_t> counters;
-  std::map<std::uint64_t, std::vector<unsigned char>> blobs;
-};
-
-constexpr std::uint64_t list_keys = 256, counter_keys = 1024, max_strings = 200, max_blobs = 6;
-
-template <class Blob>
-void fill_blob(Blob& b, std::size_t size, std::uint64_t salt) {
-  b.resize(size);
-  for (std::size_t i = 0; i < size; i += 8) {
-    const std::uint64_t v = salt ^ (i * 0x9e3779b97f4a7c15ULL);
-    std::memcpy(b.data() + i, &v, std::min<std::size_t>(8, size - i));
-  }
-}
-
-template <class Map>
-auto pick(Map& m, std::uint64_t key) {
-  auto it = m.lower_bound(key);
-  return it == m.end() ? m.begin() : it;
-}
-
-/// The ops of transaction `n` (stream 0), or junk that will be rolled back (other streams).
-/// Runs identically on disk_root (inside a writer) and model_root.
-template <class Root>
-void apply_ops(Root& r, std::uint64_t seed, std::uint64_t n, std::uint64_t stream) {
-  prng g(seed ^ (stream * 0x5851f42d4c957f2dULL), n);
-  const int ops = 1 + static_cast<int>(g.below(12));
-  for (int i = 0; i < ops; ++i) {
-    switch (g.below(16)) {
-      case 0:
-      case 1:
-      case 2: {  // (re)place a list: allocation, and a free when it existed
-        auto& v = r.lists[g.below(list_keys)];
-        std::size_t len = g.below(48);
-        if (g.below(10) == 0) len += g.below(3000);
-        v.clear();
-        v.shrink_to_fit();
-        for (std::size_t j = 0; j < len; ++j) v.push_back(g.next());
-        break;
-      }
-      case 3: {  // append to a list: reallocation
-        if (r.lists.empty()) break;
-        auto it = pick(r.lists, g.below(list_keys));
-        const std::size_t k = 1 + g.below(40);
-        for (std::size_t j = 0; j < k; ++j) it->second.push_back(g.next());
-        break;
-      }
-      case 4:
-      case 5: {  // erase a list: frees
-        if (r.lists.empty()) break;
-        r.lists.erase(pick(r.lists, g.below(list_keys)));
-        break;
-      }
-      case 6:
-      case 7: {  // new string, or erase one when there are many
-        if (r.strings.size() >= max_strings) {
-          r.strings.erase(r.strings.begin() + static_cast<std::ptrdiff_t>(g.below(r.strings.size())));
-        } else {
-          r.strings.emplace_back();
-          std::size_t len = g.below(60);
-          if (g.below(8) == 0) len += g.below(2000);
-          r.strings.back().append(len, static_cast<char>('a' + g.below(26)));
-        }
-        break;
-      }
-      case 8: {  // append to a string
-        if (r.strings.empty()) break;
-        auto& s = r.strings[g.below(r.strings.size())];
-        if (s.size() > 8000) s.clear();
-        s.append(1 + g.below(100), static_cast<char>('A' + g.below(26)));
-        break;
-      }
-      case 9: {  // erase a string
-        if (r.strings.empty()) break;
-        r.strings.erase(r.strings.begin() + static_cast<std::ptrdiff_t>(g.below(r.strings.size())));
-        break;
-      }
-      case 10:
-      case 11:
-      case 12: {  // counters: node allocations, rehashes
-        r.counters[g.below(counter_keys)] += g.next() | 1;
-        break;
-      }
-      case 13: {
-        r.counters.erase(g.below(counter_keys));
-        break;
-      }
-      case 14: {  // big allocation (10-300 KiB): many pages, the file grows; or a big free
-        if (r.blobs.size() >= max_blobs || (!r.blobs.empty() && g.below(4) == 0)) {
-          r.blobs.erase(pick(r.blobs, g.below(1u << 20)));
-        } else {
-          const std::uint64_t key = g.below(1u << 20);
-          const std::size_t size = (10u << 10) + g.below(290u << 10);
-          fill_blob(r.blobs[key], size, g.next());
-        }
-        break;
-      }
-      case 15: {  // scattered stores into a big block, no allocation
-        if (r.blobs.empty()) break;
-        auto& b = pick(r.blobs, g.below(1u << 20))->second;
-        if (b.empty()) break;
-        for (int k = 0; k < 8; ++k) b[g.below(b.size())] = static_cast<unsigned char>(g.next());
-        break;
-      }
-    }
-  }
-}
-
-/// Brings the model to transaction `target` (from scratch if it is ahead).
-void advance(model_root& m, std::uint64_t seed, std::uint64_t target) {
-  if (target < m.seq) m = model_root{};
-  while (m.seq < target) {
-    const std::uint64_t n = m.seq + 1;
-    apply_ops(m, seed, n, 0);
-    m.seq = n;
-  }
-}
-
-/// Empty if the storage's content equals the model, else what differs.
-std::string compare(const disk_root& d, const model_root& m) {
-  std::ostringstream out;
-  if (d.seq != m.seq) out << "seq " << d.seq << " != model " << m.seq << "; ";
-  if (d.lists.size() != m.lists.size()) {
-    out << "lists.size " << d.lists.size() << " != " << m.lists.size() << "; ";
-  } else {
-    auto a = d.lists.begin();
-    for (auto b = m.lists.begin(); b != m.lists.end(); ++a, ++b) {
-      if (a->first != b->first) {
-        out << "lists key " << a->first << " != " << b->first << "; ";
-        break;
-      }
-      if (!std::equal(a->second.begin(), a->second.end(), b->second.begin(), b->second.end())) {
-        out << "lists[" << a->first << "] differs (size " << a->second.size() << " vs " << b->second.size() << "); ";
-        break;
-      }
-    }
-  }
-  if (d.strings.size() != m.strings.size()) {
-    out << "strings.size " << d.strings.size() << " != " << m.strings.size() << "; ";
-  } else {
-    for (std::size_t i = 0; i < m.strings.size(); ++i)
-      if (std::string_view(d.strings[i]) != std::string_view(m.strings[i])) {
-        out << "strings[" << i << "] differs (size " << d.strings[i].size() << " vs " << m.strings[i].size() << "); ";
-        break;
-      }
-  }
-  if (d.counters.size() != m.counters.size()) {
-    out << "counters.size " << d.counters.size() << " != " << m.counters.size() << "; ";
-  } else {
-    for (const auto& [k, v] : m.counters) {
-      auto it = d.counters.find(k);
-      if (it == d.counters.end() || it->second != v) {
-        out << "counters[" << k << "] differs; ";
-        break;
-      }
-    }
-  }
-  if (d.blobs.size() != m.blobs.size()) {
-    out << "blobs.size " << d.blobs.size() << " != " << m.blobs.size() << "; ";
-  } else {
-    auto a = d.blobs.begin();
-    for (auto b = m.blobs.begin(); b != m.blobs.end(); ++a, ++b)
-      if (a->first != b->first || a->second.size() != b->second.size() ||
-          std::memcmp(a->second.data(), b->second.data(), b->second.size()) != 0) {
-        out << "blob " << b->first << " differs; ";
-        break;
-      }
-  }
-  return out.str();
-}
 
 // -- processes ------------------------------------------------------------------------------
 
@@ -269,15 +82,13 @@ void sleep_us(std::uint64_t us) {
 /// truncate: tmf's I/O hook runs before each) of the process: a kill at an exact point.
 struct io_kill {
   static inline std::uint64_t kill_at = 0, ops = 0;
-  static std::error_code hook(tmf::detail::os::io_op op, const tmf::detail::os::file&, std::uint64_t, std::uint64_t,
-                              const void*) {
-    if (op != tmf::detail::os::io_op::read && ++ops >= kill_at) ::kill(::getpid(), SIGKILL);
-    return {};
+  static void on_io(const io_event&) {
+    if (++ops >= kill_at) ::kill(::getpid(), SIGKILL);
   }
   static void arm(std::uint64_t at) {
     kill_at = at;
     ops = 0;
-    tmf::detail::os::io_hook = &hook;
+    observe_io(&on_io);
   }
 };
 
@@ -303,17 +114,14 @@ struct io_kill {
         for (int t = 0; t < txns; ++t) {
           const std::uint64_t kind = ctl.below(12);
           if (kind == 0 || kind == 1) {  // junk, undone by rollback(); the real transaction follows
-            apply_ops(*w, seed, w->seq + 1, 1 + ctl.below(1000));
-            w->seq = ctl.next();
+            apply_junk(*w, kill_workload, seed, w->seq + 1, ctl);
             w.rollback();
           } else if (kind == 2) {  // junk, undone by the writer's destructor
-            apply_ops(*w, seed, w->seq + 1, 1 + ctl.below(1000));
-            w->seq = ctl.next();
+            apply_junk(*w, kill_workload, seed, w->seq + 1, ctl);
             break;
           }
           const std::uint64_t n = w->seq + 1;
-          apply_ops(*w, seed, n, 0);
-          w->seq = n;
+          apply_transaction(*w, kill_workload, seed, n);
           if (kind == 3) {  // the real thing, rolled back: done again by a later transaction
             w.rollback();
             continue;
@@ -467,7 +275,7 @@ class kill_harness {
         std::fprintf(stderr, "kill_test verifier: seq on disk %" PRIu64 ", acknowledged %" PRIu64 "\n", seq, lo);
         return 11;
       }
-      advance(model, seed, seq);
+      advance(model, kill_workload, seed, seq);
       if (std::string d = compare(*r, model); !d.empty()) {
         std::fprintf(stderr, "kill_test verifier: content at seq %" PRIu64 " differs from the model: %s\n", seq,
                      d.c_str());
@@ -486,7 +294,7 @@ class kill_harness {
       return err.str();
     }
     if (seq == lo + 1) ++m_stats.unacked_survived;
-    advance(m_model, m_seed, seq);
+    advance(m_model, kill_workload, m_seed, seq);
     return {};
   }
 
@@ -497,17 +305,7 @@ class kill_harness {
   round_stats m_stats;
 };
 
-std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return fallback;
-  return std::strtoull(v, nullptr, 0);
-}
-
-std::uint64_t test_seed() {
-  if (const char* v = std::getenv("TMF_CRASH_SEED"); v != nullptr && *v != '\0') return std::strtoull(v, nullptr, 0);
-  std::random_device rd;
-  return (std::uint64_t{rd()} << 32) ^ rd();
-}
+std::uint64_t test_seed() { return seed_from_env("TMF_CRASH_SEED"); }
 
 /// Removes `<path>.new-*`, the temporary files of creations that were killed.
 std::size_t remove_creation_leftovers(const std::filesystem::path& path) {
@@ -565,8 +363,9 @@ TEST(KillTest, KillDuringCreation) {
             << " temporary files of killed creations were left behind" << std::endl;
   // Creation writes an unnamed O_TMPFILE and links it into place: where the file system
   // supports that, a killed creation leaves nothing behind.
-  tmf::detail::os::file probe;
+  int probe = -1;
   if (!tmf::detail::os::create_unnamed_file(path.path().parent_path(), probe)) {
+    ::close(probe);
     EXPECT_EQ(leftovers, 0u) << "killed creations left temporary files although O_TMPFILE works here";
   }
 }

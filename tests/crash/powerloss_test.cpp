@@ -3,24 +3,20 @@
 //
 // Recording: a storage is created and closed cleanly, and both files are snapshotted (the
 // baseline: everything synced). The storage is reopened with durability::full and tmf's I/O
-// hook (os::io_hook) records, in order, every write (offset + a copy of the bytes), fdatasync,
-// allocate and truncate of the data file and of the log (files told apart by inode). Random
-// transactions run on a Root whose state is a function of its `seq` (transaction n applies
-// ops drawn from a PRNG seeded by (seed, n): the model replays them on std containers);
-// rolled-back junk transactions are mixed in. For every commit the harness notes where in the
-// trace it started, where its log fdatasync is and where it returned. The storage is closed
-// at the end (its checkpoint is recorded too).
+// hook records, in order, every write, fdatasync, allocate and truncate of the data file and
+// of the log (trace.hpp). Random transactions run on a Root whose state is a function of its
+// `seq` (workload.hpp: transaction n applies ops drawn from a PRNG seeded by (seed, n),
+// the model replays them on std containers); rolled-back junk transactions are mixed in. For
+// every commit the harness notes where in the trace it started, where its log fdatasync is
+// and where it returned. The storage is closed at the end (its checkpoint is recorded too).
 //
-// Replay: a cut point k keeps the first k operations of the trace. Per file, everything up to
-// that file's last fdatasync before k is durable (applied to the baseline); each later
-// operation is, in random combinations, kept, dropped, or (a write) torn: only some of its
-// 512-byte sectors (absolute file offsets) reach the disk -- a random subset, a prefix or a
-// suffix. An unsynced allocate/truncate may or may not have happened. Later writes land over
-// earlier ones in trace order, so every sector ends up as one of the versions it went through.
+// Replay: a cut point k keeps the first k operations of the trace; the operations after each
+// file's last fdatasync before k are kept, dropped or torn at 512-byte sectors, in random
+// combinations (trace.hpp: image_builder, random_fate).
 // The two reconstructed files are written to a scratch path, and a child process (forked by
 // one of two small worker processes, themselves forked before the recording; nothing there has
-// the storage open, so the recorded address is free) opens them (recovery), runs check(),
-// reads seq and requires:
+// the storage open, so the recorded address is free; verifier.hpp) opens them (recovery), runs
+// check(), reads seq and requires:
 //   - the whole content equals model(seq): exactly one committed state;
 //   - seq >= the last commit whose commit() returned before k, and >= the last commit whose
 //     log fdatasync is before k (durable means durable);
@@ -55,489 +51,45 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cerrno>
+#include <array>
 #include <chrono>
-#include <cinttypes>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <filesystem>
-#include <functional>
 #include <iostream>
-#include <map>
 #include <memory>
-#include <optional>
-#include <random>
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
 #include <vector>
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_support.hpp"
+#include "trace.hpp"
+#include "verifier.hpp"
+#include "workload.hpp"
 
 namespace {
 
-using tmf::detail::os::io_op;
+using namespace tmf_test::crash;  // NOLINT(google-build-using-namespace)
 
-// -- deterministic generator ----------------------------------------------------------------
-
-std::uint64_t mix64(std::uint64_t z) noexcept {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-struct prng {
-  std::uint64_t state;
-  explicit prng(std::uint64_t a, std::uint64_t b = 0) noexcept : state(mix64(a + 0x9e3779b97f4a7c15ULL) ^ mix64(~b)) {}
-  std::uint64_t next() noexcept { return mix64(state += 0x9e3779b97f4a7c15ULL); }
-  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
-  bool chance(double p) noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53 < p; }
-};
-
-std::uint64_t env_u64(const char* name, std::uint64_t def) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return def;
-  return std::strtoull(v, nullptr, 0);
-}
-
-// -- the data: the same shape in the storage (tmf containers) and in the model (std) --------
-
-struct disk_root {
-  std::uint64_t seq = 0;
-  tmf::map<std::uint64_t, tmf::vector<std::uint64_t>> lists;
-  tmf::map<std::uint64_t, tmf::vector<unsigned char>> blobs;  // content: blob_fill(size, salt)
-};
-
-struct blob_desc {
-  std::size_t size = 0;
-  std::uint64_t salt = 0;
-};
-
-struct model_root {
-  std::uint64_t seq = 0;
-  std::map<std::uint64_t, std::vector<std::uint64_t>> lists;
-  std::map<std::uint64_t, blob_desc> blobs;
-};
-
-void blob_fill(unsigned char* p, std::size_t size, std::uint64_t salt) noexcept {
-  for (std::size_t i = 0; i < size; i += 8) {
-    const std::uint64_t v = mix64(salt + i);
-    std::memcpy(p + i, &v, std::min<std::size_t>(8, size - i));
-  }
-}
-
-std::size_t blob_size(const tmf::vector<unsigned char>& b) { return b.size(); }
-std::size_t blob_size(const blob_desc& b) { return b.size; }
-void blob_set(tmf::vector<unsigned char>& b, std::size_t size, std::uint64_t salt) {
-  b.clear();
-  b.shrink_to_fit();
-  b.resize(size);
-  blob_fill(b.data(), size, salt);
-}
-void blob_set(blob_desc& b, std::size_t size, std::uint64_t salt) { b = {size, salt}; }
-void blob_rewrite(tmf::vector<unsigned char>& b, std::uint64_t salt) { blob_fill(b.data(), b.size(), salt); }
-void blob_rewrite(blob_desc& b, std::uint64_t salt) { b.salt = salt; }
-
-template <class Map>
-auto pick(Map& m, std::uint64_t key) {
-  auto it = m.lower_bound(key);
-  return it == m.end() ? m.begin() : it;
-}
-
-constexpr std::uint64_t list_keys = 48, blob_keys = 64, blob_cap = std::uint64_t{1280} << 10;
-constexpr std::uint64_t big_blob_key = 1000, big_blob_every = 16, big_blob_size = 24u << 10;
-
-/// The ops of transaction `n` (stream 0), or junk that is rolled back (other streams). Runs
-/// identically on disk_root (inside a writer) and model_root. Several pages per transaction,
-/// blobs up to ~100 KiB (the file grows past its first MiB), frees and reuse.
-template <class Root>
-void apply_ops(Root& r, std::uint64_t seed, std::uint64_t n, std::uint64_t stream) {
-  prng g(seed ^ (stream * 0x5851f42d4c957f2dULL), n);
-  if (stream == 0 && n % big_blob_every == 0) {  // a known multi-page record (TornLastLogRecord...)
-    blob_set(r.blobs[big_blob_key], big_blob_size, g.next());
-    return;
-  }
-  const int ops = 1 + static_cast<int>(g.below(6));
-  for (int i = 0; i < ops; ++i) {
-    switch (g.below(10)) {
-      case 0:
-      case 1: {  // (re)place a list
-        auto& v = r.lists[g.below(list_keys)];
-        std::size_t len = g.below(40);
-        if (g.below(8) == 0) len += g.below(1500);
-        v.clear();
-        v.shrink_to_fit();
-        for (std::size_t j = 0; j < len; ++j) v.push_back(g.next());
-        break;
-      }
-      case 2: {  // append to a list: reallocation
-        if (r.lists.empty()) break;
-        auto it = pick(r.lists, g.below(list_keys));
-        const std::size_t k = 1 + g.below(30);
-        for (std::size_t j = 0; j < k; ++j) it->second.push_back(g.next());
-        break;
-      }
-      case 3: {  // erase a list
-        if (r.lists.empty()) break;
-        r.lists.erase(pick(r.lists, g.below(list_keys)));
-        break;
-      }
-      case 4:
-      case 5: {  // new or replaced blob (1-100 KiB): many pages, growth
-        const std::uint64_t key = g.below(blob_keys);
-        std::size_t size = 1024 + g.below(20u << 10);
-        if (g.below(6) == 0) size += g.below(80u << 10);
-        std::uint64_t total = 0;
-        for (const auto& [k, b] : r.blobs) total += blob_size(b);
-        if (total + size > blob_cap && !r.blobs.empty()) r.blobs.erase(pick(r.blobs, g.below(blob_keys)));
-        blob_set(r.blobs[key], size, g.next());
-        break;
-      }
-      case 6: {  // erase a blob
-        if (r.blobs.empty()) break;
-        r.blobs.erase(pick(r.blobs, g.below(blob_keys)));
-        break;
-      }
-      case 7:
-      case 8: {  // rewrite a blob in place: pages without allocation
-        if (r.blobs.empty()) break;
-        blob_rewrite(pick(r.blobs, g.below(blob_keys))->second, g.next());
-        break;
-      }
-      case 9: {  // scattered stores into a list
-        if (r.lists.empty()) break;
-        auto& v = pick(r.lists, g.below(list_keys))->second;
-        if (v.empty()) break;
-        for (int k = 0; k < 4; ++k) v[g.below(v.size())] = g.next();
-        break;
-      }
-    }
-  }
-}
-
-/// Empty if the storage's content equals the model, else what differs.
-std::string compare(const disk_root& d, const model_root& m) {
-  std::ostringstream out;
-  if (d.seq != m.seq) out << "seq " << d.seq << " != model " << m.seq << "; ";
-  if (d.lists.size() != m.lists.size()) {
-    out << "lists.size " << d.lists.size() << " != " << m.lists.size() << "; ";
-  } else {
-    auto a = d.lists.begin();
-    for (auto b = m.lists.begin(); b != m.lists.end(); ++a, ++b)
-      if (a->first != b->first ||
-          !std::equal(a->second.begin(), a->second.end(), b->second.begin(), b->second.end())) {
-        out << "list " << b->first << " differs; ";
-        break;
-      }
-  }
-  if (d.blobs.size() != m.blobs.size()) {
-    out << "blobs.size " << d.blobs.size() << " != " << m.blobs.size() << "; ";
-  } else {
-    std::vector<unsigned char> want;
-    auto a = d.blobs.begin();
-    for (auto b = m.blobs.begin(); b != m.blobs.end(); ++a, ++b) {
-      want.resize(b->second.size);
-      blob_fill(want.data(), want.size(), b->second.salt);
-      if (a->first != b->first || a->second.size() != want.size() ||
-          std::memcmp(a->second.data(), want.data(), want.size()) != 0) {
-        out << "blob " << b->first << " differs; ";
-        break;
-      }
-    }
-  }
-  return out.str();
-}
-
-// -- the trace ------------------------------------------------------------------------------
-
-enum file_id : int { data_file = 0, log_file = 1 };
-const char* const file_names[2] = {"data", "log"};
-const char* op_name(io_op op) {
-  switch (op) {
-    case io_op::write: return "write";
-    case io_op::sync: return "sync";
-    case io_op::allocate: return "allocate";
-    case io_op::truncate: return "truncate";
-    case io_op::read: return "read";
-  }
-  return "?";
-}
-
-struct trace_op {
-  int file;
-  io_op op;
-  std::uint64_t offset;  ///< write/allocate: offset; truncate: the new size
-  std::uint64_t length;
-  std::size_t bytes;  ///< write: offset of the copy in trace::bytes
-};
-
-struct commit_mark {
-  std::uint64_t seq;
-  std::size_t start;  ///< trace size when commit() was called
-  std::size_t sync;   ///< index of its log fdatasync
-  std::size_t end;    ///< trace size when commit() returned
-};
-
-struct trace {
-  std::vector<trace_op> ops;
-  std::vector<unsigned char> bytes;
-  std::vector<unsigned char> baseline[2];
-  std::vector<commit_mark> commits;  // seq 1..N, in order
-  std::uint64_t ignored = 0;         // operations on other files (there should be none)
-};
-
-/// Records the operations on the two files of one storage through os::io_hook.
-class recorder {
- public:
-  recorder(trace& t, const std::filesystem::path& data, const std::filesystem::path& log) : m_trace(t) {
-    struct stat st;
-    if (::stat(data.c_str(), &st) != 0) throw std::system_error(errno, std::generic_category(), "stat data");
-    m_dev[0] = st.st_dev;
-    m_ino[0] = st.st_ino;
-    if (::stat(log.c_str(), &st) != 0) throw std::system_error(errno, std::generic_category(), "stat log");
-    m_dev[1] = st.st_dev;
-    m_ino[1] = st.st_ino;
-    s_current = this;
-    tmf::detail::os::io_hook = &hook;
-  }
-  ~recorder() {
-    tmf::detail::os::io_hook = nullptr;
-    s_current = nullptr;
-  }
-  recorder(const recorder&) = delete;
-  recorder& operator=(const recorder&) = delete;
-
- private:
-  static std::error_code hook(io_op op, const tmf::detail::os::file& file, std::uint64_t off, std::uint64_t len,
-                              const void* data) {
-    recorder* r = s_current;
-    struct stat st;
-    if (r == nullptr || op == io_op::read || ::fstat(file.native(), &st) != 0) return {};  // reads change nothing
-    int f = -1;
-    for (int i = 0; i < 2; ++i)
-      if (st.st_dev == r->m_dev[i] && st.st_ino == r->m_ino[i]) f = i;
-    if (f < 0) {
-      ++r->m_trace.ignored;
-      return {};
-    }
-    trace_op t{f, op, off, len, r->m_trace.bytes.size()};
-    if (op == io_op::write) {
-      const auto* p = static_cast<const unsigned char*>(data);
-      r->m_trace.bytes.insert(r->m_trace.bytes.end(), p, p + len);
-    }
-    r->m_trace.ops.push_back(t);
-    return {};
-  }
-  static inline recorder* s_current = nullptr;
-  trace& m_trace;
-  dev_t m_dev[2];
-  ino_t m_ino[2];
-};
-
-// -- reconstruction of the files after a power cut -------------------------------------------
-
-/// Decides the fate of the unsynced operations of one image: per write piece (the part of a
-/// write inside one 512-byte sector), kept or not; per allocate/truncate, happened or not.
-struct fate {
-  std::function<bool(std::size_t op, std::uint64_t begin, std::uint64_t end, std::size_t piece, std::size_t pieces)>
-      keep_piece;
-  std::function<bool(std::size_t op)> happened;
-};
-
-constexpr std::uint64_t sector = 512;
-
-/// The durable content of each file at a cut point, advanced through the trace in order.
-class image_builder {
- public:
-  explicit image_builder(const trace& t) : m_t(t) {
-    for (int f = 0; f < 2; ++f) m_durable[f] = t.baseline[f];
-  }
-
-  void advance_to(std::size_t k) {
-    while (m_pos < k) {
-      const trace_op& op = m_t.ops[m_pos];
-      if (op.op == io_op::sync) {
-        for (std::size_t i : m_pending[op.file]) apply_whole(m_durable[op.file], m_t.ops[i]);
-        if (!m_pending[op.file].empty()) m_extents_valid[op.file] = false;
-        m_pending[op.file].clear();
-      } else {
-        m_pending[op.file].push_back(m_pos);
-      }
-      ++m_pos;
-    }
-  }
-
-  std::size_t pending() const noexcept { return m_pending[0].size() + m_pending[1].size(); }
-  const std::vector<std::size_t>& pending(int f) const noexcept { return m_pending[f]; }
-
-  /// Writes file `f` as the power cut leaves it: the durable content, then each unsynced
-  /// operation (in trace order) as far as `fate` says.
-  void write(int f, const std::filesystem::path& path, const fate& fa) const {
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + path.string());
-    try {
-      const std::vector<unsigned char>& d = m_durable[f];
-      std::uint64_t size = d.size();
-      check_io(::ftruncate(fd, static_cast<off_t>(size)), "ftruncate");
-      for (const auto& [b, e] : extents(f)) pwrite_exact(fd, d.data() + b, e - b, b);  // the rest: holes (zeros)
-      for (std::size_t i : m_pending[f]) {
-        const trace_op& op = m_t.ops[i];
-        if (op.op == io_op::write) {
-          const std::uint64_t end = op.offset + op.length;
-          const std::size_t pieces =
-              static_cast<std::size_t>((end + sector - 1) / sector - op.offset / sector) + (op.length == 0 ? 1 : 0);
-          std::uint64_t b = op.offset, run = op.offset;  // [run, b): kept pieces not yet written
-          auto flush = [&] {
-            if (b > run) {
-              pwrite_exact(fd, m_t.bytes.data() + op.bytes + (run - op.offset), b - run, run);
-              size = std::max(size, b);
-            }
-          };
-          for (std::size_t p = 0; p < pieces; ++p) {
-            const std::uint64_t e = std::min(end, (b / sector + 1) * sector);
-            if (!fa.keep_piece(i, b, e, p, pieces)) {
-              flush();
-              run = e;
-            }
-            b = e;
-          }
-          flush();
-        } else if (fa.happened(i)) {
-          const std::uint64_t target = op.op == io_op::truncate ? op.offset : std::max(size, op.offset + op.length);
-          check_io(::ftruncate(fd, static_cast<off_t>(target)), "ftruncate");
-          size = target;
-        }
-      }
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
-    ::close(fd);
-  }
-
- private:
-  /// The runs of non-zero 4 KiB blocks of a durable image (cached until the next sync).
-  const std::vector<std::pair<std::size_t, std::size_t>>& extents(int f) const {
-    if (m_extents_valid[f]) return m_extents[f];
-    static const unsigned char zero_block[4096] = {};
-    const std::vector<unsigned char>& d = m_durable[f];
-    auto& x = m_extents[f];
-    x.clear();
-    for (std::size_t off = 0; off < d.size(); off += 4096) {
-      const std::size_t n = std::min<std::size_t>(4096, d.size() - off);
-      if (std::memcmp(d.data() + off, zero_block, n) == 0) continue;
-      if (!x.empty() && x.back().second == off)
-        x.back().second = off + n;
-      else
-        x.emplace_back(off, off + n);
-    }
-    m_extents_valid[f] = true;
-    return x;
-  }
-  static void check_io(int rc, const char* what) {
-    if (rc != 0) throw std::system_error(errno, std::generic_category(), what);
-  }
-  static void pwrite_exact(int fd, const unsigned char* p, std::size_t n, std::uint64_t off) {
-    while (n > 0) {
-      ssize_t r = ::pwrite(fd, p, n, static_cast<off_t>(off));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) throw std::system_error(errno, std::generic_category(), "pwrite image");
-      p += r;
-      n -= static_cast<std::size_t>(r);
-      off += static_cast<std::uint64_t>(r);
-    }
-  }
-  void apply_whole(std::vector<unsigned char>& d, const trace_op& op) const {
-    switch (op.op) {
-      case io_op::write:
-        if (d.size() < op.offset + op.length) d.resize(op.offset + op.length);
-        std::memcpy(d.data() + op.offset, m_t.bytes.data() + op.bytes, op.length);
-        break;
-      case io_op::allocate:
-        if (d.size() < op.offset + op.length) d.resize(op.offset + op.length);
-        break;
-      case io_op::truncate: d.resize(op.offset); break;
-      case io_op::sync:
-      case io_op::read: break;
-    }
-  }
-
-  const trace& m_t;
-  std::vector<unsigned char> m_durable[2];
-  std::vector<std::size_t> m_pending[2];
-  mutable std::vector<std::pair<std::size_t, std::size_t>> m_extents[2];
-  mutable bool m_extents_valid[2] = {false, false};
-  std::size_t m_pos = 0;
-};
-
-/// A random fate: combination 0 keeps everything (what a process crash leaves), 1 drops
-/// everything unsynced, the others mix kept, dropped and torn writes with random odds.
-class random_fate {
- public:
-  random_fate(std::uint64_t seed, std::size_t combination) : m_g(seed, combination), m_combination(combination) {
-    m_p_keep = 0.1 + 0.8 * static_cast<double>(m_g.below(1000)) / 1000.0;
-    m_p_torn = 0.6 * static_cast<double>(m_g.below(1000)) / 1000.0;
-  }
-  fate get() {
-    fate f;
-    f.keep_piece = [this](std::size_t, std::uint64_t, std::uint64_t, std::size_t piece, std::size_t pieces) {
-      if (m_combination == 0) return true;
-      if (m_combination == 1) return false;
-      if (piece == 0) {
-        m_mode = m_g.chance(m_p_keep) ? 0 : (pieces > 1 && m_g.chance(m_p_torn)) ? 2 : 1;
-        if (m_mode == 0) ++kept;
-        if (m_mode == 1) ++dropped;
-        if (m_mode == 2) {
-          ++torn;
-          m_style = static_cast<int>(m_g.below(3));
-          m_cut = 1 + m_g.below(pieces - 1);  // prefix/suffix split, strictly inside
-        }
-      }
-      switch (m_mode) {
-        case 0: return true;
-        case 1: return false;
-        default:
-          if (m_style == 0) return piece < m_cut;    // the first sectors reached the disk
-          if (m_style == 1) return piece >= m_cut;   // the last ones did
-          return m_g.below(2) == 0;                  // any of them
-      }
-    };
-    f.happened = [this](std::size_t) {
-      if (m_combination <= 1) return m_combination == 0;
-      return m_g.below(2) == 0;
-    };
-    return f;
-  }
-  std::string describe() const {
-    std::ostringstream o;
-    o << "combination " << m_combination;
-    if (m_combination == 0)
-      o << " (everything unsynced kept)";
-    else if (m_combination == 1)
-      o << " (everything unsynced dropped)";
-    else
-      o << " (writes kept " << kept << ", dropped " << dropped << ", torn " << torn << ")";
-    return o.str();
-  }
-  std::size_t kept = 0, dropped = 0, torn = 0;
-
- private:
-  prng m_g;
-  std::size_t m_combination;
-  double m_p_keep, m_p_torn;
-  int m_mode = 0, m_style = 0;
-  std::uint64_t m_cut = 0;
+/// Several pages per transaction, blobs up to ~100 KiB (the file grows past its first MiB),
+/// frees and reuse; every 16th transaction a known multi-page record (TornLastLogRecord...).
+constexpr workload powerloss_workload{
+    .max_ops = 6,
+    .weight = {.list_put = 2, .list_append = 1, .list_erase = 1, .list_poke = 1,
+               .blob_put = 2, .blob_erase = 1, .blob_rewrite = 2},
+    .big_blob_every = 16, .big_blob_key = 1000, .big_blob_size = 24u << 10,
+    .list_keys = 48, .list_len = 40, .long_list_odds = 8, .long_list_extra = 1500, .list_append_max = 30,
+    .blob_keys = 64, .blob_min = 1024, .blob_range = 20u << 10, .long_blob_odds = 6, .long_blob_extra = 80u << 10,
+    .blob_cap = std::uint64_t{1280} << 10,
 };
 
 // -- a scenario: record, then replay cut points ----------------------------------------------
@@ -568,8 +120,7 @@ void make_models(recorded& r) {
   r.models.assign(1, model_root{});
   for (std::uint64_t n = 1; n <= r.sc.txns + 1; ++n) {
     model_root m = r.models.back();
-    apply_ops(m, r.sc.seed, n, 0);
-    m.seq = n;
+    apply_transaction(m, powerloss_workload, r.sc.seed, n);
     r.models.push_back(std::move(m));
   }
 }
@@ -586,12 +137,7 @@ void record(recorded& r, const std::filesystem::path& path) {
     o.sync = tmf::durability::full;
     tmf::storage<disk_root> s(path, o);
   }
-  {
-    auto b0 = tmf_test::read_bytes(path);
-    auto b1 = tmf_test::read_bytes(tmf_test::log_path(path));
-    r.t.baseline[0].assign(b0.begin(), b0.end());
-    r.t.baseline[1].assign(b1.begin(), b1.end());
-  }
+  r.t.take_baseline(path, tmf_test::log_path(path));
   prng ctl(sc.seed, 99);
   {
     recorder rec(r.t, path, tmf_test::log_path(path));
@@ -603,22 +149,13 @@ void record(recorded& r, const std::filesystem::path& path) {
         w = std::make_unique<tmf::writer<disk_root>>(s.write());
       }
       if (ctl.below(6) == 0) {  // junk, undone by rollback() (it may grow the file)
-        apply_ops(**w, sc.seed, n, 1 + ctl.below(1000));
-        (*w)->seq = ctl.next();
+        apply_junk(**w, powerloss_workload, sc.seed, n, ctl);
         w->rollback();
       }
-      apply_ops(**w, sc.seed, n, 0);
-      (*w)->seq = n;
-      commit_mark cm{n, r.t.ops.size(), 0, 0};
+      apply_transaction(**w, powerloss_workload, sc.seed, n);
+      const std::size_t start = r.t.ops.size();
       w->commit();
-      cm.end = r.t.ops.size();
-      cm.sync = cm.end;
-      for (std::size_t i = cm.start; i < cm.end; ++i)
-        if (r.t.ops[i].file == log_file && r.t.ops[i].op == io_op::sync) {
-          cm.sync = i;
-          break;
-        }
-      r.t.commits.push_back(cm);
+      r.t.mark_commit(n, start);
     }
     w.reset();
   }  // the close (a checkpoint) is recorded too
@@ -640,13 +177,6 @@ std::filesystem::path image_path(const std::string& tag) {
   std::string name = tmf_test::test_path(tag).filename().string();
   return image_dir() / (std::to_string(::getpid()) + "." + name);
 }
-
-/// What a verification expects.
-struct expectation {
-  std::uint64_t lower, upper;
-  bool write_after;
-  std::string what;  // for messages
-};
 
 /// In a child: recover the image, check it, compare with the model. Exit code 0 if right.
 int verify_image(const recorded& r, const std::filesystem::path& path, const expectation& x, bool verbose) {
@@ -683,8 +213,7 @@ int verify_image(const recorded& r, const std::filesystem::path& path, const exp
     }
     if (!x.write_after) return 0;
     auto w = s.write();
-    apply_ops(*w, r.sc.seed, seq + 1, 0);
-    w->seq = seq + 1;
+    apply_transaction(*w, powerloss_workload, r.sc.seed, seq + 1);
     w.commit();
   } catch (const std::exception& e) {
     say(std::string("open/recovery failed: ") + e.what());
@@ -707,209 +236,11 @@ int verify_image(const recorded& r, const std::filesystem::path& path, const exp
   return 0;
 }
 
-/// Bounds on the recovered seq at cut point k.
-expectation bounds_at(const recorded& r, std::size_t k) {
-  expectation x{0, 0, false, {}};
-  for (const commit_mark& c : r.t.commits) {
-    if (c.end <= k || c.sync < k) x.lower = c.seq;
-    if (c.start < k) x.upper = c.seq;
-  }
-  return x;
-}
-
-struct job {
-  std::size_t cut;
-  std::size_t combination;
-};
-
-/// Runs verifications on two worker processes, forked while this process is still small
-/// (fork copies page tables: forking the recorder, with its trace, per image would cost
-/// more than the verification). Each worker forks one short-lived child per image, so that a
-/// verification that crashes or corrupts memory cannot affect the next one. The parent builds
-/// the next image while the workers verify.
-class verifier {
- public:
-  explicit verifier(const recorded& r) : m_r(r) {
-    for (int i = 0; i < 2; ++i) {
-      worker& w = m_workers[i];
-      w.path = image_path(r.sc.name + ".slot" + std::to_string(i));
-      int to[2], from[2];
-      if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0)
-        throw std::system_error(errno, std::generic_category(), "pipe2");
-      std::fflush(nullptr);
-      const pid_t pid = ::fork();
-      if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
-      if (pid == 0) {
-        ::close(to[1]);
-        ::close(from[0]);
-        for (int k = 0; k < i; ++k) {  // the first worker's pipes are not ours
-          ::close(m_workers[k].to_fd);
-          ::close(m_workers[k].from_fd);
-        }
-        serve(to[0], from[1], w.path);
-      }
-      ::close(to[0]);
-      ::close(from[1]);
-      w.pid = pid;
-      w.to_fd = to[1];
-      w.from_fd = from[0];
-    }
-  }
-  ~verifier() {
-    try {
-      wait_all();
-    } catch (...) {
-    }
-    for (auto& w : m_workers) {
-      ::close(w.to_fd);  // EOF: the worker exits
-      ::close(w.from_fd);
-      int st;
-      while (::waitpid(w.pid, &st, 0) < 0 && errno == EINTR) {
-      }
-      tmf_test::remove_storage(w.path);
-    }
-  }
-  verifier(const verifier&) = delete;
-  verifier& operator=(const verifier&) = delete;
-
-  /// Builds an image with `build` into a free worker's path and has the worker verify it.
-  void submit(const job& j, const std::function<expectation(const std::filesystem::path&)>& build) {
-    worker& w = free_worker();
-    tmf_test::remove_storage(w.path);
-    w.x = build(w.path);
-    w.j = j;
-    request rq{w.x.lower, w.x.upper, w.x.write_after ? 1u : 0u, m_failures.size() < 5 ? 1u : 0u,
-               static_cast<std::uint32_t>(w.x.what.size())};
-    std::string msg(reinterpret_cast<const char*>(&rq), sizeof rq);
-    msg += w.x.what;
-    write_all(w.to_fd, msg.data(), msg.size());
-    w.busy = true;
-    ++m_verified;
-  }
-
-  void wait_all() {
-    while (m_workers[0].busy || m_workers[1].busy) collect();
-  }
-
-  struct failure {
-    job j;
-    int code;
-    std::string what;
-  };
-  const std::vector<failure>& failures() const noexcept { return m_failures; }
-  std::uint64_t verified() const noexcept { return m_verified; }
-
- private:
-  struct request {
-    std::uint64_t lower, upper;
-    std::uint32_t write_after, verbose, what_size;
-  };
-  struct worker {
-    std::filesystem::path path;
-    pid_t pid = -1;
-    int to_fd = -1, from_fd = -1;
-    bool busy = false;
-    job j{};
-    expectation x;
-  };
-
-  static void write_all(int fd, const void* p, std::size_t n) {
-    const char* c = static_cast<const char*>(p);
-    while (n > 0) {
-      ssize_t r = ::write(fd, c, n);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) throw std::system_error(errno, std::generic_category(), "write to a verification worker");
-      c += r;
-      n -= static_cast<std::size_t>(r);
-    }
-  }
-  static bool read_all(int fd, void* p, std::size_t n) {
-    char* c = static_cast<char*>(p);
-    while (n > 0) {
-      ssize_t r = ::read(fd, c, n);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) return false;
-      c += r;
-      n -= static_cast<std::size_t>(r);
-    }
-    return true;
-  }
-
-  /// The worker: one child per request, its exit code sent back. Never returns.
-  [[noreturn]] void serve(int in, int out, const std::filesystem::path& path) {
-    for (;;) {
-      request rq;
-      if (!read_all(in, &rq, sizeof rq)) ::_exit(0);
-      expectation x{rq.lower, rq.upper, rq.write_after != 0, std::string(rq.what_size, '\0')};
-      if (!read_all(in, x.what.data(), x.what.size())) ::_exit(0);
-      std::fflush(nullptr);
-      const pid_t pid = ::fork();
-      int code = 120;
-      if (pid == 0) ::_exit(verify_image(m_r, path, x, rq.verbose != 0));
-      if (pid > 0) {
-        int status = 0;
-        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-        }
-        code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      const std::int32_t c = code;
-      try {
-        write_all(out, &c, sizeof c);
-      } catch (...) {
-        ::_exit(0);
-      }
-    }
-  }
-
-  worker& free_worker() {
-    for (;;) {
-      for (auto& w : m_workers)
-        if (!w.busy) return w;
-      collect();
-    }
-  }
-
-  /// Waits for a busy worker's answer.
-  void collect() {
-    pollfd fds[2];
-    int n = 0;
-    worker* ws[2];
-    for (auto& w : m_workers)
-      if (w.busy) {
-        fds[n] = {w.from_fd, POLLIN, 0};
-        ws[n++] = &w;
-      }
-    if (n == 0) return;
-    int r;
-    do r = ::poll(fds, static_cast<nfds_t>(n), -1);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) throw std::system_error(errno, std::generic_category(), "poll");
-    for (int i = 0; i < n; ++i)
-      if (fds[i].revents != 0) {
-        worker& w = *ws[i];
-        std::int32_t code = 0;
-        if (!read_all(w.from_fd, &code, sizeof code)) throw std::runtime_error("a verification worker died");
-        w.busy = false;
-        if (code != 0) m_failures.push_back({w.j, code, w.x.what});
-      }
-  }
-
-  const recorded& m_r;
-  worker m_workers[2];
-  std::vector<failure> m_failures;
-  std::uint64_t m_verified = 0;
-};
-
-std::string describe_cut(const recorded& r, std::size_t k) {
-  std::ostringstream o;
-  o << r.sc.name << ": cut " << k << "/" << r.t.ops.size();
-  if (k > 0) {
-    const trace_op& op = r.t.ops[k - 1];
-    o << " (after " << file_names[op.file] << " " << op_name(op.op);
-    if (op.op != io_op::sync) o << " @" << op.offset << "+" << op.length;
-    o << ")";
-  }
-  return o.str();
+/// The verification workers of a recording (forked now: construct it before recording).
+verifier make_verifier(const recorded& r) {
+  return verifier([&r](const std::filesystem::path& p, const expectation& x,
+                       bool verbose) { return verify_image(r, p, x, verbose); },
+                  {image_path(r.sc.name + ".slot0"), image_path(r.sc.name + ".slot1")});
 }
 
 struct scenario_result {
@@ -923,29 +254,16 @@ scenario_result run_scenario(const scenario& sc, std::uint64_t target) {
   r.sc = sc;
   tmf_test::scoped_path original(std::string_view(sc.name));
   make_models(r);
-  verifier v(r);  // before the recording: the workers stay small
+  verifier v = make_verifier(r);  // before the recording: the workers stay small
   record(r, original.path());
   EXPECT_EQ(r.t.ignored, 0u) << "the I/O hook saw operations on files other than the storage's two";
   const std::size_t T = r.t.ops.size();
   res.ops = T;
   res.commits = r.t.commits.size();
 
-  // Unsynced operations at each cut point (without building images).
-  std::vector<std::size_t> pending_at(T + 1, 0);
-  {
-    std::size_t since[2] = {0, 0};
-    for (std::size_t k = 0; k <= T; ++k) {
-      pending_at[k] = since[0] + since[1];
-      if (k == T) break;
-      const trace_op& op = r.t.ops[k];
-      if (op.op == io_op::sync) {
-        since[op.file] = 0;
-        ++res.syncs;
-      } else {
-        ++since[op.file];
-      }
-    }
-  }
+  res.syncs = static_cast<std::uint64_t>(
+      std::count_if(r.t.ops.begin(), r.t.ops.end(), [](const trace_op& op) { return op.op == io_op::sync; }));
+  const std::vector<std::size_t> pending_at = unsynced_counts(r.t);  // without building images
   constexpr std::size_t combos_per_cut = 8;
   auto combos_at = [&](std::size_t k) { return pending_at[k] == 0 ? std::size_t{1} : combos_per_cut; };
   std::set<std::size_t> cuts{0, T};
@@ -966,7 +284,8 @@ scenario_result run_scenario(const scenario& sc, std::uint64_t target) {
   std::uint64_t index = 0;
   for (std::size_t k : cuts) {
     b.advance_to(k);
-    const expectation base = bounds_at(r, k);
+    const seq_bounds bounds = bounds_at(r.t, k);
+    const expectation base{bounds.lower, bounds.upper, false, {}};
     ++res.cuts;
     for (std::size_t c = 0; c < combos_at(k); ++c) {
       random_fate rf(sc.seed ^ mix64(k), c);
@@ -977,7 +296,7 @@ scenario_result run_scenario(const scenario& sc, std::uint64_t target) {
         fate fa = rf.get();
         b.write(data_file, p, fa);
         b.write(log_file, tmf_test::log_path(p), fa);
-        x.what = describe_cut(r, k) + ", " + rf.describe() + ", unsynced ops: data " +
+        x.what = sc.name + ": " + describe_cut(r.t, k) + ", " + rf.describe() + ", unsynced ops: data " +
                  std::to_string(b.pending(data_file).size()) + ", log " + std::to_string(b.pending(log_file).size());
         return x;
       });
@@ -1016,23 +335,6 @@ scenario_result run_scenario(const scenario& sc, std::uint64_t target) {
 
 // -- tests ----------------------------------------------------------------------------------
 
-/// Bytes [b, e) of a file (shorter if the file is).
-std::vector<unsigned char> read_range(const std::filesystem::path& p, std::uint64_t b, std::uint64_t e) {
-  std::vector<unsigned char> out(e - b);
-  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + p.string());
-  std::size_t got = 0;
-  while (got < out.size()) {
-    ssize_t r = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(b + got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    got += static_cast<std::size_t>(r);
-  }
-  ::close(fd);
-  out.resize(got);
-  return out;
-}
-
 // Sanitizer builds (the asan stage of scripts/test.sh) run ~10-20x slower, with forks that
 // cost far more: they run a smaller share; the release stage runs the full default.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -1043,11 +345,7 @@ constexpr std::uint64_t default_combinations = 10500;
 constexpr std::uint64_t torn_sector_stride = 1;
 #endif
 
-std::uint64_t pick_seed() {
-  std::uint64_t seed = env_u64("TMF_POWERLOSS_SEED", 0);
-  if (seed == 0) seed = (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
-  return seed;
-}
+std::uint64_t pick_seed() { return seed_from_env("TMF_POWERLOSS_SEED"); }
 
 TEST(PowerLoss, RandomCutsRecoverACommittedState) {
   const std::uint64_t seed = pick_seed();
@@ -1096,13 +394,13 @@ TEST(PowerLoss, RandomCutsRecoverACommittedState) {
 /// there (a dropped sector may hold the same bytes as before), else the one before it.
 TEST(PowerLoss, TornLastLogRecordAtEverySector) {
   recorded r;
-  r.sc = {"torn-last-record", std::size_t{64} << 20, big_blob_every, pick_seed()};
+  r.sc = {"torn-last-record", std::size_t{64} << 20, powerloss_workload.big_blob_every, pick_seed()};
   std::cout << "powerloss: seed " << r.sc.seed << std::endl;
   tmf_test::scoped_path original("original");
   make_models(r);
-  verifier v(r);
+  verifier v = make_verifier(r);
   record(r, original.path());
-  ASSERT_EQ(r.t.commits.size(), big_blob_every);
+  ASSERT_EQ(r.t.commits.size(), powerloss_workload.big_blob_every);
   const commit_mark& last = r.t.commits.back();
   ASSERT_LT(last.sync, last.end) << "the last commit did not fdatasync the log";
   // The record: the log writes of the last commit before its fdatasync.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 //
-// Consumes the installed tmf package: creates a storage in the file named by argv[1], commits a
+// Consumes tmf (the installed package, the build tree's export, or the sources added with
+// add_subdirectory: see run.cmake): creates a storage in the file named by argv[1], commits a
 // counter, reopens the file and reads the counter back. Exit status 0 on success.
 
 #include <tmf/tmf.hpp>

@@ -4,14 +4,17 @@
 #   1. cmake --install <TMF_BINARY_DIR> --prefix <TMF_BINARY_DIR>/package-prefix
 #   2. configure, build and run tests/package/ against that prefix (CMAKE_PREFIX_PATH)
 #   3. the same against the build tree's export (tmf_DIR=<TMF_BINARY_DIR>)
+#   4. configure, build and run tests/package/subdirectory/, which adds the tmf sources with
+#      add_subdirectory(<TMF_SOURCE_DIR> tmf-build); GoogleTest and Google Benchmark are made
+#      unfindable (CMAKE_DISABLE_FIND_PACKAGE_*), so a subproject that built tests would fail
 # Each consumer is built with the compiler, flags and generator of the tmf build.
 #
-# Variables: TMF_BINARY_DIR, TMF_PACKAGE_SOURCE_DIR, TMF_CONFIG, TMF_GENERATOR, TMF_MAKE_PROGRAM,
-# TMF_CXX_COMPILER, TMF_CXX_FLAGS, TMF_EXE_LINKER_FLAGS, TMF_TEST_DIR.
+# Variables: TMF_SOURCE_DIR, TMF_BINARY_DIR, TMF_PACKAGE_SOURCE_DIR, TMF_CONFIG, TMF_GENERATOR,
+# TMF_MAKE_PROGRAM, TMF_CXX_COMPILER, TMF_CXX_FLAGS, TMF_EXE_LINKER_FLAGS, TMF_TEST_DIR.
 
 cmake_minimum_required(VERSION 3.20)
 
-foreach(_var TMF_BINARY_DIR TMF_PACKAGE_SOURCE_DIR TMF_CXX_COMPILER)
+foreach(_var TMF_SOURCE_DIR TMF_BINARY_DIR TMF_PACKAGE_SOURCE_DIR TMF_CXX_COMPILER)
   if(NOT DEFINED ${_var} OR "${${_var}}" STREQUAL "")
     message(FATAL_ERROR "run.cmake: ${_var} is not set")
   endif()
@@ -42,17 +45,25 @@ file(REMOVE_RECURSE "${_prefix}" "${_work}")
 file(MAKE_DIRECTORY "${TMF_TEST_DIR}")
 run(install "${CMAKE_COMMAND}" --install "${TMF_BINARY_DIR}" --prefix "${_prefix}" ${_config_args})
 
-foreach(_tree install build)
+foreach(_tree install build subdirectory)
+  set(_source "${TMF_PACKAGE_SOURCE_DIR}")
+  set(_exe_name tmf_package_test)
   if(_tree STREQUAL "install")
     set(_find_args "-DCMAKE_PREFIX_PATH=${_prefix}")
     set(_expected_dir "${_prefix}/")
-  else()
+  elseif(_tree STREQUAL "build")
     set(_find_args "-Dtmf_DIR=${TMF_BINARY_DIR}")
     set(_expected_dir "${TMF_BINARY_DIR}")
+  else()
+    set(_source "${TMF_PACKAGE_SOURCE_DIR}/subdirectory")
+    set(_exe_name tmf_subdirectory_test)
+    set(_find_args "-DTMF_SOURCE_DIR=${TMF_SOURCE_DIR}"
+        -DCMAKE_DISABLE_FIND_PACKAGE_GTest=ON -DCMAKE_DISABLE_FIND_PACKAGE_benchmark=ON --no-warn-unused-cli)
+    set(_expected_dir "")
   endif()
   set(_build "${_work}/${_tree}")
 
-  set(_configure "${CMAKE_COMMAND}" -S "${TMF_PACKAGE_SOURCE_DIR}" -B "${_build}"
+  set(_configure "${CMAKE_COMMAND}" -S "${_source}" -B "${_build}"
       "-DCMAKE_CXX_COMPILER=${TMF_CXX_COMPILER}"
       "-DCMAKE_CXX_FLAGS=${TMF_CXX_FLAGS}"
       "-DCMAKE_EXE_LINKER_FLAGS=${TMF_EXE_LINKER_FLAGS}"
@@ -70,19 +81,21 @@ foreach(_tree install build)
   run("configure (${_tree} tree)" ${_configure})
 
   # Make sure the package came from where it should (not from a system-wide tmf).
-  file(STRINGS "${_build}/CMakeCache.txt" _tmf_dir REGEX "^tmf_DIR:")
-  string(REGEX REPLACE "^tmf_DIR:[A-Z]+=" "" _tmf_dir "${_tmf_dir}")
-  string(FIND "${_tmf_dir}" "${_expected_dir}" _pos)
-  if(NOT _pos EQUAL 0)
-    message(FATAL_ERROR "package_test: tmf was found in '${_tmf_dir}', expected under '${_expected_dir}'")
+  if(_expected_dir)
+    file(STRINGS "${_build}/CMakeCache.txt" _tmf_dir REGEX "^tmf_DIR:")
+    string(REGEX REPLACE "^tmf_DIR:[A-Z]+=" "" _tmf_dir "${_tmf_dir}")
+    string(FIND "${_tmf_dir}" "${_expected_dir}" _pos)
+    if(NOT _pos EQUAL 0)
+      message(FATAL_ERROR "package_test: tmf was found in '${_tmf_dir}', expected under '${_expected_dir}'")
+    endif()
   endif()
 
   run("build (${_tree} tree)" "${CMAKE_COMMAND}" --build "${_build}" ${_config_args})
 
   # Single-config generators put the executable in the build dir, multi-config ones in <config>/.
-  set(_exe "${_build}/tmf_package_test")
+  set(_exe "${_build}/${_exe_name}")
   if(NOT EXISTS "${_exe}" AND TMF_CONFIG)
-    set(_exe "${_build}/${TMF_CONFIG}/tmf_package_test")
+    set(_exe "${_build}/${TMF_CONFIG}/${_exe_name}")
   endif()
   set(_file "${TMF_TEST_DIR}/package_test.${_tree}.tmf")
   file(REMOVE "${_file}" "${_file}-log")
