@@ -363,9 +363,8 @@ TEST(KillTest, KillDuringCreation) {
             << " temporary files of killed creations were left behind" << std::endl;
   // Creation writes an unnamed O_TMPFILE and links it into place: where the file system
   // supports that, a killed creation leaves nothing behind.
-  int probe = -1;
+  tmf::detail::os::file probe;
   if (!tmf::detail::os::create_unnamed_file(path.path().parent_path(), probe)) {
-    ::close(probe);
     EXPECT_EQ(leftovers, 0u) << "killed creations left temporary files although O_TMPFILE works here";
   }
 }
