@@ -12,7 +12,8 @@
 //
 // Tests:
 //  - RandomFaults: TMF_FAULT_ROUNDS rounds (default 60), each with its own seed, fault
-//    probability (0.002 to 0.02 per call) and libfiu PRNG seed; two rounds run at a time.
+//    probability (0.002 to 0.02 per call), errno per call and libfiu PRNG seed; two rounds
+//    run at a time.
 //  - FixedSchedules: only the Nth call of one failure point fails (fdatasync, pwritev,
 //    pread, fsync, ftruncate; EIO and ENOSPC) in the same 12-transaction run, N = 1, 2, ...
 //    up to the number of such calls in the run (or a bound: 40 to 200). fiu-run 1.1 has no counter of its own: the workload counts through
@@ -343,6 +344,10 @@ class judge {
       ++c.open_failed;
     } else if (kind == "open-misreported") {
       violation("an open under injected I/O errors failed with a tmf error, not the system error: " + rest());
+    } else if (kind == "stuck") {
+      // 20 failures in a row are far beyond what the injected probabilities can cause.
+      violation("commit() failed again and again on a writer that a rolled-back commit leaves usable: " + rest() +
+                " (the last: \"" + m_last_line + "\")");
     } else if (kind == "begin-failed") {
       ++c.begin_failed;
     } else if (kind == "read-failed") {
@@ -352,8 +357,8 @@ class judge {
     } else if (kind == "unexpected") {
       violation("the workload got an exception outside the contract: " + rest());
     } else if (kind == "giveup") {
-      // The bounds (20 failed commits in a row, 200 failed opens) are far beyond what the
-      // injected probabilities can cause: the storage did not recover.
+      // The bounds (200 failed opens in a row, 300 reopens) are far beyond what the injected
+      // probabilities can cause: the storage did not recover.
       ++c.giveups;
       violation("the workload gave up: " + rest() + " (after the last line \"" + m_last_line + "\")");
     } else if (kind == "done") {
@@ -378,7 +383,7 @@ class judge {
   void verify_files(const run_output& out) {
     if (out.timed_out) violation("the workload hung (killed after " + std::to_string(run_timeout_seconds) + " s)");
     else if (out.status >= 128) violation("the workload died of signal " + std::to_string(out.status - 128));
-    else if (out.status != 0 && out.status != 2 && out.status != 3 && out.status != 6)
+    else if (out.status != 0 && out.status != 2 && out.status != 3 && out.status != 6 && out.status != 7)
       violation("the workload exited with status " + std::to_string(out.status));
     if (!started) return;
     if (stopped_bad) return;  // reported; the files are kept for a look
@@ -477,11 +482,24 @@ counts judge_run(const std::string& fiu_run, const run_spec& spec, const run_out
 
 // -- the stage ------------------------------------------------------------------------------
 
-/// The failure points of the calls tmf makes on its files (libfiu 1.1 names). fallocate has
-/// no point in libfiu 1.1: growth failures are not injected.
-const std::vector<std::string> random_points = {
-    "posix/io/rw/pread",      "posix/io/rw/pread/reduce",  "posix/io/rw/pwritev", "posix/io/rw/pwritev/reduce",
-    "posix/io/sync/fdatasync", "posix/io/sync/fsync",      "posix/io/rw/ftruncate"};
+/// The failure points of the calls tmf makes on its files (libfiu 1.1 names), each with the
+/// errnos libfiu may give it. fallocate has no point in libfiu 1.1: growth failures are not
+/// injected. A round gives each point one errno (failinfo): left to libfiu, the errno would
+/// come from random() seeded with the time, and a round would not be reproducible.
+struct fault_point {
+  const char* name;
+  bool reduce;  // a short transfer, not an error
+  std::vector<int> errnos;
+};
+const std::vector<fault_point> random_points = {
+    {"posix/io/rw/pread", false, {EIO, EIO, EINTR, EBADFD, EFAULT, EINVAL, EOVERFLOW, ENXIO}},
+    {"posix/io/rw/pread/reduce", true, {}},
+    {"posix/io/rw/pwritev", false, {EIO, EIO, ENOSPC, EDQUOT, EFBIG, EINTR, EBADFD, EFAULT, EINVAL, EOVERFLOW, ENXIO}},
+    {"posix/io/rw/pwritev/reduce", true, {}},
+    {"posix/io/sync/fdatasync", false, {EIO, EIO, EROFS, EINVAL, EBADFD}},
+    {"posix/io/sync/fsync", false, {EIO, EROFS, EINVAL, EBADFD}},
+    {"posix/io/rw/ftruncate", false, {EIO, EINTR, EFBIG, EPERM, EROFS, EINVAL}},
+};
 
 struct stage_setup {
   std::string fiu_run;
@@ -546,9 +564,10 @@ TEST(fiu, RandomFaults) {
     const double p = 0.002 * std::pow(10.0, static_cast<double>(g.below(1000)) / 1000.0);
     char buf[32];
     for (const auto& point : random_points) {
-      const bool reduce = point.size() > 7 && point.compare(point.size() - 7, 7, "/reduce") == 0;
-      std::snprintf(buf, sizeof buf, "%.5f", reduce ? p / 3 : p);
-      s.commands.push_back("enable_random name=" + point + ",probability=" + buf);
+      std::snprintf(buf, sizeof buf, "%.5f", point.reduce ? p / 3 : p);
+      std::string c = std::string("enable_random name=") + point.name + ",probability=" + buf;
+      if (!point.reduce) c += ",failinfo=" + std::to_string(point.errnos[g.below(point.errnos.size())]);
+      s.commands.push_back(std::move(c));
     }
     std::snprintf(buf, sizeof buf, "%.4f", p);
     params.push_back("p=" + std::string(buf) + ", " + std::to_string(s.transactions) + " transactions, FIU_PRNG_SEED=" +

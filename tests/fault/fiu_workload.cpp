@@ -21,9 +21,11 @@
 //   unknown S A                    commit() threw errc::commit_unknown (then a reopen)
 //   reopen S A WHERE TEXT          errc::needs_reopen from WHERE (begin, body, commit, read);
 //                                  S A: the attempt whose commit threw it, else 0 0
+//   stuck S A N                    N commits in a row threw a system error (then a reopen)
 //   begin-failed S E               write() threw the system error E (retried)
 //   read-failed E                  read() threw the system error E
 //   read-mismatch TEXT             a read transaction saw another state than the last ack
+//                                  (then the workload stops: exit status 7)
 //   unexpected WHERE TEXT          any other exception (exit status 3)
 //                                  (a "bad" settle stops the workload: exit status 6)
 //   giveup TEXT                    a retry bound was reached (exit status 2)
@@ -33,6 +35,8 @@
 //                                  calls that failed or transferred less than asked (injected:
 //                                  nothing else fails on the test's file system)
 //   nth calls=C hit=H              with POINT N ERRNO: calls of POINT seen, whether the Nth failed
+//
+// With TMF_FIU_TRACE=1 in the environment, every call counted above is traced to stderr.
 //
 // With POINT N ERRNO (built with libfiu's control API, TMF_FIU_CONTROL), only the Nth call
 // of the libfiu failure point POINT fails, with errno ERRNO (fiu_enable_external with a
@@ -55,6 +59,7 @@
 #include <vector>
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -96,6 +101,25 @@ using pwritev64_fn = ssize_t (*)(int, const struct iovec*, int, off64_t);
 using int_fd_fn = int (*)(int);
 using ftruncate64_fn = int (*)(int, off64_t);
 
+/// With TMF_FIU_TRACE set, every counted call is traced to stderr (to see a schedule).
+bool tracing() {
+  static const bool on = [] {
+    const char* v = std::getenv("TMF_FIU_TRACE");
+    return v != nullptr && *v != '\0';
+  }();
+  return on;
+}
+
+void trace(const char* call, int fd, long long n, long long off, long long r) {
+  if (!tracing()) return;
+  const int saved = errno;
+  char buf[160];
+  const int len = std::snprintf(buf, sizeof buf, "trace %s fd=%d n=%lld off=%lld -> %lld%s%s\n", call, fd, n, off, r,
+                                r < 0 ? " " : "", r < 0 ? std::strerror(saved) : "");
+  if (len > 0) (void)!::write(2, buf, static_cast<std::size_t>(len));
+  errno = saved;
+}
+
 pread64_fn real_pread64() {
   static const pread64_fn f = next_symbol<pread64_fn>("pread64");
   return f;
@@ -107,6 +131,7 @@ extern "C" {
 
 ssize_t pread64(int fd, void* buf, size_t n, off64_t off) {
   const ssize_t r = real_pread64()(fd, buf, n, off);
+  trace("pread64", fd, static_cast<long long>(n), off, r);
   if (r < 0) {
     ++g_faults.pread;
   } else if (static_cast<size_t>(r) < n) {
@@ -121,12 +146,13 @@ ssize_t pread64(int fd, void* buf, size_t n, off64_t off) {
 ssize_t pwritev64(int fd, const struct iovec* iov, int count, off64_t off) {
   static const pwritev64_fn next = next_symbol<pwritev64_fn>("pwritev64");
   const ssize_t r = next(fd, iov, count, off);
+  size_t want = 0;
+  for (int i = 0; i < count; ++i) want += iov[i].iov_len;
+  trace("pwritev64", fd, static_cast<long long>(want), off, r);
   if (r < 0) {
     ++g_faults.pwritev;
-  } else {
-    size_t want = 0;
-    for (int i = 0; i < count; ++i) want += iov[i].iov_len;
-    if (static_cast<size_t>(r) < want) ++g_faults.short_io;
+  } else if (static_cast<size_t>(r) < want) {
+    ++g_faults.short_io;
   }
   return r;
 }
@@ -134,6 +160,7 @@ ssize_t pwritev64(int fd, const struct iovec* iov, int count, off64_t off) {
 int fdatasync(int fd) {
   static const int_fd_fn next = next_symbol<int_fd_fn>("fdatasync");
   const int r = next(fd);
+  trace("fdatasync", fd, 0, 0, r);
   if (r != 0) ++g_faults.fdatasync;
   return r;
 }
@@ -141,6 +168,7 @@ int fdatasync(int fd) {
 int fsync(int fd) {
   static const int_fd_fn next = next_symbol<int_fd_fn>("fsync");
   const int r = next(fd);
+  trace("fsync", fd, 0, 0, r);
   if (r != 0) ++g_faults.fsync;
   return r;
 }
@@ -148,8 +176,34 @@ int fsync(int fd) {
 int ftruncate64(int fd, off64_t size) noexcept {
   static const ftruncate64_fn next = next_symbol<ftruncate64_fn>("ftruncate64");
   const int r = next(fd, size);
+  trace("ftruncate64", fd, 0, size, r);
   if (r != 0) ++g_faults.ftruncate;
   return r;
+}
+
+/// libfiu 1.1's open() wrapper passes the mode only with O_CREAT, so an O_TMPFILE (how tmf
+/// creates a file) would get mode 0 and, once linked into place, not be openable by a user
+/// other than root. Here the mode is applied again.
+int open(const char* path, int flags, ...) {
+  using open_fn = int (*)(const char*, int, ...);
+  static const open_fn next = next_symbol<open_fn>("open");
+  mode_t mode = 0;
+  const bool tmpfile = (flags & O_TMPFILE) == O_TMPFILE;
+  if ((flags & O_CREAT) != 0 || tmpfile) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = static_cast<mode_t>(va_arg(ap, int));
+    va_end(ap);
+  }
+  const int fd = next(path, flags, mode);
+  if (fd >= 0 && tmpfile) {
+    const int saved = errno;
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    (void)::fchmod(fd, mode & ~mask);
+    errno = saved;
+  }
+  return fd;
 }
 
 }  // extern "C"
@@ -170,6 +224,7 @@ void say(const char* fmt, ...) {
   for (std::size_t i = 0; i < len; ++i)
     if (buf[i] == '\n') buf[i] = ' ';  // one event, one line
   buf[len++] = '\n';
+  if (tracing()) (void)!::write(2, buf, len);
   for (std::size_t done = 0; done < len;) {
     const ssize_t w = ::write(1, buf + done, len - done);
     if (w < 0 && errno == EINTR) continue;
@@ -311,9 +366,14 @@ struct workload {
   void read_check() {
     try {
       auto r = db->read();
-      if (r->seq != seq() || r->attempt != committed.back())
+      if (r->seq != seq() || r->attempt != committed.back()) {
+        // What the storage holds now is not modelled: stop (exit status 7); the verifier
+        // reports it and still looks at the files.
         say("read-mismatch read seq %llu attempt %llu, last state seq %llu attempt %llu", static_cast<ull>(r->seq),
             static_cast<ull>(r->attempt), static_cast<ull>(seq()), static_cast<ull>(committed.back()));
+        say("done %llu %llu", static_cast<ull>(seq()), static_cast<ull>(committed.back()));
+        finish(7);
+      }
     } catch (const std::system_error& e) {
       if (is_system(e)) {
         say("read-failed %d %s", e.code().value(), e.what());
@@ -366,8 +426,12 @@ struct workload {
       } catch (const std::system_error& e) {
         if (is_system(e)) {
           say("rolledback %llu %llu %d %s", static_cast<ull>(s), static_cast<ull>(a), e.code().value(), e.what());
-          if (++rollbacks == max_rollbacks_in_a_row) giveup("commits keep failing");
-          continue;  // the same writer, rolled back: try again
+          if (++rollbacks < max_rollbacks_in_a_row) continue;  // the same writer, rolled back: try again
+          // The writer is not usable after all: say so (the verifier reports it) and reopen.
+          say("stuck %llu %llu %d commits in a row failed", static_cast<ull>(s), static_cast<ull>(a), rollbacks);
+          w.reset();
+          reopen();
+          return;
         }
         if (is_tmf(e, tmf::errc::commit_unknown))
           say("unknown %llu %llu", static_cast<ull>(s), static_cast<ull>(a));
