@@ -6,7 +6,7 @@
 ///
 /// Transaction `seq` made by attempt `attempt` (a number unique within a workload run: every
 /// try of a commit, rolled back or not, has its own) sets the stamp (seq, attempt, stamp),
-/// rewrites `values` entirely, writes a few scattered pages of the 1 MiB `block` (each page
+/// rewrites `values` entirely, writes a few scattered pages of the 256 KiB `block` (each page
 /// starts with the seq and attempt that wrote it) and now and then (re)allocates or frees the
 /// big `extra` vector. So the state after seq S is a function of the attempt that committed
 /// each of 1..S, which the verifier learns from the workload's report, and a page written by
@@ -39,7 +39,7 @@ struct prng {
 };
 
 constexpr std::size_t page_words = 4096 / sizeof(std::uint64_t);
-constexpr std::size_t block_pages = 256;  // 1 MiB
+constexpr std::size_t block_pages = 64;  // 256 KiB
 constexpr std::size_t block_words = block_pages * page_words;
 
 /// The Root in the storage.
@@ -89,7 +89,7 @@ void apply_txn(Root& r, std::uint64_t salt, std::uint64_t seq, std::uint64_t att
   // block: scattered pages, sometimes many (bigger records, earlier checkpoints).
   if (r.block.size() != block_words) r.block.assign(block_words, 0);
   std::size_t pages = 1 + static_cast<std::size_t>(g.below(6));
-  if (g.below(12) == 0) pages += 24 + static_cast<std::size_t>(g.below(24));
+  if (g.below(12) == 0) pages += 12 + static_cast<std::size_t>(g.below(20));
   for (std::size_t k = 0; k < pages; ++k) {
     const std::size_t p = static_cast<std::size_t>(g.below(block_pages));
     std::uint64_t* w = r.block.data() + p * page_words;
@@ -100,7 +100,7 @@ void apply_txn(Root& r, std::uint64_t salt, std::uint64_t seq, std::uint64_t att
 
   // extra: a big allocation every 20 transactions (the file grows), freed 9 later.
   if (seq % 20 == 0) {
-    r.extra.assign(20000 + static_cast<std::size_t>(g.below(60000)), stamp_of(salt, seq, attempt));
+    r.extra.assign(4000 + static_cast<std::size_t>(g.below(24000)), stamp_of(salt, seq, attempt));
   } else if (seq % 20 == 9) {
     r.extra.clear();
     r.extra.shrink_to_fit();

@@ -11,19 +11,20 @@
 // (the stage never injects faults into write(2)):
 //
 //   start preload=P nth=K          P: 1 if the fiu POSIX preload is in front of libc
-//   open-failed E TEXT             the constructor threw the system error E (retried)
-//   open-misreported CODE TEXT     the constructor threw tmf's CODE under injected I/O errors
+//   open-failed E f=F TEXT         the constructor threw the system error E (retried); F: the
+//                                  calls that failed (were injected) during it, also below
+//   open-misreported CODE f=F TEXT the constructor threw tmf's CODE under injected I/O errors
 //   settled S A ok|bad TEXT|unverified TEXT
 //                                  after each open: the state's seq and attempt, and whether
 //                                  the whole content equals the model and check() passed
 //   ack S A                        commit() of seq S by attempt A returned
-//   rolledback S A E               commit() threw the system error E (the writer goes on)
-//   unknown S A                    commit() threw errc::commit_unknown (then a reopen)
-//   reopen S A WHERE TEXT          errc::needs_reopen from WHERE (begin, body, commit, read);
+//   rolledback S A E f=F TEXT      commit() threw the system error E (the writer goes on)
+//   unknown S A f=F                commit() threw errc::commit_unknown (then a reopen)
+//   reopen S A WHERE [f=F] TEXT    errc::needs_reopen from WHERE (begin, body, commit, read);
 //                                  S A: the attempt whose commit threw it, else 0 0
 //   stuck S A N                    N commits in a row threw a system error (then a reopen)
-//   begin-failed S E               write() threw the system error E (retried)
-//   read-failed E                  read() threw the system error E
+//   begin-failed S E f=F TEXT      write() threw the system error E (retried)
+//   read-failed E f=F TEXT         read() threw the system error E
 //   read-mismatch TEXT             a read transaction saw another state than the last ack
 //                                  (then the workload stops: exit status 7)
 //   unexpected WHERE TEXT          any other exception (exit status 3)
@@ -264,7 +265,7 @@ int nth_callback(const char*, int*, void**, unsigned int*) {
 
 // -- the workload --------------------------------------------------------------------------
 
-constexpr int max_open_tries = 200;
+constexpr int max_open_tries = 1000;
 constexpr int max_begin_failures = 20;
 constexpr int max_rollbacks_in_a_row = 20;
 constexpr int max_reopens = 300;
@@ -295,16 +296,18 @@ struct workload {
     if (++reopens > max_reopens) giveup("too many reopens");
     for (int tries = 0;; ++tries) {
       if (tries == max_open_tries) giveup("open keeps failing");
+      const unsigned long mark = g_faults.total();
       try {
         db.emplace(file, tmf_fault::stage_options());
         break;
       } catch (const std::system_error& e) {
+        const unsigned long f = g_faults.total() - mark;
         if (is_system(e))
-          say("open-failed %d %s", e.code().value(), e.what());
+          say("open-failed %d f=%lu %s", e.code().value(), f, e.what());
         else if (is_tmf(e, tmf::errc::needs_reopen) || is_tmf(e, tmf::errc::commit_unknown))
-          say("open-failed %s %s", e.code().message().c_str(), e.what());
+          say("open-failed %s f=%lu %s", e.code().message().c_str(), f, e.what());
         else
-          say("open-misreported %s %s", e.code().message().c_str(), e.what());
+          say("open-misreported %s f=%lu %s", e.code().message().c_str(), f, e.what());
       } catch (const std::exception& e) {
         unexpected("open", e.what());
       }
@@ -364,6 +367,7 @@ struct workload {
 
   /// A read transaction between writers: it must see the last acknowledged state.
   void read_check() {
+    const unsigned long mark = g_faults.total();
     try {
       auto r = db->read();
       if (r->seq != seq() || r->attempt != committed.back()) {
@@ -376,7 +380,7 @@ struct workload {
       }
     } catch (const std::system_error& e) {
       if (is_system(e)) {
-        say("read-failed %d %s", e.code().value(), e.what());
+        say("read-failed %d f=%lu %s", e.code().value(), g_faults.total() - mark, e.what());
         return;
       }
       if (!is_tmf(e, tmf::errc::needs_reopen)) unexpected("read", e.what());
@@ -389,11 +393,13 @@ struct workload {
   void one_writer(std::uint64_t batch) {
     std::optional<tmf::writer<tmf_fault::disk_root>> w;
     for (int failures = 0; !w;) {
+      const unsigned long mark = g_faults.total();
       try {
         w.emplace(db->write());
       } catch (const std::system_error& e) {
         if (is_system(e)) {
-          say("begin-failed %llu %d %s", static_cast<ull>(seq() + 1), e.code().value(), e.what());
+          say("begin-failed %llu %d f=%lu %s", static_cast<ull>(seq() + 1), e.code().value(), g_faults.total() - mark,
+              e.what());
           if (++failures < max_begin_failures) continue;
           say("reopen 0 0 begin %s", "write() keeps failing");
         } else if (is_tmf(e, tmf::errc::needs_reopen)) {
@@ -421,11 +427,14 @@ struct workload {
       } catch (const std::exception& e) {
         unexpected("body", e.what());
       }
+      const unsigned long mark = g_faults.total();
       try {
         w->commit();
       } catch (const std::system_error& e) {
+        const unsigned long f = g_faults.total() - mark;
         if (is_system(e)) {
-          say("rolledback %llu %llu %d %s", static_cast<ull>(s), static_cast<ull>(a), e.code().value(), e.what());
+          say("rolledback %llu %llu %d f=%lu %s", static_cast<ull>(s), static_cast<ull>(a), e.code().value(), f,
+              e.what());
           if (++rollbacks < max_rollbacks_in_a_row) continue;  // the same writer, rolled back: try again
           // The writer is not usable after all: say so (the verifier reports it) and reopen.
           say("stuck %llu %llu %d commits in a row failed", static_cast<ull>(s), static_cast<ull>(a), rollbacks);
@@ -434,9 +443,9 @@ struct workload {
           return;
         }
         if (is_tmf(e, tmf::errc::commit_unknown))
-          say("unknown %llu %llu", static_cast<ull>(s), static_cast<ull>(a));
+          say("unknown %llu %llu f=%lu", static_cast<ull>(s), static_cast<ull>(a), f);
         else if (is_tmf(e, tmf::errc::needs_reopen))
-          say("reopen %llu %llu commit %s", static_cast<ull>(s), static_cast<ull>(a), e.what());
+          say("reopen %llu %llu commit f=%lu %s", static_cast<ull>(s), static_cast<ull>(a), f, e.what());
         else
           unexpected("commit", e.what());
         w.reset();
