@@ -74,7 +74,24 @@ struct recovery_fixture : ::testing::Test {
     for (auto& x : w->pages) x = v;
   }
 
-  /// In a fresh child: opens, audits, and returns 0 if the state is uniformly `v`.
+  /// Commits values 10, 11, ... until a commit throws, which must be errc::needs_reopen
+  /// (true) or 30 commits passed (false). `last` is the last acknowledged value.
+  static bool commit_until_needs_reopen(tmf::writer<root>& w, std::uint64_t& last) {
+    for (std::uint64_t v = 10; v < 40; ++v) {
+      try {
+        set(w, v);
+        w.commit();
+        last = v;
+      } catch (const tmf::error& e) {
+        EXPECT_EQ(e.code(), tmf::errc::needs_reopen) << e.what();
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /// In a fresh child: opens and audits the storage; `v` receives its value. Returns 0 if
+  /// the state is uniform (every page word equals the value), 1 if it is half-applied.
   int state_in_child(std::uint64_t& v) {
     int rc = tmf_test::run_in_child([&] {
       tmf::storage<root> s(path, opt);
@@ -191,19 +208,8 @@ TEST_F(recovery_fixture, FailedReapplyAfterAFailedDataSyncNeedsAReopenAndLosesNo
     // The checkpoint's data sync fails; its re-apply cannot read the log (past the word it reads first).
     g_rules = {{os::io_op::sync, false}, {os::io_op::read, true, 1, 1000, true}};
     os::io_hook = &hook;
-    bool poisoned = false;
-    for (std::uint64_t v = 10; v < 40 && !poisoned; ++v) {
-      try {
-        set(w, v);
-        w.commit();
-        last = v;
-      } catch (const tmf::error& e) {
-        EXPECT_EQ(e.code(), tmf::errc::needs_reopen) << e.what();
-        poisoned = true;
-      }
-    }
+    EXPECT_TRUE(commit_until_needs_reopen(w, last)) << "the failed checkpoint went unnoticed";
     os::io_hook = nullptr;
-    EXPECT_TRUE(poisoned) << "the failed checkpoint went unnoticed";
   }
   std::uint64_t v = 0;
   ASSERT_EQ(state_in_child(v), 0);
@@ -219,7 +225,6 @@ TEST_F(recovery_fixture, LogHeaderInDoubtAtACheckpointStopsCommitsAndLosesNothin
     auto w = s.write();
     // Log syncs: one per commit; the checkpoint's header sync follows its data-file sync.
     // Fail every log sync that directly follows a data-file sync: exactly the header's.
-    bool poisoned = false;
     os::io_hook = [](os::io_op op, const os::file& f, std::uint64_t, std::uint64_t, const void*) -> std::error_code {
       static bool after_data_sync = false;
       struct stat st;
@@ -236,18 +241,8 @@ TEST_F(recovery_fixture, LogHeaderInDoubtAtACheckpointStopsCommitsAndLosesNothin
       }
       return {};
     };
-    for (std::uint64_t v = 10; v < 40 && !poisoned; ++v) {
-      try {
-        set(w, v);
-        w.commit();
-        last = v;
-      } catch (const tmf::error& e) {
-        EXPECT_EQ(e.code(), tmf::errc::needs_reopen) << e.what();
-        poisoned = true;
-      }
-    }
+    EXPECT_TRUE(commit_until_needs_reopen(w, last)) << "commits went on after a log header in doubt";
     os::io_hook = nullptr;
-    EXPECT_TRUE(poisoned) << "commits went on after a log header in doubt";
   }
   std::uint64_t v = 0;
   ASSERT_EQ(state_in_child(v), 0);
