@@ -177,12 +177,15 @@ inline void reseal_header(unsigned char* page) {
 /// found from log_start on (record magic, a page count that fits the image) its page
 /// checksums, entries checksum, header checksum and the trailer's copy of it. With
 /// `file_id`, also stamps that id into the log header, the records and the header page
-/// images (whose own checksum is resealed). Returns the offset after the last record seen.
+/// images (whose own checksum is resealed), and a generation derived from it. Returns the offset after the last record seen.
 inline std::size_t reseal_log(std::vector<unsigned char>& log, const std::uint64_t* file_id = nullptr) {
   if (log.size() < sizeof(td::log_header)) return log.size();
   td::log_header lh;
   std::memcpy(&lh, log.data(), sizeof lh);
-  if (file_id) lh.file_id = *file_id;
+  if (file_id) {
+    lh.file_id = *file_id;
+    lh.generation = td::next_generation(0, *file_id, lh.base_txn);  // deterministic, like the id
+  }
   lh.checksum = td::log_header_checksum(lh);
   std::memcpy(log.data(), &lh, sizeof lh);
   std::size_t off = td::log_start;
@@ -210,7 +213,10 @@ inline std::size_t reseal_log(std::vector<unsigned char>& log, const std::uint64
       e.checksum = td::page_checksum(page, e.page);
       std::memcpy(entries + i * sizeof e, &e, sizeof e);
     }
-    if (file_id) rh.file_id = *file_id;
+    if (file_id) {
+      rh.file_id = *file_id;
+      rh.generation = lh.generation;
+    }
     rh.entries_checksum = td::checksum(entries, n * sizeof(td::record_entry));
     rh.checksum = td::record_header_checksum(rh);
     std::memcpy(log.data() + off, &rh, sizeof rh);

@@ -43,10 +43,11 @@ class txn_handle {
 
  protected:
   explicit txn_handle(engine* e) noexcept : m_engine(e) {}
-  /// The engine, after refusing a moved-from handle and a forked child.
+  /// The engine, after refusing a moved-from handle, a forked child and a storage that must
+  /// be reopened.
   engine& checked(const char* what) const {
     if (!m_engine) throw error(errc::no_writer, std::string("tmf: use of a moved-from ") + what);
-    m_engine->check_fork();
+    m_engine->check_usable();
     return *m_engine;
   }
   void release() noexcept {

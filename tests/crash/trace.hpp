@@ -55,6 +55,7 @@ struct io_event {
   std::uint64_t offset;  ///< write/allocate: offset; truncate: the new size
   std::uint64_t length;
   const void* data;  ///< write: the bytes
+  bool failed = false;  ///< sync: it failed (reported by a fault-injecting hook; see trace_op::failed)
 };
 
 using io_observer = void (*)(const io_event&);
@@ -98,6 +99,9 @@ struct trace_op {
   std::uint64_t offset;  ///< write/allocate: offset; truncate: the new size
   std::uint64_t length;
   std::size_t bytes;  ///< write: offset of the copy in trace::bytes
+  /// sync: it failed. The kernel may then have dropped the file's unsynced writes: they never
+  /// become durable, not even by a later sync (Linux marks the pages clean).
+  bool failed = false;
 };
 
 struct commit_mark {
@@ -211,7 +215,7 @@ class recorder {
       ++r->m_trace.ignored;
       return;
     }
-    trace_op t{f, e.op, e.offset, e.length, r->m_trace.bytes.size()};
+    trace_op t{f, e.op, e.offset, e.length, r->m_trace.bytes.size(), e.failed};
     if (e.op == io_op::write) {
       const auto* p = static_cast<const unsigned char*>(e.data);
       r->m_trace.bytes.insert(r->m_trace.bytes.end(), p, p + e.length);
@@ -240,14 +244,19 @@ inline constexpr std::uint64_t sector = 512;
 /// The durable content of each file at a cut point, advanced through the trace in order.
 class image_builder {
  public:
-  explicit image_builder(const trace& t) : m_t(t) {
+  /// `failed_sync_writes`: a failed sync made the file's pending writes durable after all
+  /// (the error came after them); otherwise the kernel dropped them, never to be written.
+  explicit image_builder(const trace& t, bool failed_sync_writes = false)
+      : m_t(t), m_failed_sync_writes(failed_sync_writes) {
     for (int f = 0; f < 2; ++f) m_durable[f] = t.baseline[f];
   }
 
   void advance_to(std::size_t k) {
     while (m_pos < k) {
       const trace_op& op = m_t.ops[m_pos];
-      if (op.op == io_op::sync) {
+      if (op.op == io_op::sync && op.failed && !m_failed_sync_writes) {
+        m_pending[op.file].clear();  // dropped by the kernel: never durable
+      } else if (op.op == io_op::sync) {
         for (std::size_t i : m_pending[op.file]) apply_whole(m_durable[op.file], m_t.ops[i]);
         if (!m_pending[op.file].empty()) m_extents_valid[op.file] = false;
         m_pending[op.file].clear();
@@ -354,6 +363,7 @@ class image_builder {
   }
 
   const trace& m_t;
+  bool m_failed_sync_writes;
   std::vector<unsigned char> m_durable[2];
   std::vector<std::size_t> m_pending[2];
   mutable std::vector<std::pair<std::size_t, std::size_t>> m_extents[2];

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <utility>
+
 #include <sys/stat.h>
 
 #include <cstring>
@@ -40,9 +42,10 @@ std::error_code hook(os::io_op op, const os::file& f, std::uint64_t, std::uint64
     if (g_writes_left == 0) ::_exit(0);  // die here, like a SIGKILL
     --g_writes_left;
   }
-  if (op == os::io_op::write && !data && g_fail_log_write) return g_fail_log_write;
+  // One failure each (a transient error): the voiding of the failed record then succeeds.
+  if (op == os::io_op::write && !data && g_fail_log_write) return std::exchange(g_fail_log_write, {});
   if (op == os::io_op::sync && !data && g_die_on_log_sync) ::_exit(0);
-  if (op == os::io_op::sync && !data && g_fail_log_sync) return g_fail_log_sync;
+  if (op == os::io_op::sync && !data && g_fail_log_sync) return std::exchange(g_fail_log_sync, {});
   if (op == os::io_op::allocate && data && g_fail_allocate) return g_fail_allocate;
   return {};
 }

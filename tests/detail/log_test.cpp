@@ -26,13 +26,13 @@ struct log_fixture : ::testing::Test {
     for (std::size_t i = 0; i < mem.size(); ++i) mem[i] = static_cast<unsigned char>(i * 31 + i / page_size);
   }
   std::uint64_t write(std::uint64_t off = log_start, std::uint64_t txn = 5) {
-    EXPECT_FALSE(write_record(log_fd, off, txn, 42, pages.data(), pages.size(), mem.data()));
+    EXPECT_FALSE(write_record(log_fd, off, txn, 42, 7, pages.data(), pages.size(), mem.data()));
     return off + record_size(pages.size());
   }
   bool valid_at(std::uint64_t off, std::uint64_t txn = 5, std::uint64_t file_id = 42, record_info* out = nullptr) {
     bool valid = false;
     record_info info;
-    EXPECT_FALSE(check_record(log_fd, off, txn, file_id, 8, valid, info));
+    EXPECT_FALSE(check_record(log_fd, off, txn, file_id, 7, 8, valid, info));
     if (out) *out = info;
     return valid;
   }
@@ -43,10 +43,11 @@ TEST_F(log_fixture, HeaderRoundTripAndValidation) {
   bool valid = true;
   ASSERT_FALSE(read_log_header(log_fd, 42, h, valid));
   EXPECT_FALSE(valid) << "an empty log has no valid header";
-  ASSERT_FALSE(write_log_header(log_fd, 42, 17, true));
+  ASSERT_FALSE(write_log_header(log_fd, 42, 17, 3, true));
   ASSERT_FALSE(read_log_header(log_fd, 42, h, valid));
   EXPECT_TRUE(valid);
   EXPECT_EQ(h.base_txn, 17u);
+  EXPECT_EQ(h.generation, 3u);
   ASSERT_FALSE(read_log_header(log_fd, 43, h, valid));
   EXPECT_FALSE(valid) << "a log of another data file was accepted";
   ASSERT_FALSE(os::pwrite_all(log_fd, "X", 1, 20));
@@ -134,6 +135,16 @@ TEST_F(log_fixture, ApplyPagesCoalescesRunsAndWritesPageZeroLast) {
     EXPECT_EQ(0, std::memcmp(back.data() + p * page_size, mem.data() + p * page_size, page_size)) << "page " << p;
 }
 
+TEST_F(log_fixture, RecordOfAnotherGenerationIsNeverValid) {
+  write();
+  bool valid = true;
+  record_info info;
+  ASSERT_FALSE(check_record(log_fd, log_start, 5, 42, 8, 8, valid, info));
+  EXPECT_FALSE(valid) << "a record of an earlier log generation was accepted";
+  EXPECT_NE(next_generation(0, 42, 5), next_generation(next_generation(0, 42, 5), 42, 5))
+      << "a restart at the same transaction reused the generation";
+}
+
 TEST_F(log_fixture, ConsecutiveRecordsChain) {
   std::uint64_t end = write(log_start, 5);
   std::uint64_t end2 = write(end, 6);
@@ -149,7 +160,7 @@ TEST_F(log_fixture, ControlPageWordsRoundTrip) {
   ASSERT_FALSE(read_log_control(log_fd, 42, c, valid));
   EXPECT_FALSE(valid);
   EXPECT_EQ(c.marker.txn, 0u) << "an absent marker must read as transaction 0";
-  ASSERT_FALSE(write_log_header(log_fd, 42, 9, false));
+  ASSERT_FALSE(write_log_header(log_fd, 42, 9, 3, false));
   ASSERT_FALSE(write_apply_marker(log_fd, 11));
   ASSERT_FALSE(set_commit_pending(log_fd, 1));
   ASSERT_FALSE(set_reapply_needed(log_fd, 1));
@@ -168,7 +179,7 @@ TEST(LogFile, AppendsPreallocatesAndShowsTheControlPageThroughItsView) {
   tmf_test::scoped_path p;
   log_file log;
   ASSERT_FALSE(log.open(p.path(), true));
-  ASSERT_FALSE(write_log_header(log.file(), 42, 0, false));
+  ASSERT_FALSE(write_log_header(log.file(), 42, 0, 1, false));
   ASSERT_FALSE(write_apply_marker(log.file(), 3));
   ASSERT_FALSE(set_commit_pending(log.file(), 0));
   ASSERT_FALSE(set_reapply_needed(log.file(), 0));
@@ -191,7 +202,7 @@ TEST(LogFile, AppendsPreallocatesAndShowsTheControlPageThroughItsView) {
   EXPECT_GE(fi.size, log_growth_step) << "the log was not preallocated by a whole step";
   bool valid = false;
   record_info info;
-  ASSERT_FALSE(check_record(log.file(), log_start, 1, 42, 8, valid, info));
+  ASSERT_FALSE(check_record(log.file(), log_start, 1, 42, 0, 8, valid, info));
   EXPECT_TRUE(valid);
   EXPECT_EQ(info.end, log_start + record_size(2));
   log.shrink_to(log_start, 0);

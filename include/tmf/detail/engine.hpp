@@ -66,6 +66,9 @@ class engine {
   void check_fork() const {
     if (forked()) throw error(errc::forked, "tmf: " + m_name + " was opened by the parent process before fork()");
   }
+  /// \throws error{errc::forked}, or errc::commit_unknown / errc::needs_reopen after an I/O
+  /// error this storage object cannot get past.
+  void check_usable() const;
 
   // -- transactions -----------------------------------------------------------------------
   /// Becomes the writer (this thread). False if `wait` is false and the writer is taken.
@@ -121,12 +124,14 @@ class engine {
     return {m_fd, m_log, m_gate, m_name, m_file_id, m_reserved, m_opt.sync == durability::full};
   }
   void check_writer(const char* what);
-  void check_usable() const;
+  void poison(errc code, std::error_code cause) noexcept;
   void rollback_pages() noexcept;
   bool has_changes() const noexcept;
-  void apply_committed(std::uint64_t txn, std::size_t n);
+  [[noreturn]] void fail_commit(std::error_code ec, std::uint64_t txn);
+  void apply_committed(std::uint64_t txn, std::size_t n) noexcept;
   bool first_reader_lock(bool wait);
-  void maybe_checkpoint();
+  void maybe_checkpoint() noexcept;
+  void settle_unknown() noexcept;
 
   // opening (engine_open.hpp) and closing
   void open();
@@ -174,7 +179,9 @@ class engine {
   std::size_t m_readers = 0;            ///< read transactions open in this process
   std::atomic<std::uintptr_t> m_writer_thread{0};  ///< os::current_thread() of the writer; 0: none
   recovery::checkpoint_state m_checkpoint;
-  std::error_code m_poison;             ///< set when a commit could not be applied: no more writes
+  std::error_code m_poison;             ///< errc::commit_unknown or errc::needs_reopen: no more transactions
+  std::error_code m_poison_cause;       ///< the I/O error behind m_poison
+  log_position m_unknown;               ///< with errc::commit_unknown: where its record is (offset, seen_txn = its txn)
   std::atomic<std::uint64_t> m_commits{0}, m_rollbacks{0}, m_pages_logged{0};
 };
 
@@ -182,7 +189,19 @@ class engine {
 
 inline void engine::check_usable() const {
   check_fork();
-  if (m_poison) throw error(m_poison, "tmf: " + m_name + " is unusable after a failed apply");
+  if (!m_poison) return;
+  if (m_poison == errc::commit_unknown)
+    throw error(m_poison, "tmf: " + m_name + ": a commit's outcome is unknown (" + m_poison_cause.message() +
+                              "); reopen the storage to settle it");
+  throw error(m_poison, "tmf: " + m_name + " must be reopened after an I/O error (" + m_poison_cause.message() +
+                            "); every returned commit is durable");
+}
+
+inline void engine::poison(errc code, std::error_code cause) noexcept {
+  if (!m_poison) {
+    m_poison = make_error_code(code);
+    m_poison_cause = cause;
+  }
 }
 
 inline void engine::check_writer(const char* what) {
@@ -229,8 +248,9 @@ inline bool engine::begin_write(bool wait) {
 inline void engine::end_write() noexcept {
   if (forked()) return;  // the parent's locks are not ours
   TMF_ASSERT(is_writer_thread());
-  if (has_changes()) ++m_rollbacks;
-  if (m_dirty.reset(m_base, mapped(), true))
+  if (has_changes() && !m_poison) ++m_rollbacks;
+  // After a failed apply the private copies are the committed state: keep them.
+  if (m_dirty.reset(m_base, mapped(), !m_poison))
     fatal("cannot drop private pages at the end of a writer (madvise/mprotect failed)");
   m_slot->writer.store(0, std::memory_order_release);
   m_writer_thread.store(0, std::memory_order_relaxed);
@@ -262,37 +282,68 @@ inline void engine::commit() {
   h->log_end = end;
   seal_header(*h);
 
-  std::error_code ec = m_log.append(txn, m_file_id, pages, n, m_base);
+  std::error_code ec;
+  try {
+    ec = m_log.append(txn, m_file_id, pages, n, m_base);
+  } catch (const std::bad_alloc&) {
+    ec = std::make_error_code(std::errc::not_enough_memory);
+  }
   // The commit point: this one fdatasync orders the whole record (trailer included) before
   // commit() returns; nothing else is synced per commit.
   if (!ec && m_opt.sync == durability::full) ec = m_log.sync();
-  if (ec) {
-    // Make sure the failed record can never be replayed, then undo the transaction.
-    static const char zeros[sizeof(record_header)] = {};
-    os::pwrite_all(m_log.file(), zeros, sizeof zeros, pos.offset);
-    rollback_pages();
-    throw_os(ec, "commit to " + m_name + " failed; the transaction was rolled back");
-  }
+  if (ec) fail_commit(ec, txn);
+  // Durable: from here on nothing may turn the commit into an error.
   m_pages_logged += n;
+  pos = {pos.base_txn, pos.generation, end, txn};
   apply_committed(txn, n);
-  TMF_ASSERT(!m_dirty.beyond_header());  // only the kept header page is still private
-  pos = {pos.base_txn, end, txn};
   ++m_commits;
   maybe_checkpoint();
 }
 
-/// Copies a logged transaction into the data file and drops the private copies.
-inline void engine::apply_committed(std::uint64_t txn, std::size_t n) {
-  apply_gate::exclusive_hold hold;
-  std::error_code ec = m_gate.exclusive(hold);
-  if (!ec) ec = write_apply_marker(m_log.file(), txn);
-  if (!ec) ec = apply_pages(m_fd, m_dirty.pages(), n, m_base);
-  hold.release();
+/// The record could not be made durable: void it, durably, so that it can never be
+/// replayed, then undo the transaction. If voiding fails too, the outcome is unknown.
+inline void engine::fail_commit(std::error_code ec, std::uint64_t txn) {
+  static const char zeros[sizeof(record_header)] = {};
+  const log_position& pos = m_log.position();
+  std::error_code void_ec = os::pwrite_all(m_log.file(), zeros, sizeof zeros, pos.offset);
+  // Orders the void before the rollback is reported: a claimed rollback must hold.
+  if (!void_ec && m_opt.sync == durability::full) void_ec = m_log.sync();
+  rollback_pages();
+  if (void_ec) {
+    m_unknown = {pos.base_txn, pos.generation, pos.offset, txn};
+    poison(errc::commit_unknown, ec);
+    throw error(errc::commit_unknown, "tmf: commit to " + m_name + " failed (" + ec.message() +
+                                          ") and so did voiding its record (" + void_ec.message() +
+                                          "): whether it happened is settled when the storage is reopened");
+  }
+  throw_os(ec, "commit to " + m_name + " failed; the transaction was rolled back");
+}
+
+/// Copies a logged (durable) transaction into the data file and drops the private copies.
+/// Never fails the commit: an I/O error is retried, and if it persists the storage must be
+/// reopened (errc::needs_reopen) while the log, which every process replays before it
+/// reads past the apply marker, keeps the commit.
+inline void engine::apply_committed(std::uint64_t txn, std::size_t n) noexcept {
+  std::error_code ec;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    apply_gate::exclusive_hold hold;
+    ec = m_gate.exclusive(hold);
+    if (!ec) ec = write_apply_marker(m_log.file(), txn);  // before any page: a half-applied file is recognised
+    try {
+      if (!ec) ec = apply_pages(m_fd, m_dirty.pages(), n, m_base);
+    } catch (const std::bad_alloc&) {
+      ec = std::make_error_code(std::errc::not_enough_memory);
+    }
+    if (!ec) break;
+  }
   if (ec) {
-    // The commit is durable in the log and will be replayed by the next writer or open;
-    // this process keeps its private copies (its view is right) but stops writing.
-    m_poison = ec;
-    throw_os(ec, "commit to " + m_name + " is durable in the log but could not be applied");
+    // The data file may be half-applied. Other processes repair it from the log before they
+    // read (the marker); this one keeps its private copies (its view is the commit's).
+    write_apply_marker(m_log.file(), txn);  // best effort, in case the gate was what failed
+    poison(errc::needs_reopen, ec);
+    if (m_dirty.reset(m_base, mapped(), false, dirty_set::header_page::keep))
+      fatal("cannot re-protect private pages after a failed apply (mprotect failed)");
+    return;
   }
   // The header page keeps its private copy (now equal to the file) while this writer
   // lives: every commit writes it, and this saves a fault per commit.
@@ -300,10 +351,12 @@ inline void engine::apply_committed(std::uint64_t txn, std::size_t n) {
     fatal("cannot drop private pages after commit (madvise/mprotect failed)");
 }
 
-inline void engine::maybe_checkpoint() {
+inline void engine::maybe_checkpoint() noexcept {
   const log_position& pos = m_log.position();
-  if (pos.offset - log_start > m_opt.checkpoint_bytes)
-    recovery::checkpoint(files(), m_checkpoint, pos.seen_txn, log_start + m_opt.checkpoint_bytes);
+  if (m_poison || pos.offset - log_start <= m_opt.checkpoint_bytes) return;
+  std::error_code cause;
+  if (recovery::checkpoint(files(), m_checkpoint, pos.seen_txn, log_start + m_opt.checkpoint_bytes, cause))
+    poison(errc::needs_reopen, cause);
 }
 
 /// Undoes the transaction; the header page stays writable for the writer's next one.
@@ -323,7 +376,7 @@ inline bool engine::has_changes() const noexcept {
 // -- read transactions --------------------------------------------------------------------
 
 inline bool engine::begin_read(bool wait) {
-  check_fork();
+  check_usable();
   if (is_writer_thread())
     throw error(errc::already_open, "tmf: this thread holds the writer of " + m_name + "; read through the writer");
   thread_state& ts = this_thread();

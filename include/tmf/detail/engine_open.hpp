@@ -260,6 +260,19 @@ inline bool engine::create_new() {
   return true;
 }
 
+/// With errc::commit_unknown, at close, writer lock held: settles the record as absent,
+/// durably, unless it is valid after all (then replay_pending syncs and applies it).
+inline void engine::settle_unknown() noexcept {
+  try {
+    const engine_files f = files();
+    if (recovery::read_data_header(f).txn + 1 != m_unknown.seen_txn) return;  // settled by another writer
+    if (recovery::record_at(f, m_unknown.offset, m_unknown.seen_txn, m_unknown.generation)) return;
+    static const char zeros[sizeof(record_header)] = {};
+    if (!os::pwrite_all(m_log.file(), zeros, sizeof zeros, m_unknown.offset)) m_log.sync();
+  } catch (...) {
+  }
+}
+
 inline void engine::release_reservation() noexcept {
   if (m_base) os::release(m_base, m_reserved);
   m_base = nullptr;
@@ -277,16 +290,23 @@ inline void engine::close_all(bool checkpoint_if_last) noexcept {
     m_open_lock.abandon();
     m_writer_lock.abandon();
     m_apply_shared.abandon();
-  } else if (checkpoint_if_last && m_writable && m_fd.is_open() && m_log.is_open() && m_base && !m_poison) {
-    // The last process to close syncs the data file and empties the log.
+  } else if (checkpoint_if_last && m_writable && m_fd.is_open() && m_log.is_open() && m_base) {
+    // The last process to close syncs the data file and empties the log; a storage object
+    // that failed an I/O settles what it can (the next writer or open does the rest).
+    const bool last = !m_open_lock.lock(m_fd, lock_open, os::lock_kind::exclusive, false);
     byte_lock writer;
-    if (!m_open_lock.lock(m_fd, lock_open, os::lock_kind::exclusive, false) &&
-        !writer.lock(m_fd, lock_writer, os::lock_kind::exclusive)) {
+    if ((last || m_poison) && !writer.lock(m_fd, lock_writer, os::lock_kind::exclusive, last)) {
       try {
+        if (m_poison == errc::commit_unknown) settle_unknown();
         m_log.position() = recovery::replay_pending(files());
+        std::error_code cause;
         // An empty log generation means the data file was synced when it began.
-        if (m_log.position().offset != log_start || m_checkpoint.data_sync_failed)
-          recovery::checkpoint(files(), m_checkpoint, m_log.position().seen_txn, log_start + m_opt.checkpoint_bytes);
+        if (last && (m_log.position().offset != log_start || m_checkpoint.data_sync_failed))
+          recovery::checkpoint(files(), m_checkpoint, m_log.position().seen_txn, log_start + m_opt.checkpoint_bytes,
+                               cause);
+        // A cleanly closed log keeps one growth step of space.
+        if (last && m_log.position().offset == log_start && !m_checkpoint.data_sync_failed)
+          m_log.shrink_to(log_growth_step, 0);
       } catch (...) {
       }
     }

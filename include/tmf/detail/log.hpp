@@ -47,7 +47,7 @@ inline constexpr char trailer_magic[8] = {'t', 'm', 'f', '-', 'e', 'n', 'd', '\0
 inline constexpr char apply_marker_magic[8] = {'t', 'm', 'f', '-', 'a', 'p', 'l', '\0'};
 inline constexpr std::uint64_t log_start = page_size;  ///< offset of the first record
 /// The layout version of the log header (bumped with format_version).
-inline constexpr std::uint32_t log_version = 1;
+inline constexpr std::uint32_t log_version = 2;
 /// The log grows (fallocate) in steps of this many bytes; a cleanly closed log keeps one.
 inline constexpr std::uint64_t log_growth_step = std::uint64_t{4} << 20;
 
@@ -57,6 +57,9 @@ struct log_header {
   std::uint32_t page_size;
   std::uint64_t file_id;
   std::uint64_t base_txn;  ///< records in this generation are base_txn+1, base_txn+2, ...
+  /// Changes at every restart of the log and is stamped in each record: a record of an
+  /// earlier generation is never valid again, even where its bytes survive.
+  std::uint64_t generation;
   std::uint64_t checksum;
 };
 
@@ -87,6 +90,7 @@ struct record_header {
   char magic[8];
   std::uint64_t txn;
   std::uint64_t file_id;
+  std::uint64_t generation;  ///< the log generation it was written in
   std::uint64_t page_count;
   std::uint64_t entries_checksum;
   std::uint64_t checksum;  ///< of the fields above
@@ -147,16 +151,25 @@ inline std::error_code read_log_header(const os::file& f, std::uint64_t file_id,
   return {};
 }
 
-/// Starts a new log generation at `base_txn` (records after it become stale), then syncs
-/// the log if `sync`.
+/// The generation that follows `previous` (0 when the previous header is unknown: then one
+/// derived from the file and the base, which an unknown predecessor would not have used).
+inline std::uint64_t next_generation(std::uint64_t previous, std::uint64_t file_id, std::uint64_t base_txn) noexcept {
+  if (previous != 0) return previous + 1;
+  const std::uint64_t key[2] = {file_id, base_txn};
+  return checksum(key, sizeof key, 0x746d662d67656e00ULL) | (std::uint64_t{1} << 63);
+}
+
+/// Starts log generation `generation` at `base_txn` (every older record becomes stale),
+/// then syncs the log if `sync`.
 inline std::error_code write_log_header(const os::file& f, std::uint64_t file_id, std::uint64_t base_txn,
-                                        bool sync) noexcept {
+                                        std::uint64_t generation, bool sync) noexcept {
   log_header h{};
   std::memcpy(h.magic, log_magic, sizeof log_magic);
   h.version = log_version;
   h.page_size = page_size;
   h.file_id = file_id;
   h.base_txn = base_txn;
+  h.generation = generation;
   h.checksum = log_header_checksum(h);
   if (auto ec = os::pwrite_all(f, &h, sizeof h, 0)) return ec;
   return sync ? os::sync_data(f) : std::error_code{};
@@ -181,7 +194,8 @@ inline std::error_code set_reapply_needed(const os::file& f, std::uint64_t v) no
 /// Writes the record of transaction `txn` at `off`: pages `pages[0..n)` (ascending page
 /// numbers) are read from `base + page * page_size`. Does not sync.
 inline std::error_code write_record(const os::file& f, std::uint64_t off, std::uint64_t txn, std::uint64_t file_id,
-                                    const std::uint64_t* pages, std::size_t n, const unsigned char* base) {
+                                    std::uint64_t generation, const std::uint64_t* pages, std::size_t n,
+                                    const unsigned char* base) {
   std::vector<unsigned char> head(sizeof(record_header) + n * sizeof(record_entry));
   auto* entries = reinterpret_cast<record_entry*>(head.data() + sizeof(record_header));
   for (std::size_t i = 0; i < n; ++i) {
@@ -192,6 +206,7 @@ inline std::error_code write_record(const os::file& f, std::uint64_t off, std::u
   std::memcpy(rh.magic, record_magic, sizeof record_magic);
   rh.txn = txn;
   rh.file_id = file_id;
+  rh.generation = generation;
   rh.page_count = n;
   rh.entries_checksum = checksum(entries, n * sizeof(record_entry));
   rh.checksum = record_header_checksum(rh);
@@ -219,16 +234,16 @@ struct record_info {
 };
 
 /// Validates the record at `off`, expected to be transaction `txn` of data file `file_id`
-/// with page numbers below `max_pages`. Reads every page to verify its checksum. An
+/// in log generation `generation`, with page numbers below `max_pages`. Reads every page to verify its checksum. An
 /// invalid or absent record is `valid == false` without error; errors are I/O errors.
 inline std::error_code check_record(const os::file& fd, std::uint64_t off, std::uint64_t txn, std::uint64_t file_id,
-                                    std::uint64_t max_pages, bool& valid, record_info& info) {
+                                    std::uint64_t generation, std::uint64_t max_pages, bool& valid, record_info& info) {
   valid = false;
   record_header rh;
   std::size_t got = 0;
   if (auto ec = os::pread_all(fd, &rh, sizeof rh, off, got)) return ec;
   if (got != sizeof rh || std::memcmp(rh.magic, record_magic, sizeof record_magic) != 0 || rh.txn != txn ||
-      rh.file_id != file_id || rh.checksum != record_header_checksum(rh) || rh.page_count == 0 ||
+      rh.file_id != file_id || rh.generation != generation || rh.checksum != record_header_checksum(rh) || rh.page_count == 0 ||
       rh.page_count > max_pages)
     return {};  // a real commit always logs the header page: a record of no page is forged
   const std::uint64_t n = rh.page_count;
@@ -312,6 +327,7 @@ inline std::error_code apply_pages(const os::file& data_fd, const std::uint64_t*
 /// Where the next record of a log goes, and what it was learnt from.
 struct log_position {
   std::uint64_t base_txn = 0;        ///< the generation's base: its records are base_txn+1, ...
+  std::uint64_t generation = 0;      ///< the log header's generation
   std::uint64_t offset = log_start;  ///< where the next record goes
   std::uint64_t seen_txn = ~std::uint64_t{0};  ///< the data file's txn when this was learnt
 };
@@ -380,7 +396,7 @@ class log_file {
     if (auto ec = os::stat_file(m_file, fi)) return ec;
     m_allocated = fi.size;
     if (end <= m_allocated) return {};
-    std::uint64_t target = std::max<std::uint64_t>(end, m_allocated + log_growth_step);
+    std::uint64_t target = std::max<std::uint64_t>(end, (m_allocated / log_growth_step + 1) * log_growth_step);
     if (auto ec = os::allocate(m_file, m_allocated, target - m_allocated)) {
       if (target == end) return ec;
       if (auto ec2 = os::allocate(m_file, m_allocated, end - m_allocated)) return ec2;
@@ -395,13 +411,17 @@ class log_file {
   std::error_code append(std::uint64_t txn, std::uint64_t file_id, const std::uint64_t* pages, std::size_t n,
                          const unsigned char* base) {
     if (auto ec = ensure_space(m_pos.offset + record_size(n))) return ec;
-    return write_record(m_file, m_pos.offset, txn, file_id, pages, n, base);
+    return write_record(m_file, m_pos.offset, txn, file_id, m_pos.generation, pages, n, base);
   }
 
   std::error_code sync() noexcept { return os::sync_data(m_file); }
 
   /// Gives back the space past `keep` bytes if more than `slack` bytes lie beyond it.
+  /// \pre nothing past `keep` is needed (no record of the generation lies there).
   void shrink_to(std::uint64_t keep, std::uint64_t slack) noexcept {
+    os::file_info fi;
+    if (os::stat_file(m_file, fi)) return;
+    m_allocated = fi.size;
     if (m_allocated > keep + slack && !os::truncate(m_file, keep)) m_allocated = keep;
   }
 

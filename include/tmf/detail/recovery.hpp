@@ -48,6 +48,10 @@ struct engine_files {
 
 namespace recovery {
 
+/// The apply marker of a data file that may be mixed (a re-apply after a failed sync itself
+/// failed): whoever next uses the file replays the whole log generation first.
+inline constexpr std::uint64_t marker_broken = ~std::uint64_t{0};
+
 /// The page numbers a record may hold (and their count): within the reservation.
 inline std::uint64_t record_page_limit(const engine_files& f) noexcept { return f.reserved / page_size; }
 
@@ -59,11 +63,11 @@ inline file_header read_data_header(const engine_files& f) {
   return h;
 }
 
-/// Whether a valid record of transaction `txn` starts at `off`.
-inline bool record_at(const engine_files& f, std::uint64_t off, std::uint64_t txn) {
+/// Whether a valid record of transaction `txn` in generation `generation` starts at `off`.
+inline bool record_at(const engine_files& f, std::uint64_t off, std::uint64_t txn, std::uint64_t generation) {
   bool valid = false;
   record_info info;
-  if (auto ec = check_record(f.log.file(), off, txn, f.file_id, record_page_limit(f), valid, info))
+  if (auto ec = check_record(f.log.file(), off, txn, f.file_id, generation, record_page_limit(f), valid, info))
     throw_os(ec, "cannot read " + f.log.path().string());
   return valid;
 }
@@ -82,28 +86,31 @@ inline log_control read_control(const engine_files& f, const file_header& h) {
   bool valid = false;
   if (auto ec = read_log_control(f.log.file(), f.file_id, c, valid)) throw_os(ec, "cannot read " + f.log.path().string());
   if (!valid) {
+    const std::uint64_t generation = next_generation(0, f.file_id, h.txn);
     // Synced with durability::full: the new generation must be durable before a commit relies on it.
-    if (auto ec = write_log_header(f.log.file(), f.file_id, h.txn, f.full))
+    if (auto ec = write_log_header(f.log.file(), f.file_id, h.txn, generation, f.full))
       throw_os(ec, "cannot write " + f.log.path().string());
     // A new log's name must be durable too: fsync the directory.
     if (f.full)
       if (auto ec = os::sync_directory(f.log.path().parent_path())) throw_os(ec, "cannot sync the log's directory");
     clear_marker(f, h.txn);
     c.header.base_txn = h.txn;
+    c.header.generation = generation;
     c.marker = {};
   }
   return c;
 }
 
-/// Replays the valid records from `off`, expecting `txn` first; returns how many. `off`
-/// ends right after the last one.
-inline std::uint64_t replay_from(const engine_files& f, std::uint64_t& off, std::uint64_t txn) {
+/// Replays the valid records of generation `generation` from `off`, expecting `txn` first;
+/// returns how many. `off` ends right after the last one.
+inline std::uint64_t replay_from(const engine_files& f, std::uint64_t& off, std::uint64_t txn,
+                                 std::uint64_t generation) {
   std::uint64_t count = 0;
   const std::string log_name = f.log.path().string();
   for (;; ++txn) {
     bool valid = false;
     record_info info;
-    if (auto ec = check_record(f.log.file(), off, txn, f.file_id, record_page_limit(f), valid, info))
+    if (auto ec = check_record(f.log.file(), off, txn, f.file_id, generation, record_page_limit(f), valid, info))
       throw_os(ec, "cannot read " + log_name);
     if (!valid) return count;
     std::uint64_t last = 0;
@@ -140,6 +147,8 @@ inline void extend_to_arena(const engine_files& f) {
 }
 
 /// The first writable opener, alone: replays the whole log, syncs, starts a new generation.
+/// A new generation also settles a commit whose outcome was unknown (errc::commit_unknown):
+/// a record this did not replay can never become valid again.
 inline log_position recover_all(const engine_files& f) {
   byte_lock writer, apply;
   if (auto ec = writer.lock(f.data, lock_writer, os::lock_kind::exclusive)) throw_os(ec, "write lock");
@@ -148,9 +157,9 @@ inline log_position recover_all(const engine_files& f) {
   file_header h = read_data_header(f);
   const log_control c = read_control(f, h);
   std::uint64_t off = log_start;
-  const std::uint64_t replayed = replay_from(f, off, c.header.base_txn + 1);
+  const std::uint64_t replayed = replay_from(f, off, c.header.base_txn + 1, c.header.generation);
   if (replayed == 0 && c.header.base_txn == h.txn && c.marker.txn <= h.txn)
-    return {h.txn, log_start, h.txn};  // clean: nothing written, the file stays byte-for-byte as it was
+    return {h.txn, c.header.generation, log_start, h.txn};  // clean: the files stay byte-for-byte as they were
   extend_to_arena(f);
   h = read_data_header(f);
   // Orders the replayed pages before the new log header: once the log restarts, the
@@ -158,33 +167,43 @@ inline log_position recover_all(const engine_files& f) {
   if (f.full)
     if (auto ec = os::sync_data(f.data)) throw_os(ec, "cannot sync " + f.name);
   set_reapply_needed(f.log.file(), 0);  // the whole log was just re-applied and synced
-  if (auto ec = write_log_header(f.log.file(), f.file_id, h.txn, f.full))
+  const std::uint64_t generation = next_generation(c.header.generation, f.file_id, h.txn);
+  if (auto ec = write_log_header(f.log.file(), f.file_id, h.txn, generation, f.full))
     throw_os(ec, "cannot write " + f.log.path().string());
   clear_marker(f, h.txn);
-  return {h.txn, log_start, h.txn};
+  return {h.txn, generation, log_start, h.txn};
 }
 
-/// Writer lock held: replays a record that a dead writer made durable but did not (fully)
-/// apply, and finds where the next record goes.
+/// Writer lock held: replays a record that another process made durable but did not
+/// (fully) apply, or the whole generation after a broken re-apply, and finds where the
+/// next record goes.
 inline log_position replay_pending(const engine_files& f) {
   const file_header h = read_data_header(f);
   const log_control c = read_control(f, h);
-  std::uint64_t off = (h.log_base == c.header.base_txn && h.log_end >= log_start) ? h.log_end : log_start;
-  if (record_at(f, off, h.txn + 1) || c.marker.txn > h.txn) {
+  const std::uint64_t generation = c.header.generation;
+  const bool broken = c.marker.txn == marker_broken;
+  std::uint64_t off = (!broken && h.log_base == c.header.base_txn && h.log_end >= log_start) ? h.log_end : log_start;
+  const std::uint64_t first = broken ? c.header.base_txn + 1 : h.txn + 1;
+  if (broken || c.marker.txn > h.txn || record_at(f, off, h.txn + 1, generation)) {
     apply_gate::exclusive_hold hold;
     if (auto ec = f.gate.exclusive(hold)) throw_os(ec, "apply lock");
-    replay_from(f, off, h.txn + 1);
+    // Orders the records before anyone sees them applied: their writer's own sync may have
+    // failed (errc::commit_unknown), and what readers see must stay.
+    if (f.full)
+      if (auto ec = f.log.sync()) throw_os(ec, "cannot sync " + f.log.path().string());
+    if (broken) off = log_start;
+    replay_from(f, off, first, generation);
     extend_to_arena(f);
     clear_marker(f, read_data_header(f).txn);
   }
-  return {c.header.base_txn, off, read_data_header(f).txn};
+  return {c.header.base_txn, generation, off, read_data_header(f).txn};
 }
 
 /// Writer lock held: whether `pos` is still where the next record goes. True if the data
-/// file is at the transaction `pos` was learnt at and no dead writer left a record after
+/// file is at the transaction `pos` was learnt at and no other writer left a record after
 /// it: then nothing needs replaying (one small read instead of four).
 inline bool position_current(const engine_files& f, const log_position& pos, std::uint64_t data_txn) {
-  return data_txn == pos.seen_txn && !record_at(f, pos.offset, pos.seen_txn + 1);
+  return data_txn == pos.seen_txn && !record_at(f, pos.offset, pos.seen_txn + 1, pos.generation);
 }
 
 /// A read-only opener cannot recover. If no writable process has the file open (the first
@@ -194,11 +213,11 @@ inline void refuse_unrecovered(const engine_files& f, const file_header& h) {
   bool free = false;
   if (auto ec = os::lock_would_succeed(f.data, lock_open, os::lock_kind::exclusive, free)) throw_os(ec, "open lock");
   if (!free || !f.log.is_open()) return;
-  log_header lh;
+  log_control c;
   bool valid = false;
-  if (auto ec = read_log_header(f.log.file(), h.file_id, lh, valid)) throw_os(ec, "cannot read " + f.log.path().string());
+  if (auto ec = read_log_control(f.log.file(), h.file_id, c, valid)) throw_os(ec, "cannot read " + f.log.path().string());
   if (!valid) return;  // only rewritten after the data file was synced: the data file is whole
-  if (lh.base_txn != h.txn || record_at(f, log_start, lh.base_txn + 1))
+  if (c.header.base_txn != h.txn || c.marker.txn > h.txn || record_at(f, log_start, c.header.base_txn + 1, c.header.generation))
     throw error(errc::read_only, "tmf: " + f.name + " was not closed cleanly and needs recovery; open it writable once");
 }
 
@@ -208,40 +227,66 @@ struct checkpoint_state {
 };
 
 /// Syncs the data file and restarts the log at transaction `txn`. Writer lock held, no
-/// transaction open. A failed sync keeps the log (its records stay replayable) and
-/// re-applies it before the next attempt, since the kernel may have dropped the pages it
-/// failed to write. `keep` bytes of log space survive a restart.
-inline void checkpoint(const engine_files& f, checkpoint_state& st, std::uint64_t txn, std::uint64_t keep) noexcept {
-  // Re-applies the kept log under the apply lock: readers must not see older pages being rewritten.
-  auto reapply = [&]() -> bool {
+/// transaction open; `keep` bytes of log space survive a restart.
+///
+/// The rule: the log restarts only once the data file is known durable. A failed data-file
+/// sync keeps the log and re-applies it (the kernel may have dropped the pages it failed to
+/// write), and flags that for every process. Returns empty when the files are consistent
+/// (restarted, or kept and restored), else errc::needs_reopen with the I/O error in
+/// `cause`: the data file could not be restored (it is marked broken, so every process
+/// replays the log before using it) or the new log header is in doubt.
+inline std::error_code checkpoint(const engine_files& f, checkpoint_state& st, std::uint64_t txn, std::uint64_t keep,
+                                  std::error_code& cause) noexcept {
+  log_position& pos = f.log.position();
+  auto give_up = [&](std::error_code ec) {
+    cause = ec;
+    write_apply_marker(f.log.file(), marker_broken);  // best effort: the log may be what fails
+    return make_error_code(errc::needs_reopen);
+  };
+  // Re-applies the whole generation under the apply lock: readers must not see older pages being rewritten.
+  auto reapply = [&]() -> std::error_code {
     apply_gate::exclusive_hold hold;
-    if (f.gate.exclusive(hold)) return false;
+    if (auto ec = f.gate.exclusive(hold)) return ec;
     try {
       std::uint64_t off = log_start;
-      replay_from(f, off, f.log.position().base_txn + 1);
+      replay_from(f, off, pos.base_txn + 1, pos.generation);
+    } catch (const std::system_error& e) {
+      return e.code();
     } catch (...) {
-      return false;
+      return std::make_error_code(std::errc::not_enough_memory);
     }
-    return true;
+    return {};
   };
   std::uint64_t flagged = 0;
   std::size_t got = 0;
-  os::pread_all(f.log.file(), &flagged, sizeof flagged, offsetof(log_control, reapply_needed), got);
-  if ((st.data_sync_failed || (got == sizeof flagged && flagged != 0)) && !reapply()) return;
+  if (os::pread_all(f.log.file(), &flagged, sizeof flagged, offsetof(log_control, reapply_needed), got))
+    return {};  // in doubt whether to re-apply: keep the log, which is always safe
+  if (st.data_sync_failed || (got == sizeof flagged && flagged != 0))
+    if (auto ec = reapply()) return give_up(ec);
   // Orders every applied page before the log restarts: the records are the only other copy.
-  if (f.full && os::sync_data(f.data)) {
-    st.data_sync_failed = true;
-    set_reapply_needed(f.log.file(), 1);  // for every process: none may restart the log unapplied
-    reapply();                            // restore the pages now, before the writer or a reader reads them
-    return;
-  }
+  if (f.full)
+    if (auto ec = os::sync_data(f.data)) {
+      st.data_sync_failed = true;
+      // For every process: none may restart the log before re-applying it.
+      if (auto e2 = set_reapply_needed(f.log.file(), 1)) return give_up(e2);
+      if (auto e2 = reapply()) return give_up(e2);  // restore the pages now, before anyone reads them
+      return {};
+    }
   st.data_sync_failed = false;
-  if (flagged != 0) set_reapply_needed(f.log.file(), 0);
-  // Synced: the new base must be durable before records are appended after it.
-  if (write_log_header(f.log.file(), f.file_id, txn, f.full)) return;
-  f.log.position() = {txn, log_start, txn};
-  // A huge transaction may have left a huge log: give the space back.
-  f.log.shrink_to(keep, keep);
+  if (flagged != 0) set_reapply_needed(f.log.file(), 0);  // a failure costs one more re-apply later
+  // The data file is durable: restart. The new header must be durable before records follow it.
+  const std::uint64_t generation = next_generation(pos.generation, f.file_id, txn);
+  std::error_code ec = write_log_header(f.log.file(), f.file_id, txn, generation, f.full);
+  if (ec) ec = write_log_header(f.log.file(), f.file_id, txn, generation, f.full);  // once more
+  if (ec) {
+    // Which header is durable is unknown (either is consistent with the synced data file),
+    // so no record may be appended after either.
+    cause = ec;
+    return make_error_code(errc::needs_reopen);
+  }
+  pos = {txn, generation, log_start, txn};
+  f.log.shrink_to(keep, keep);  // a huge transaction may have left a huge log: give the space back
+  return {};
 }
 
 }  // namespace recovery
