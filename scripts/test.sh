@@ -121,10 +121,18 @@ run_fault_step() {
   echo "------------------- fault stage (ctest -L fault -V, log: $log) -------------------"
   (cd "$dir" && ctest -L fault -V --no-tests=error </dev/null) >"$log" 2>&1 || fault_rc=$?
   mapfile -t fault_lines < <(sed -n 's/^[0-9]*: \(fault stage.*\)/\1/p' "$log")
+  # A skipped test says why on the line after GoogleTest's "<file>:<line>: Skipped".
+  local skipped=()
+  mapfile -t skipped < <(grep -A1 -E '^[0-9]+: .*: Skipped$' "$log" | sed -n 's/^[0-9]*: \(.*\)/\1/p' |
+    grep -v ': Skipped$' | sort -u)
+  local s
+  for s in "${skipped[@]}"; do
+    fault_lines+=("fault stage skipped: $s")
+  done
   if [[ $fault_rc -ne 0 ]]; then
     cat "$log"
   else
-    grep -E '^[0-9]+: \[  SKIPPED \]|tests passed|tests failed' "$log" || true
+    grep -E 'tests passed|tests failed' "$log" || true
   fi
   printf '%s\n' "${fault_lines[@]}"
   local line
