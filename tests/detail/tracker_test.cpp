@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <string>
+
 #include <cstring>
 #include <vector>
 
@@ -166,6 +169,45 @@ TEST(Tracker, HundredThousandScatteredPagesCommitAndRollBack) {
     return 0;
   });
   EXPECT_EQ(rc, 0) << "a new process did not see the committed pages";
+}
+
+std::size_t mapping_count() {
+  std::ifstream maps("/proc/self/maps");
+  std::size_t n = 0;
+  for (std::string line; std::getline(maps, line);) ++n;
+  return n;
+}
+
+// Pages made writable and re-protected must merge back into one mapping: otherwise every
+// transaction leaves its scattered pages as separate mappings, the count only grows, and
+// after a few dozen transactions mprotect fails (vm.max_map_count) and the process dies.
+TEST(Tracker, ManyScatteredTransactionsOnAReopenedStorageKeepTheMappingCountBounded) {
+  tmf_test::scoped_path p;
+  constexpr std::size_t pages = 32768;  // 128 MiB
+  tmf::options o;
+  o.max_size = std::size_t{1} << 30;
+  o.sync = tmf::durability::no_sync;
+  {
+    tmf::storage<big_root> s(p, o);
+    auto w = s.write();
+    w->bytes = w.get_allocator<char>().allocate(pages * page_size);
+    w.commit();
+  }
+  tmf::storage<big_root> s(p, o);  // reopened: the arena is mapped in one piece
+  std::uint64_t x = 88172645463325252ULL;
+  const std::size_t before = mapping_count();
+  std::size_t worst = 0;
+  for (int t = 0; t < 60; ++t) {
+    auto w = s.write();
+    for (int i = 0; i < 1024; ++i) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      w->bytes[(x % pages) * page_size] = static_cast<char>(t);
+    }
+    w.commit();
+    worst = std::max(worst, mapping_count() - std::min(mapping_count(), before));
+  }
+  EXPECT_LE(worst, 16u) << "re-protected pages did not merge back: the mapping count grew by " << worst;
+  s.check();
 }
 
 }  // namespace

@@ -365,10 +365,27 @@ inline std::error_code release(void* addr, std::size_t size) noexcept {
 }
 
 /// Maps `size` bytes of `f` from `offset` at `addr`, private and read-only, replacing part
-/// of a reservation made by `reserve` (only ever our own reservation).
+/// of a reservation made by `reserve` (only ever our own reservation). The bytes must exist
+/// in the file.
+///
+/// The mapping is made writable, one page is copied on write and dropped again, and only
+/// then is it made read-only: the kernel attaches its anonymous-memory bookkeeping (the
+/// anon_vma) to the whole mapping at once, so the pieces that protect() later splits off
+/// share it and merge back when re-protected. Mapped read-only from the start, every piece
+/// made writable gets its own and never merges: the process's mapping count then only grows,
+/// until mprotect fails with ENOMEM (vm.max_map_count).
 inline std::error_code map_file(void* addr, std::size_t size, const file& f, std::uint64_t offset) noexcept {
-  void* p = ::mmap64(addr, size, PROT_READ, MAP_PRIVATE | MAP_FIXED, f.native(), static_cast<off64_t>(offset));
-  return p == MAP_FAILED ? last_error() : std::error_code{};
+  void* p = ::mmap64(addr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, f.native(),
+                     static_cast<off64_t>(offset));
+  if (p == MAP_FAILED) return last_error();
+  auto* first = static_cast<volatile unsigned char*>(p);
+  *first = *first;  // the same byte: the private copy equals the file
+  if (::madvise(p, page_size, MADV_DONTNEED) != 0 || ::mprotect(p, size, PROT_READ) != 0) {
+    const std::error_code ec = last_error();
+    ::mmap64(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);  // back to reserved
+    return ec;
+  }
+  return {};
 }
 
 /// Maps `size` bytes of `f` from offset 0, shared and read-only, wherever the kernel
