@@ -703,7 +703,7 @@ TEST(fiu, FixedSchedules) {
         calls_seen = std::max(calls_seen, j2.nth_calls);
       });
     }
-    std::cout << "fault stage, fixed schedules: " << sc.point << " " << sc.err_name << ": " << runs << " runs ("
+    std::cout << "fixed schedule " << sc.point << " " << sc.err_name << ": " << runs << " runs ("
               << hits << " hit), " << calls_seen << " calls in a run"
               << (more ? " (stopped at N = " + std::to_string(sc.max_n) + ")" : std::string()) << std::endl;
   }
