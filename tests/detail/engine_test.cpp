@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <utility>
 
 #include <sys/stat.h>
@@ -336,7 +337,7 @@ TEST_F(engine_fixture, ConcurrentCreationMakesOneRoot) {
   EXPECT_EQ(s.read()->made, 41u) << "the root was constructed more than once, or an update was lost";
 }
 
-TEST_F(engine_fixture, ReadOnlyOpenAfterAnUncleanShutdownAsksForRecovery) {
+TEST_F(engine_fixture, ReadOnlyOpenAfterAnUncleanShutdownServesTheLastCommitAndWritesNothing) {
   // A writer dies without closing: its commits are in the log since the last checkpoint.
   EXPECT_EQ(tmf_test::run_in_child([&]() -> int {
               tmf::storage<root> s(path);
@@ -347,28 +348,20 @@ TEST_F(engine_fixture, ReadOnlyOpenAfterAnUncleanShutdownAsksForRecovery) {
               ::_exit(0);
             }),
             0);
-  const auto before = tmf_test::read_bytes(path.path());
+  const auto data_before = tmf_test::read_bytes(path.path());
+  const auto log_before = tmf_test::read_bytes(tmf_test::log_path(path.path()));
   tmf::options ro;
   ro.mode = tmf::open_mode::read_only;
-  int rc = tmf_test::run_in_child([&] {
-    try {
-      tmf::storage<root> s(path.path(), ro);
-      return 1;
-    } catch (const tmf::error& e) {
-      return e.code() == tmf::errc::read_only ? 0 : 2;
-    }
-  });
-  EXPECT_EQ(rc, 0) << "a read-only process served a file that needs recovery (1) or failed otherwise (2)";
-  EXPECT_EQ(before, tmf_test::read_bytes(path.path())) << "the refusal modified the data file";
-  // A read-only process holding it open does not stop the next writable opener from being
-  // first (it runs full recovery); afterwards read-only opens work.
-  EXPECT_EQ(verify_in_child(30), 0);
-  rc = tmf_test::run_in_child([&] {
-    tmf::storage<root> s(path.path(), ro);
-    return s.read()->value == 30 ? 0 : 1;
-  });
-  EXPECT_EQ(rc, 0) << "a cleanly closed file must open read-only";
+  {
+    tmf::storage<root> reader(path.path(), ro);
+    auto r = reader.read();
+    EXPECT_EQ(r->value, 30u) << "the read-only open did not show the last commit";
+    reader.check();
+  }
+  EXPECT_EQ(data_before, tmf_test::read_bytes(path.path())) << "a read-only open modified the data file";
+  EXPECT_EQ(log_before, tmf_test::read_bytes(tmf_test::log_path(path.path()))) << "a read-only open modified the log";
 }
+
 
 /// Forks a child that waits for `go()` and then runs `fn` (its exit code).
 struct waiting_child {
@@ -392,6 +385,7 @@ struct waiting_child {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
 };
+
 
 TEST_F(engine_fixture, WritableOpenerIsFirstEvenWhileAReadOnlyProcessReads) {
   // Both writers are forked before this process opens the file (an open storage's address
@@ -439,6 +433,53 @@ TEST_F(engine_fixture, WritableOpenerIsFirstEvenWhileAReadOnlyProcessReads) {
   auto r = reader.read();
   EXPECT_EQ(r->value, 31u);
   for (auto x : r->pages) ASSERT_EQ(x, 31u) << "the read-only process saw a half-applied commit";
+}
+
+TEST_F(engine_fixture, ReadOnlyProcessRecoversATornDataFileInMemoryThenFollowsTheWriter) {
+  // Commit 40 durably, then leave the files as a power cut could: the log holds the commit,
+  // the data file is the baseline (the apply never reached the disk).
+  const auto baseline = tmf_test::read_bytes(path.path());
+  EXPECT_EQ(tmf_test::run_in_child([&]() -> int {
+              tmf::storage<root> s(path);
+              auto w = s.write();
+              w->value = 40;
+              for (auto& x : w->pages) x = 40;
+              w.commit();
+              ::_exit(0);  // no checkpoint: the log keeps the record
+            }),
+            0);
+  {
+    std::ofstream out(path.path(), std::ios::binary | std::ios::trunc);
+    out.write(baseline.data(), static_cast<std::streamsize>(baseline.size()));
+  }
+  const auto data_before = tmf_test::read_bytes(path.path());
+  const auto log_before = tmf_test::read_bytes(tmf_test::log_path(path.path()));
+  // A writer process, forked before the reader opens (a child must not inherit an open storage).
+  waiting_child writer([&] {
+    tmf::storage<root> s(path);  // full recovery: the read-only process holds no open lock
+    if (s.read()->value != 40) return 1;
+    auto w = s.write();
+    w->value = 41;
+    for (auto& x : w->pages) x = 41;
+    w.commit();
+    return 0;
+  });
+  tmf::options ro;
+  ro.mode = tmf::open_mode::read_only;
+  tmf::storage<root> reader(path.path(), ro);
+  {
+    auto r = reader.read();
+    EXPECT_EQ(r->value, 40u) << "the read-only process did not recover the durable commit";
+    for (auto x : r->pages) ASSERT_EQ(x, 40u) << "a half-recovered view";
+  }
+  reader.check();
+  EXPECT_EQ(data_before, tmf_test::read_bytes(path.path())) << "the read-only recovery wrote the data file";
+  EXPECT_EQ(log_before, tmf_test::read_bytes(tmf_test::log_path(path.path()))) << "the read-only recovery wrote the log";
+  // A writer opens (full recovery) and commits: the read-only process moves forward.
+  EXPECT_EQ(writer.go(), 0) << "the writer did not recover the commit or could not commit";
+  auto r = reader.read();
+  EXPECT_EQ(r->value, 41u) << "the read-only process did not follow the writer's commit";
+  for (auto x : r->pages) ASSERT_EQ(x, 41u) << "stale recovered pages mixed with the writer's commit";
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "../error.hpp"
 #include "../options.hpp"
@@ -130,6 +131,7 @@ class engine {
   [[noreturn]] void fail_commit(std::error_code ec, std::uint64_t txn);
   void apply_committed(std::uint64_t txn, std::size_t n) noexcept;
   bool first_reader_lock(bool wait);
+  void drop_private_if_caught_up();
   void maybe_checkpoint() noexcept;
   void settle_unknown() noexcept;
 
@@ -179,6 +181,10 @@ class engine {
   std::size_t m_readers = 0;            ///< read transactions open in this process
   std::atomic<std::uintptr_t> m_writer_thread{0};  ///< os::current_thread() of the writer; 0: none
   recovery::checkpoint_state m_checkpoint;
+  /// A read-only process that recovered the file into private pages: the transaction they
+  /// show (0: none), and which they are; dropped once the data file has caught up.
+  std::uint64_t m_private_txn = 0;
+  std::vector<std::uint64_t> m_private_pages;
   std::error_code m_poison;             ///< errc::commit_unknown or errc::needs_reopen: no more transactions
   std::error_code m_poison_cause;       ///< the I/O error behind m_poison
   log_position m_unknown;               ///< with errc::commit_unknown: where its record is (offset, seen_txn = its txn)
@@ -454,6 +460,7 @@ inline bool engine::first_reader_lock(bool wait) {
       if (would_block(ec)) return false;
       throw_os(ec, "apply lock");
     }
+    if (m_private_txn) drop_private_if_caught_up();
     if (!m_log.is_open() || m_log.marker_txn() <= header()->txn) return true;
     m_apply_shared.unlock();
     if (!m_writable)
@@ -466,6 +473,23 @@ inline bool engine::first_reader_lock(bool wait) {
     }
     m_log.position() = recovery::replay_pending(files());
   }
+}
+
+/// A read-only process's recovered view: once a writer has brought the data file to (or
+/// past) it, the private pages are dropped and the mapping shows the file again. Called by
+/// the first reader, apply lock held: no apply runs, no reader of this process reads.
+inline void engine::drop_private_if_caught_up() {
+  if (recovery::read_data_header(files()).txn < m_private_txn) return;
+  const std::uint64_t* p = m_private_pages.data();
+  for (std::size_t i = 0, n = m_private_pages.size(); i < n;) {
+    std::size_t j = i + 1;
+    while (j < n && p[j] == p[j - 1] + 1) ++j;
+    if (auto ec = os::discard(m_base + p[i] * page_size, (j - i) * page_size))
+      throw_os(ec, "cannot drop the recovered pages of " + m_name);
+    i = j;
+  }
+  m_private_pages.clear();
+  m_private_txn = 0;
 }
 
 // -- allocation and growth ----------------------------------------------------------------

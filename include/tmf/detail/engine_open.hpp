@@ -165,7 +165,11 @@ inline void engine::recover_or_refuse(const file_header& h) {
   const std::filesystem::path log_path = m_path.string() + "-log";
   if (auto ec = m_log.open(log_path, m_writable)) throw_os(ec, "cannot open " + log_path.string());
   if (!m_writable) {
-    recovery::refuse_unrecovered(files(), h);
+    // A read-only process recovers into its own private pages; the files stay untouched.
+    log_control c;
+    if (recovery::read_only_needs_recovery(files(), h, c))
+      m_private_txn = recovery::replay_into_memory(
+          files(), c, m_base, [this](std::size_t bytes) { ensure_mapped(bytes); }, m_private_pages);
   } else if (m_first) {
     m_log.position() = recovery::recover_all(files());
     if (auto ec = m_open_lock.lock(m_fd, lock_open, os::lock_kind::shared)) throw_os(ec, "open lock");
@@ -182,10 +186,13 @@ inline void engine::recover_or_refuse(const file_header& h) {
 /// Re-reads the header (recovery may have replaced it), checks it against the file, maps
 /// the arena and prepares write tracking.
 inline void engine::map_and_verify() {
-  const file_header h = read_header();
+  // After a recovery into private pages the view's header is the recovered one.
+  const file_header h = m_private_txn ? *header() : read_header();
   validate_header_format(h, m_name);
   os::file_info fi;
   if (auto ec = os::stat_file(m_fd, fi)) throw_os(ec, "cannot stat " + m_name);
+  if (fi.size < h.arena_size && m_private_txn)
+    throw error(errc::read_only, "tmf: " + m_name + " needs recovery that extends the file; open it writable once");
   if (fi.size < h.arena_size)
     throw error(errc::corrupted, "tmf: " + m_name + " is truncated: " + std::to_string(fi.size) +
                                      " bytes, its header says " + std::to_string(h.arena_size));

@@ -206,19 +206,72 @@ inline bool position_current(const engine_files& f, const log_position& pos, std
   return data_txn == pos.seen_txn && !record_at(f, pos.offset, pos.seen_txn + 1, pos.generation);
 }
 
-/// A read-only opener cannot recover. If no writable process has the file open (the first
-/// of them recovers it) and the log holds commits since the last checkpoint, the last
-/// writer did not close cleanly: a power cut may have torn the data file, so refuse.
-inline void refuse_unrecovered(const engine_files& f, const file_header& h) {
+/// Whether a read-only opener must recover the file itself: no writable process has it open
+/// (the first of them would have recovered it) and the log holds commits since the last
+/// checkpoint, so the last writer did not close cleanly and a power cut may have torn the
+/// data file. Then `c` holds the log's control page.
+inline bool read_only_needs_recovery(const engine_files& f, const file_header& h, log_control& c) {
   bool free = false;
   if (auto ec = os::lock_would_succeed(f.data, lock_open, os::lock_kind::exclusive, free)) throw_os(ec, "open lock");
-  if (!free || !f.log.is_open()) return;
-  log_control c;
+  if (!free || !f.log.is_open()) return false;
   bool valid = false;
   if (auto ec = read_log_control(f.log.file(), h.file_id, c, valid)) throw_os(ec, "cannot read " + f.log.path().string());
-  if (!valid) return;  // only rewritten after the data file was synced: the data file is whole
-  if (c.header.base_txn != h.txn || c.marker.txn > h.txn || record_at(f, log_start, c.header.base_txn + 1, c.header.generation))
-    throw error(errc::read_only, "tmf: " + f.name + " was not closed cleanly and needs recovery; open it writable once");
+  if (!valid) return false;  // only rewritten after the data file was synced: the data file is whole
+  return c.header.base_txn != h.txn || c.marker.txn > h.txn ||
+         record_at(f, log_start, c.header.base_txn + 1, c.header.generation);
+}
+
+/// Recovery for a process that writes no file: every valid record of the log's generation
+/// is copied into the process's own private pages of the mapping at `base` (MAP_PRIVATE:
+/// the data file stays untouched), header page last, as full recovery would write them into
+/// the file. `map(bytes)` must map the data file up to `bytes` first. Returns the
+/// transaction the view is then at; `pages` receives the pages made private.
+template <class Map>
+std::uint64_t replay_into_memory(const engine_files& f, const log_control& c, unsigned char* base, Map&& map,
+                                 std::vector<std::uint64_t>& pages) {
+  const std::string log_name = f.log.path().string();
+  std::uint64_t txn = c.header.base_txn, off = log_start;
+  os::file_info fi;
+  if (auto ec = os::stat_file(f.data, fi)) throw_os(ec, "cannot stat " + f.name);
+  for (;; ++txn) {
+    bool valid = false;
+    record_info info;
+    if (auto ec = check_record(f.log.file(), off, txn + 1, f.file_id, c.header.generation, record_page_limit(f), valid,
+                               info))
+      throw_os(ec, "cannot read " + log_name);
+    if (!valid) break;
+    std::vector<record_entry> e(static_cast<std::size_t>(info.page_count));
+    std::size_t got = 0;
+    const std::uint64_t entries_at = info.offset + sizeof(record_header);
+    if (auto ec = os::pread_all(f.log.file(), e.data(), e.size() * sizeof(record_entry), entries_at, got))
+      throw_os(ec, "cannot read " + log_name);
+    std::uint64_t last = 0;
+    for (auto& x : e) last = std::max(last, x.page);
+    if ((last + 1) * page_size > fi.size)  // the file lacks the pages to map: only a writer can extend it
+      throw error(errc::read_only, "tmf: " + f.name + " needs recovery that extends the file; open it writable once");
+    map(static_cast<std::size_t>((last + 1) * page_size));
+    const std::uint64_t pages_at = entries_at + e.size() * sizeof(record_entry);
+    std::size_t header_index = e.size();
+    auto copy = [&](std::size_t i) {
+      unsigned char* at = base + e[i].page * page_size;
+      std::size_t n = 0;
+      std::error_code ec = os::protect(at, page_size, true);
+      if (!ec) ec = os::pread_all(f.log.file(), at, page_size, pages_at + i * page_size, n);
+      if (auto e2 = os::protect(at, page_size, false); e2 && !ec) ec = e2;
+      if (ec) throw_os(ec, "cannot replay " + log_name + " into memory");
+      pages.push_back(e[i].page);
+    };
+    for (std::size_t i = 0; i < e.size(); ++i)
+      if (e[i].page == 0)
+        header_index = i;
+      else
+        copy(i);
+    if (header_index < e.size()) copy(header_index);
+    off = info.end;
+  }
+  std::sort(pages.begin(), pages.end());
+  pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
+  return txn;
 }
 
 /// What a checkpoint remembers between attempts.
