@@ -17,10 +17,11 @@ namespace tmf::detail {
 /// The header at the start of every node. Leaves and internal nodes have the same size; an
 /// internal node's child links follow its values.
 struct btree_node {
-  btree_node* parent;       ///< nullptr at the root
-  std::uint16_t position;   ///< index of this node among its parent's children
-  std::uint16_t count;      ///< values held
+  btree_node* parent;   ///< nullptr at the root
+  std::uint16_t count;  ///< values held
   bool leaf;
+  // No index among the parent's children: keeping one would make every split or merge write
+  // to all the siblings to its right (each a page of the storage). position() finds it.
 };
 
 /// Sizes and offsets of a node holding `Value`s in blocks of NodeSize bytes (a power of two).
@@ -74,17 +75,27 @@ struct btree_layout {
   /// Fewest values a non-root node should hold after an erase (B-tree half fill).
   static std::size_t min_count(const btree_node* n) noexcept { return capacity(n) / 2; }
 
+  /// The index of `n` (not the root) among its parent's children: a scan of the parent's
+  /// links, which reads and writes nothing else.
+  static std::size_t position(const btree_node* n) noexcept {
+    const btree_node* p = n->parent;
+    btree_node* const* c =
+        reinterpret_cast<btree_node* const*>(reinterpret_cast<const unsigned char*>(p) + children_offset);
+    std::size_t i = 0;
+    while (c[i] != n) ++i;
+    return i;
+  }
   /// Makes `c` child `i` of `n`.
   static void set_child(btree_node* n, std::size_t i, btree_node* c) noexcept {
     children(n)[i] = c;
-    c->parent = n;
-    c->position = static_cast<std::uint16_t>(i);
+    if (c->parent != n) c->parent = n;  // no store (no dirty page) when it stays
   }
   /// Moves `k` child links of `src` from `from` to `dst` at `to` (regions may overlap when
-  /// src == dst) and fixes their parent and position.
+  /// src == dst); children that change node get their parent link fixed.
   static void move_children(btree_node* dst, std::size_t to, btree_node* src, std::size_t from, std::size_t k) noexcept {
     std::memmove(children(dst) + to, children(src) + from, k * sizeof(btree_node*));
-    for (std::size_t i = to; i < to + k; ++i) set_child(dst, i, children(dst)[i]);
+    if (dst != src)
+      for (std::size_t i = to; i < to + k; ++i) children(dst)[i]->parent = dst;
   }
 };
 

@@ -133,7 +133,7 @@ class btree_iterator {
     if (m_node->leaf) {  // m_pos == count: climb to the first ancestor with a value to the right
       const btree_iterator save = *this;
       while (m_pos == static_cast<int>(m_node->count) && m_node->parent != nullptr) {
-        m_pos = m_node->position;
+        m_pos = static_cast<int>(layout::position(m_node));
         m_node = m_node->parent;
       }
       if (m_pos == static_cast<int>(m_node->count)) *this = save;  // it was the last value: end()
@@ -147,7 +147,7 @@ class btree_iterator {
     if (m_node->leaf) {  // m_pos == -1
       const btree_iterator save = *this;
       while (m_pos < 0 && m_node->parent != nullptr) {
-        m_pos = static_cast<int>(m_node->position) - 1;
+        m_pos = static_cast<int>(layout::position(m_node)) - 1;
         m_node = m_node->parent;
       }
       if (m_pos < 0) *this = save;
@@ -604,7 +604,7 @@ class btree {
   node* new_node(bool leaf) {
     block_alloc a(m_alloc);
     auto* b = block_traits::allocate(a, 1);
-    return ::new (static_cast<void*>(b)) node{nullptr, 0, 0, leaf};
+    return ::new (static_cast<void*>(b)) node{nullptr, 0, leaf};
   }
   void delete_node(node* n) noexcept {
     block_alloc a(m_alloc);
@@ -652,7 +652,7 @@ class btree {
   iterator normalize(iterator it) const noexcept {
     while (it.m_pos == static_cast<int>(it.m_node->count)) {
       if (it.m_node->parent == nullptr) return iterator(m_rightmost, m_rightmost->count);
-      it.m_pos = it.m_node->position;
+      it.m_pos = static_cast<int>(layout::position(it.m_node));
       it.m_node = it.m_node->parent;
     }
     return it;
@@ -737,7 +737,7 @@ class btree {
       m_root = parent;
     } else if (parent->count == internal_capacity) {
       node* p = parent;
-      std::size_t ppos = n->position;
+      std::size_t ppos = layout::position(n);
       split_for_insert(p, ppos);
       parent = n->parent;
     }
@@ -760,7 +760,7 @@ class btree {
     move_values(slot(dest, 0), slot(n, left), dest_count);
     dest->count = static_cast<std::uint16_t>(dest_count);
     node* parent = n->parent;
-    const std::size_t at = n->position;
+    const std::size_t at = layout::position(n);
     // The median goes up into the parent at `at`; dest becomes the parent's child at + 1.
     move_values(slot(parent, at + 1), slot(parent, at), parent->count - at);
     layout::move_children(parent, at + 2, parent, at + 1, parent->count - at);
@@ -890,7 +890,7 @@ class btree {
         first = false;
       }
       if (!merged) break;
-      it.m_pos = it.m_node->position;
+      it.m_pos = static_cast<int>(layout::position(it.m_node));
       it.m_node = it.m_node->parent;
     }
     if (res.m_pos == static_cast<int>(res.m_node->count)) {
@@ -908,7 +908,6 @@ class btree {
     } else {
       m_root = layout::child(old, 0);
       m_root->parent = nullptr;
-      m_root->position = 0;
     }
     delete_node(old);
   }
@@ -919,8 +918,9 @@ class btree {
     node* n = it.m_node;
     node* parent = n->parent;
     const std::size_t cap = layout::capacity(n);
-    if (n->position > 0) {
-      node* left = layout::child(parent, n->position - 1u);
+    const std::size_t npos = layout::position(n);
+    if (npos > 0) {
+      node* left = layout::child(parent, npos - 1u);
       if (1u + left->count + n->count <= cap) {
         it.m_pos += 1 + left->count;
         merge_nodes(left, n);
@@ -928,8 +928,8 @@ class btree {
         return true;
       }
     }
-    if (n->position < parent->count) {
-      node* right = layout::child(parent, n->position + 1u);
+    if (npos < parent->count) {
+      node* right = layout::child(parent, npos + 1u);
       if (1u + n->count + right->count <= cap) {
         merge_nodes(n, right);
         return true;
@@ -941,8 +941,8 @@ class btree {
         return false;
       }
     }
-    if (n->position > 0) {
-      node* left = layout::child(parent, n->position - 1u);
+    if (npos > 0) {
+      node* left = layout::child(parent, npos - 1u);
       if (left->count > layout::min_count(left) && (n->count == 0 || it.m_pos < static_cast<int>(n->count))) {
         std::size_t to_move = (left->count - n->count) / 2u;
         to_move = std::min<std::size_t>(to_move, left->count - 1u);
@@ -957,7 +957,7 @@ class btree {
   /// Moves the separator and all of `right` into `left`, then frees `right`.
   void merge_nodes(node* left, node* right) noexcept {
     node* parent = left->parent;
-    const std::size_t at = left->position;
+    const std::size_t at = layout::position(left);
     value_alloc a(m_alloc);
     relocate(a, slot(left, left->count), slot(parent, at));
     move_values(slot(left, left->count + 1u), slot(right, 0), right->count);
@@ -974,7 +974,7 @@ class btree {
   /// Moves `k` values (k >= 1) from the front of `right` through the parent to `left`.
   void rebalance_right_to_left(std::size_t k, node* left, node* right) noexcept {
     node* parent = left->parent;
-    const std::size_t at = left->position;
+    const std::size_t at = layout::position(left);
     value_alloc a(m_alloc);
     relocate(a, slot(left, left->count), slot(parent, at));
     move_values(slot(left, left->count + 1u), slot(right, 0), k - 1);
@@ -991,7 +991,7 @@ class btree {
   /// Moves `k` values (k >= 1) from the back of `left` through the parent to `right`.
   void rebalance_left_to_right(std::size_t k, node* left, node* right) noexcept {
     node* parent = left->parent;
-    const std::size_t at = left->position;
+    const std::size_t at = layout::position(left);
     value_alloc a(m_alloc);
     move_values(slot(right, k), slot(right, 0), right->count);
     relocate(a, slot(right, k - 1), slot(parent, at));
@@ -1081,7 +1081,6 @@ class btree {
       const node* c = layout::child(n, i);
       if (c == nullptr) fail("a null child link" + where);
       if (c->parent != n) fail("a child's parent link is wrong" + where);
-      if (c->position != i) fail("a child's position is wrong" + where);
       audit_node(c, i == 0 ? lo : v + i - 1, i == n->count ? hi : v + i, depth + 1, a);
     }
   }
