@@ -8,6 +8,7 @@
 #include "containers.hpp"
 #include "error.hpp"
 #include "options.hpp"
+#include "schema.hpp"
 #include "storage.hpp"
 #include "version.hpp"
 
