@@ -7,6 +7,7 @@
 #include "allocator.hpp"
 #include "containers.hpp"
 #include "error.hpp"
+#include "migrate.hpp"
 #include "options.hpp"
 #include "schema.hpp"
 #include "storage.hpp"
