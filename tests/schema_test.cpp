@@ -142,6 +142,18 @@ struct holds_versioned {
   tmf::vector<versioned> items;
 };
 
+struct phantom_tag;  // never defined
+template <class Tag>
+class strong_id {
+ public:
+  strong_id() = default;
+  std::uint64_t value = 0;
+};
+struct holds_phantom {
+  strong_id<phantom_tag> id;
+  tmf::vector<strong_id<phantom_tag>> ids;
+};
+
 struct tree {
   std::int32_t value = 0;
   tmf::vector<tree> children;
@@ -250,6 +262,12 @@ TEST(SchemaFingerprint, RecursiveTypesTerminate) {
   const std::string layout = tmf::schema_layout<tree>();
   EXPECT_NE(layout.find("(recursive)"), std::string::npos) << layout;
   EXPECT_NE(structure_hash<tree>(), 0u);
+}
+
+TEST(SchemaFingerprint, IncompleteTemplateArgumentsAreSeenByName) {
+  const std::string layout = tmf::schema_layout<holds_phantom>();
+  EXPECT_NE(layout.find("schema_test_types::strong_id<schema_test_types::phantom_tag> (8 B)"), std::string::npos)
+      << layout;
 }
 
 TEST(SchemaFingerprint, LayoutTextIsDemangled) {

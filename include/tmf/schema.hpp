@@ -73,13 +73,15 @@ inline std::string demangle(const char* mangled) {
   return mangled;
 }
 
-/// A name of T that is the same for GCC and Clang: the Itanium-mangled name when RTTI is
-/// on, else the compiler's pretty function name (then only stable for one compiler).
+/// A name of T (not a reference) that is the same for GCC and Clang: the Itanium-mangled
+/// name when RTTI is on (taken from `T*`'s, which an incomplete T also has), else the
+/// compiler's pretty function name (then only stable for one compiler).
 template <class T>
 std::string_view type_name() noexcept {
 #if defined(__GXX_RTTI) || defined(__cpp_rtti)
-  std::string_view s = typeid(T).name();
-  if (!s.empty() && s.front() == '*') s.remove_prefix(1);
+  std::string_view s = typeid(T*).name();
+  if (!s.empty() && s.front() == '*') s.remove_prefix(1);  // GCC's mark of internal linkage
+  if (!s.empty() && s.front() == 'P') s.remove_prefix(1);  // "P<T>": pointer to T
   return s;
 #else
   std::string_view s = __PRETTY_FUNCTION__;
@@ -95,7 +97,7 @@ std::string_view type_name() noexcept {
 template <class T>
 std::string pretty_type_name() {
 #if defined(__GXX_RTTI) || defined(__cpp_rtti)
-  return demangle(typeid(T).name());
+  return demangle(std::string(type_name<T>()).c_str());
 #else
   return std::string(type_name<T>());
 #endif
@@ -202,11 +204,20 @@ consteval std::size_t member_count() {
   return count_braced<T>();
 }
 
-/// Whether the walker looks inside T: an aggregate class that is not a union, not empty and
-/// not a std::array.
+/// Whether T is complete here (a phantom template argument may never be).
 template <class T>
-inline constexpr bool walk_members_v = std::is_class_v<T> && std::is_aggregate_v<T> && !std::is_empty_v<T> &&
-                                       !std_array_of<T>::value;
+constexpr bool is_complete() {
+  return requires { sizeof(T); };
+}
+template <class T>
+struct complete : std::bool_constant<is_complete<T>()> {};
+
+/// Whether the walker looks inside T: a complete aggregate class that is not a union, not
+/// empty and not a std::array.
+template <class T>
+inline constexpr bool walk_members_v =
+    std::conjunction_v<std::is_class<T>, complete<T>, std::is_aggregate<T>, std::negation<std::is_empty<T>>,
+                       std::negation<std::is_union<T>>, std::negation<std_array_of<T>>>;
 
 struct member_type_lister {
   template <class... M>
@@ -344,8 +355,8 @@ constexpr bool check_storable() {
     return refuse::code_pointer<U, owner>();
   } else if constexpr (std::is_array_v<U>) {
     return check_storable<std::remove_all_extents_t<U>, Seen...>();
-  } else if constexpr (!std::is_class_v<U>) {
-    return true;  // scalars, raw pointers (into the storage), enums, unions' members are not seen
+  } else if constexpr (!std::is_class_v<U> || !is_complete<U>()) {
+    return true;  // scalars, raw pointers (into the storage), enums; unions' members are not seen
   } else if constexpr (std::is_polymorphic_v<U>) {
     return refuse::polymorphic<U, owner>();
   } else if constexpr (is_std_allocator<U>::value || has_std_allocator_arg<U>::value) {
@@ -360,7 +371,7 @@ constexpr bool check_storable() {
     return refuse::any<U, owner>();
   } else if constexpr (std_array_of<U>::value) {
     return check_storable<typename std_array_of<U>::element, U, Seen...>();
-  } else if constexpr (walk_members_v<U> && !std::is_union_v<U>) {
+  } else if constexpr (walk_members_v<U>) {
     return check_all<U, Seen...>(member_types<U>{});
   } else {
     return check_all<U, Seen...>(typename template_args<U>::type{});
@@ -372,10 +383,9 @@ constexpr bool check_storable() {
 /// Storage whose address the walker takes the members' addresses in; no T is ever built.
 template <class T>
 union layout_probe {
-  constexpr layout_probe() : bytes{} {}
+  layout_probe() {}  // NOLINT(modernize-use-equals-default): no member is initialised
   ~layout_probe() {}
   T value;
-  unsigned char bytes[sizeof(T)];
 };
 
 template <class T>
@@ -464,6 +474,11 @@ void walk_type(schema_walk& w, bool with_text) {
     w.canon += "[" + std::to_string(std::extent_v<U>) + "]";
     walk_type<std::remove_extent_t<U>>(w, with_text);
     if (with_text) w.text += "[" + std::to_string(std::extent_v<U>) + "]";
+  } else if constexpr (!is_complete<U>()) {
+    w.canon += "I";  // an incomplete type (a phantom template argument): its name only
+    w.canon += type_name<U>();
+    w.canon += ";";
+    if (with_text) w.text += pretty_type_name<U>();
   } else if constexpr (!std::is_class_v<U> || std::is_union_v<U>) {
     w.canon += "L";
     w.canon += type_name<U>();
