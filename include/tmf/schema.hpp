@@ -148,40 +148,48 @@ struct any_member {
   operator U&() const&& noexcept;  // NOLINT(google-explicit-constructor)
 };
 
-/// Aggregate-initialisation probes of T with one braced placeholder `{x}` per member
-/// (`Kinds`, one a member), optionally followed by one plain placeholder.
+/// Aggregate-initialisation probes of T with one placeholder per member (`Kinds`, one a
+/// member): braced (`{x}`), braced then one plain (`x`) of kind `Last`, or all plain.
 template <class T, probe_kind... Kinds>
 struct init_probe {
   template <std::size_t... I>
   static constexpr bool braced(std::index_sequence<I...>) {
     return requires { T{{any_member<I, Kinds>{}}...}; };
   }
-  template <std::size_t... I>
+  template <probe_kind Last, std::size_t... I>
   static constexpr bool braced_then_plain(std::index_sequence<I...>) {
-    return requires { T{{any_member<I, Kinds>{}}..., any_member<sizeof...(I)>{}}; };
+    return requires { T{{any_member<I, Kinds>{}}..., any_member<sizeof...(I), Last>{}}; };
   }
-  static constexpr bool ok = braced(std::make_index_sequence<sizeof...(Kinds)>{});
-  static constexpr bool ok_then_plain = braced_then_plain(std::make_index_sequence<sizeof...(Kinds)>{});
+  template <std::size_t... I>
+  static constexpr bool plain(std::index_sequence<I...>) {
+    return requires { T{any_member<I, Kinds>{}...}; };
+  }
+  using seq = std::make_index_sequence<sizeof...(Kinds)>;
+  static constexpr bool ok = braced(seq{});
+  static constexpr bool ok_then_plain = braced_then_plain<probe_kind::any>(seq{}) ||
+                                        braced_then_plain<probe_kind::scalar>(seq{}) ||
+                                        braced_then_plain<probe_kind::lvalue>(seq{});
+  static constexpr bool ok_plain = plain(seq{});
 };
 
-template <class T, std::size_t... I>
-constexpr bool init_plain(std::index_sequence<I...>) {
-  return requires { T{any_member<I>{}...}; };
-}
-
-/// Counts members by plain placeholders (a C array counts as its elements: brace elision).
-template <class T, std::size_t N = 0>
+/// Counts members by plain placeholders `x` (a C array counts as its elements: brace elision).
+template <class T, probe_kind... Kinds>
 consteval std::size_t count_plain() {
-  if constexpr (N > max_members)
-    return N;
-  else if constexpr (init_plain<T>(std::make_index_sequence<N + 1>{}))
-    return count_plain<T, N + 1>();
+  if constexpr (sizeof...(Kinds) > max_members)
+    return sizeof...(Kinds);
+  else if constexpr (init_probe<T, Kinds..., probe_kind::any>::ok_plain)
+    return count_plain<T, Kinds..., probe_kind::any>();
+  else if constexpr (init_probe<T, Kinds..., probe_kind::scalar>::ok_plain)
+    return count_plain<T, Kinds..., probe_kind::scalar>();
+  else if constexpr (init_probe<T, Kinds..., probe_kind::lvalue>::ok_plain)
+    return count_plain<T, Kinds..., probe_kind::lvalue>();
   else
-    return N;
+    return sizeof...(Kinds);
 }
 
-/// Counts members by braced placeholders, one a member whatever its type (a C array too);
-/// stops at a member no `{x}` initialises (an empty class).
+/// Counts members by braced placeholders `{x}`, one a member whatever its type (a C array
+/// too); where no `{x}` initialises the next member but an `x` does (an empty class; a
+/// reference, for Clang), counts by plain placeholders instead (C arrays then unsupported).
 template <class T, probe_kind... Kinds>
 consteval std::size_t count_braced() {
   if constexpr (sizeof...(Kinds) > max_members)
@@ -193,7 +201,7 @@ consteval std::size_t count_braced() {
   else if constexpr (init_probe<T, Kinds..., probe_kind::lvalue>::ok)
     return count_braced<T, Kinds..., probe_kind::lvalue>();
   else if constexpr (init_probe<T, Kinds...>::ok_then_plain)
-    return count_plain<T>();  // an empty member: counted by plain placeholders (C arrays then unsupported)
+    return count_plain<T>();
   else
     return sizeof...(Kinds);
 }
