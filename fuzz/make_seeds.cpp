@@ -78,6 +78,11 @@ void header_seeds(const std::filesystem::path& dir, const template_files& t) {
   }
   {
     td::file_header x = h;
+    x.root_schema ^= 1;  // same Root name and size, another structural fingerprint
+    put(dir, "other_schema_resealed", 1, with_header(page, x));
+  }
+  {
+    td::file_header x = h;
     x.address += std::uint64_t{1} << 30;
     put(dir, "other_address_resealed", 1, with_header(page, x));
     put(dir, "other_address_resealed_any_address", 9, with_header(page, x));

@@ -6,8 +6,10 @@
 
 #include <cstddef>
 #include <limits>
+#include <memory>
 #include <new>
 #include <type_traits>
+#include <utility>
 
 #include "detail/engine.hpp"
 #include "error.hpp"
@@ -21,6 +23,11 @@ namespace tmf {
 /// and deallocating need the calling thread to hold that storage's writer. Allocators are
 /// equal when bound to the same storage; they never propagate, so a container stays in its
 /// storage (assigning between storages copies elements).
+///
+/// Elements belong to their container's storage: construct() does uses-allocator
+/// construction, as std::pmr::polymorphic_allocator does, so a tmf container or string
+/// built as an element of a tmf container (emplace, insert, copies, moves) gets an
+/// allocator bound to the same storage, whichever storage has the thread's innermost writer.
 template <class T>
 class allocator {
  public:
@@ -58,6 +65,15 @@ class allocator {
     detail::engine* e = detail::find_engine(m_base);
     if (!e) detail::fatal("deallocate in a storage that is not open in this process");
     e->deallocate(p, n * sizeof(T));
+  }
+
+  /// Constructs a `U` at `p` by uses-allocator construction with this allocator
+  /// (std::uninitialized_construct_using_allocator): a `U` that takes an allocator (a tmf
+  /// container, tmf::string, a std::pair of them) is bound to this allocator's storage.
+  /// \throws whatever U's constructor throws (std::bad_alloc when the storage is full).
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    std::uninitialized_construct_using_allocator(p, *this, std::forward<Args>(args)...);
   }
 
   /// (tmf extension) The address of the storage this allocator is bound to.

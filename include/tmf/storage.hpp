@@ -15,11 +15,16 @@
 #include "detail/engine.hpp"
 #include "error.hpp"
 #include "options.hpp"
+#include "schema.hpp"
 
 namespace tmf {
 
 template <class Root>
 class storage;
+
+namespace detail {
+struct storage_access;
+}
 
 /// The one write transaction of a storage. Move-only; bound to the thread that created it.
 /// Changes are private to this process until commit().
@@ -118,17 +123,23 @@ class reader : private detail::txn_handle<&detail::engine::end_read> {
 /// A file mapped at a fixed address holding one `Root` object and everything it reaches
 /// through `tmf::allocator`. Not copyable, not movable.
 ///
-/// \pre Root is default-constructible and not polymorphic; it must not hold pointers to
-///      memory outside the storage (they would dangle after a restart).
+/// \pre Root is default-constructible. Nothing reachable from it (members, recursively;
+///      the element types of tmf containers, std::array, std::pair, std::tuple, ...) may own
+///      memory of the process: std::allocator containers (std::string, std::vector, ...),
+///      std::unique_ptr, std::shared_ptr, std::function, std::any, references, polymorphic
+///      types and function pointers are refused at compile time (schema.hpp). Raw pointers
+///      are allowed; they must point into the storage (they would dangle after a restart).
 template <class Root>
 class storage {
-  static_assert(!std::is_polymorphic_v<Root>,
-                "tmf::storage<Root>: Root must not be polymorphic (a vtable pointer does not survive a restart)");
   static_assert(std::is_default_constructible_v<Root>, "tmf::storage<Root>: Root must be default-constructible");
+  static_assert(detail::check_storable<Root>(), "tmf::storage<Root>: Root reaches a type that owns process memory");
 
  public:
   /// Opens or creates `file` (and its log `file-log`). A new file's Root is
   /// default-constructed in a first write transaction, committed before this returns.
+  /// An existing file must hold this Root: same name, size, alignment and structural
+  /// fingerprint (tmf::schema_fingerprint<Root>(): the layout of every type Root reaches),
+  /// else errc::root_mismatch names both types and both fingerprints.
   /// \throws tmf::error: errc::not_a_storage, incompatible_format, root_mismatch,
   ///         address_unavailable, already_open, corrupted, read_only (open_mode::read_only
   ///         on a file whose last writer did not close cleanly: open it writable once), or
@@ -181,6 +192,7 @@ class storage {
   const std::filesystem::path& path() const noexcept { return m_engine.path(); }
 
  private:
+  friend struct detail::storage_access;
   detail::engine& engine() const noexcept { return const_cast<detail::engine&>(m_engine); }
 
   void make_root() {
@@ -197,6 +209,16 @@ class storage {
 
   detail::engine m_engine;
 };
+
+namespace detail {
+/// The engine under a storage, for tmf::migrate.
+struct storage_access {
+  template <class Root>
+  static engine& of(storage<Root>& s) noexcept {
+    return s.m_engine;
+  }
+};
+}  // namespace detail
 
 }  // namespace tmf
 

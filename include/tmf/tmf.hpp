@@ -8,7 +8,9 @@
 #include "btree.hpp"
 #include "containers.hpp"
 #include "error.hpp"
+#include "migrate.hpp"
 #include "options.hpp"
+#include "schema.hpp"
 #include "storage.hpp"
 #include "version.hpp"
 

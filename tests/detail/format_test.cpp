@@ -2,6 +2,7 @@
 // Tests of include/tmf/detail/format.hpp (the data-file header) and detail/checksum.hpp.
 #include <tmf/detail/checksum.hpp>
 #include <tmf/detail/format.hpp>
+#include <tmf/schema.hpp>
 
 #include <gtest/gtest.h>
 

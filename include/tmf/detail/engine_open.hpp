@@ -6,12 +6,15 @@
 ///  1. `open_files`: open the data file, or create it with its first page (linked into place
 ///     whole, so no process sees a half-made file); claim a registry slot;
 ///  2. `take_open_lock`: the open lock, exclusively if this process is alone;
-///  3. validate the header; `reserve_for`: the address range at the header's address;
+///  3. validate the header's format; `reserve_for`: the address range at the header's address;
 ///  4. `recover_or_refuse`: open the log; full recovery if alone, else replay a pending
 ///     record; a read-only process refuses a file that needs recovery;
 ///  5. `map_and_verify`: re-read the header (recovery may have replaced it), map the arena;
+///     then check the recovered header's identity (user magic, Root fingerprint);
 ///  6. publish the slot: from then on the fault handler and allocators see the storage.
-/// Any refusal before the first write leaves the files byte-for-byte as they were.
+/// Any refusal before the first write leaves the files byte-for-byte as they were; a wrong
+/// magic or Root is refused after recovery, which writes nothing to a cleanly closed file
+/// (an unrecovered one is brought to its last commit first, as any open would).
 #ifndef TMF_DETAIL_ENGINE_OPEN_HPP
 #define TMF_DETAIL_ENGINE_OPEN_HPP
 
@@ -78,11 +81,13 @@ inline void engine::open() {
   take_open_lock();
   const file_header h = read_header();
   validate_header_format(h, m_name);
-  validate_header_identity(h, m_name, m_opt.magic, m_root_fp);
   m_file_id = h.file_id;
   if (!created) reserve_for(h);
   recover_or_refuse(h);
   map_and_verify();
+  // On the recovered header: a replayed commit may have installed another Root (tmf::migrate).
+  // Recovery of a cleanly closed file writes nothing, so a refusal leaves it untouched.
+  validate_header_identity(*header(), m_name, m_opt.magic, m_root_fp);
   publish_slot(*m_slot, m_base, m_reserved, &m_dirty, m_fork_generation, m_name.c_str());
 }
 

@@ -15,7 +15,6 @@
 #include <cstring>
 #include <string>
 #include <string_view>
-#include <typeinfo>
 
 #include "../error.hpp"
 #include "checksum.hpp"
@@ -25,38 +24,21 @@ namespace tmf::detail {
 
 inline constexpr char data_magic[8] = {'t', 'm', 'f', '-', 'd', 'a', 't', 'a'};
 /// Bumped on any change of the file or log layout; a mismatch is errc::incompatible_format.
-inline constexpr std::uint32_t format_version = 2;  // 2: log generations
+inline constexpr std::uint32_t format_version = 3;  // 2: log generations; 3: structural Root fingerprint
 inline constexpr std::uint32_t byte_order_mark = 0x01020304;
 inline constexpr std::size_t root_name_capacity = 128;
 inline constexpr std::size_t heap_state_capacity = 192;
 
-/// What identifies a Root type across processes and builds.
+/// What identifies a Root type across processes and builds (made by fingerprint_of<Root>()
+/// in schema.hpp): size, alignment and the structural fingerprint `schema`, a hash of Root's
+/// name and of the layout of every type it reaches.
 struct root_fingerprint {
   std::uint64_t size = 0;
   std::uint64_t align = 0;
-  std::string_view name;
+  std::uint64_t schema = 0;
+  std::string name;    ///< demangled, for messages (the header keeps its first 127 bytes)
+  std::string layout;  ///< the layout `schema` hashes, for messages
 };
-
-/// A stable name for T: the Itanium-mangled name when RTTI is on (identical for GCC and
-/// Clang), else the compiler's pretty function name.
-template <class T>
-std::string_view type_name() noexcept {
-#if defined(__GXX_RTTI) || defined(__cpp_rtti)
-  return typeid(T).name();
-#else
-  std::string_view s = __PRETTY_FUNCTION__;
-  auto b = s.find("T = ");
-  if (b == std::string_view::npos) return s;
-  b += 4;
-  auto e = s.find_first_of(";]", b);
-  return s.substr(b, e - b);
-#endif
-}
-
-template <class T>
-root_fingerprint fingerprint_of() noexcept {
-  return {sizeof(T), alignof(T), type_name<T>()};
-}
 
 struct file_header {
   // Identity: written at creation, never changed.
@@ -70,8 +52,8 @@ struct file_header {
   std::uint64_t user_magic;
   std::uint64_t root_size;
   std::uint64_t root_align;
-  std::uint64_t root_name_hash;
-  char root_name[root_name_capacity];  ///< truncated, NUL-padded; for messages
+  std::uint64_t root_schema;           ///< the structural fingerprint (root_fingerprint::schema)
+  char root_name[root_name_capacity];  ///< demangled, truncated, NUL-padded; for messages
   // State: changes in write transactions.
   std::uint64_t max_size;    ///< address range reserved on open (may only grow)
   std::uint64_t txn;         ///< id of the last committed transaction
@@ -90,6 +72,16 @@ inline std::uint64_t header_checksum(const file_header& h) noexcept {
 
 inline void seal_header(file_header& h) noexcept { h.checksum = header_checksum(h); }
 
+/// Records `root` as the header's Root type (at creation, and when tmf::migrate installs a new Root).
+inline void set_header_root(file_header& h, const root_fingerprint& root) noexcept {
+  h.root_size = root.size;
+  h.root_align = root.align;
+  h.root_schema = root.schema;
+  std::memset(h.root_name, 0, sizeof h.root_name);
+  std::size_t n = root.name.size() < root_name_capacity - 1 ? root.name.size() : root_name_capacity - 1;
+  std::memcpy(h.root_name, root.name.data(), n);
+}
+
 /// Fills the identity part of a new header (the state part is zero).
 inline void init_header(file_header& h, std::uint64_t file_id, std::uint64_t address, std::uint64_t max_size,
                         std::uint64_t user_magic, const root_fingerprint& root) noexcept {
@@ -103,11 +95,7 @@ inline void init_header(file_header& h, std::uint64_t file_id, std::uint64_t add
   h.address = address;
   h.max_size = max_size;
   h.user_magic = user_magic;
-  h.root_size = root.size;
-  h.root_align = root.align;
-  h.root_name_hash = checksum(root.name.data(), root.name.size());
-  std::size_t n = root.name.size() < root_name_capacity - 1 ? root.name.size() : root_name_capacity - 1;
-  std::memcpy(h.root_name, root.name.data(), n);
+  set_header_root(h, root);
   h.arena_size = page_size;
 }
 
@@ -134,20 +122,40 @@ inline void validate_header_format(const file_header& h, const std::string& file
     throw error(errc::corrupted, "tmf: " + file + ": header fields out of range");
 }
 
-/// The application-level checks: the user's magic and the Root fingerprint.
+/// "0x" and 16 hex digits.
+inline std::string fingerprint_hex(std::uint64_t v) {
+  static const char digits[] = "0123456789abcdef";
+  std::string s = "0x";
+  for (int shift = 60; shift >= 0; shift -= 4) s += digits[(v >> shift) & 0xf];
+  return s;
+}
+
+/// The application-level checks: the user's magic and the Root fingerprint (size,
+/// alignment, structure). A mismatch names both types, demangled, with both fingerprints.
 inline void validate_header_identity(const file_header& h, const std::string& file, std::uint64_t user_magic,
                                      const root_fingerprint& root) {
   if (h.user_magic != user_magic)
     throw error(errc::incompatible_format, "tmf: " + file + " has application magic " + std::to_string(h.user_magic) +
                                                ", expected " + std::to_string(user_magic));
-  std::uint64_t name_hash = checksum(root.name.data(), root.name.size());
-  if (h.root_size != root.size || h.root_align != root.align || h.root_name_hash != name_hash) {
-    std::string stored(h.root_name, ::strnlen(h.root_name, root_name_capacity));
-    throw error(errc::root_mismatch, "tmf: " + file + " holds Root '" + stored + "' (size " +
-                                         std::to_string(h.root_size) + ", align " + std::to_string(h.root_align) +
-                                         "), the program asks for '" + std::string(root.name) + "' (size " +
-                                         std::to_string(root.size) + ", align " + std::to_string(root.align) + ")");
-  }
+  if (h.root_size == root.size && h.root_align == root.align && h.root_schema == root.schema) return;
+  const std::string stored(h.root_name, ::strnlen(h.root_name, root_name_capacity));
+  const std::string expected = root.name.size() < root_name_capacity ? root.name : root.name.substr(0, root_name_capacity - 1);
+  std::string why;
+  if (stored != expected)
+    why = "another Root type";
+  else if (h.root_size != root.size || h.root_align != root.align)
+    why = "the same Root name with another size or alignment";
+  else
+    why = "the same Root name, size and alignment, but the layout of Root or of a type it reaches (a member added, "
+          "removed, reordered or retyped, a nested type changed, a tmf::schema_version bumped) differs";
+  constexpr std::size_t layout_limit = 2000;
+  std::string layout = root.layout.size() <= layout_limit ? root.layout : root.layout.substr(0, layout_limit) + "...";
+  throw error(errc::root_mismatch,
+              "tmf: " + file + " holds Root '" + stored + "' (size " + std::to_string(h.root_size) + ", align " +
+                  std::to_string(h.root_align) + ", fingerprint " + fingerprint_hex(h.root_schema) +
+                  "), the program asks for '" + root.name + "' (size " + std::to_string(root.size) + ", align " +
+                  std::to_string(root.align) + ", fingerprint " + fingerprint_hex(root.schema) + "): " + why +
+                  ". The program's layout: " + layout + ". To change a Root, convert the file with tmf::migrate");
 }
 
 }  // namespace tmf::detail
