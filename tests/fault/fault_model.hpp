@@ -22,21 +22,13 @@
 #include <string>
 #include <vector>
 
+#include "crash/workload.hpp"
+
 namespace tmf_fault {
 
-inline std::uint64_t mix64(std::uint64_t z) noexcept {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-/// A small deterministic generator (splitmix64 over a seed made of two words).
-struct prng {
-  std::uint64_t state;
-  prng(std::uint64_t a, std::uint64_t b) noexcept : state(mix64(a + 0x9e3779b97f4a7c15ULL) ^ mix64(~b)) {}
-  std::uint64_t next() noexcept { return mix64(state += 0x9e3779b97f4a7c15ULL); }
-  std::uint64_t below(std::uint64_t n) noexcept { return next() % n; }
-};
+// The crash tests' deterministic generator (splitmix64 over a seed of two words).
+using tmf_test::crash::mix64;
+using tmf_test::crash::prng;
 
 constexpr std::size_t page_words = 4096 / sizeof(std::uint64_t);
 constexpr std::size_t block_pages = 64;  // 256 KiB
