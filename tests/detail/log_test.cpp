@@ -39,19 +39,19 @@ struct log_fixture : ::testing::Test {
 };
 
 TEST_F(log_fixture, HeaderRoundTripAndValidation) {
-  log_header h;
+  log_control c;
   bool valid = true;
-  ASSERT_FALSE(read_log_header(log_fd, 42, h, valid));
+  ASSERT_FALSE(read_log_control(log_fd, 42, c, valid));
   EXPECT_FALSE(valid) << "an empty log has no valid header";
   ASSERT_FALSE(write_log_header(log_fd, 42, 17, 3, true));
-  ASSERT_FALSE(read_log_header(log_fd, 42, h, valid));
+  ASSERT_FALSE(read_log_control(log_fd, 42, c, valid));
   EXPECT_TRUE(valid);
-  EXPECT_EQ(h.base_txn, 17u);
-  EXPECT_EQ(h.generation, 3u);
-  ASSERT_FALSE(read_log_header(log_fd, 43, h, valid));
+  EXPECT_EQ(c.header.base_txn, 17u);
+  EXPECT_EQ(c.header.generation, 3u);
+  ASSERT_FALSE(read_log_control(log_fd, 43, c, valid));
   EXPECT_FALSE(valid) << "a log of another data file was accepted";
   ASSERT_FALSE(os::pwrite_all(log_fd, "X", 1, 20));
-  ASSERT_FALSE(read_log_header(log_fd, 42, h, valid));
+  ASSERT_FALSE(read_log_control(log_fd, 42, c, valid));
   EXPECT_FALSE(valid) << "a damaged header was accepted";
 }
 
@@ -106,7 +106,10 @@ TEST_F(log_fixture, ApplyRecordCopiesPagesAndWritesTheHeaderPageLast) {
   g_data_fd = data_fd.native();
   g_write_offsets.clear();
   os::io_hook = &record_data_writes;
-  ASSERT_FALSE(apply_record(log_fd, info, data_fd));
+  std::vector<record_entry> entries;
+  ASSERT_FALSE(read_record_entries(log_fd, info, entries));
+  ASSERT_EQ(entries.size(), pages.size());
+  ASSERT_FALSE(apply_record(log_fd, info, entries, data_fd));
   os::io_hook = nullptr;
   ASSERT_EQ(g_write_offsets.size(), pages.size());
   EXPECT_EQ(g_write_offsets.back(), 0u) << "page 0 must be applied last";

@@ -142,15 +142,6 @@ inline std::error_code read_log_control(const os::file& f, std::uint64_t file_id
   return {};
 }
 
-/// Reads only the log header (the records' generation).
-inline std::error_code read_log_header(const os::file& f, std::uint64_t file_id, log_header& h, bool& valid) noexcept {
-  std::size_t got = 0;
-  valid = false;
-  if (auto ec = os::pread_all(f, &h, sizeof h, 0, got)) return ec;
-  valid = got == sizeof h && log_header_valid(h, file_id);
-  return {};
-}
-
 /// The generation that follows `previous` (0 when the previous header is unknown: then one
 /// derived from the file and the base, which an unknown predecessor would not have used).
 inline std::uint64_t next_generation(std::uint64_t previous, std::uint64_t file_id, std::uint64_t base_txn) noexcept {
@@ -278,30 +269,45 @@ inline std::error_code check_record(const os::file& fd, std::uint64_t off, std::
   return {};
 }
 
-/// Copies the pages of a record that `check_record` accepted into the data file, page 0
-/// (the header) last so that a reader of the header never sees it ahead of its pages.
-inline std::error_code apply_record(const os::file& log_fd, const record_info& info, const os::file& data_fd) {
-  const std::uint64_t n = info.page_count;
-  std::vector<record_entry> entries(static_cast<std::size_t>(n));
+/// Reads the entries (page numbers and checksums) of a record that `check_record` accepted.
+inline std::error_code read_record_entries(const os::file& log_fd, const record_info& info,
+                                           std::vector<record_entry>& entries) {
+  entries.resize(static_cast<std::size_t>(info.page_count));
   std::size_t got = 0;
-  std::uint64_t pos = info.offset + sizeof(record_header);
-  if (auto ec = os::pread_all(log_fd, entries.data(), entries.size() * sizeof(record_entry), pos, got)) return ec;
-  pos += n * sizeof(record_entry);
-  std::vector<unsigned char> page(page_size);
-  std::uint64_t header_index = n;
-  for (std::uint64_t i = 0; i < n; ++i) {
+  return os::pread_all(log_fd, entries.data(), entries.size() * sizeof(record_entry),
+                       info.offset + sizeof(record_header), got);
+}
+
+/// Where the image of the record's `i`-th page lies in the log.
+inline std::uint64_t record_page_offset(const record_info& info, std::uint64_t i) noexcept {
+  return info.offset + sizeof(record_header) + info.page_count * sizeof(record_entry) + i * page_size;
+}
+
+/// Calls `f(i)` for each entry index of a record, the header page (page 0) last, so that a
+/// reader of the header never sees it ahead of its pages. Returns the first error.
+template <class F>
+std::error_code for_each_entry_header_last(const std::vector<record_entry>& entries, F&& f) {
+  std::size_t header_index = entries.size();
+  for (std::size_t i = 0; i < entries.size(); ++i) {
     if (entries[i].page == 0) {
       header_index = i;
       continue;
     }
-    if (auto ec = os::pread_all(log_fd, page.data(), page_size, pos + i * page_size, got)) return ec;
-    if (auto ec = os::pwrite_all(data_fd, page.data(), page_size, entries[i].page * page_size)) return ec;
+    if (auto ec = f(i)) return ec;
   }
-  if (header_index < n) {
-    if (auto ec = os::pread_all(log_fd, page.data(), page_size, pos + header_index * page_size, got)) return ec;
-    if (auto ec = os::pwrite_all(data_fd, page.data(), page_size, 0)) return ec;
-  }
-  return {};
+  return header_index < entries.size() ? f(header_index) : std::error_code{};
+}
+
+/// Copies the pages of a record that `check_record` accepted (its `entries` read by
+/// `read_record_entries`) into the data file, header page last.
+inline std::error_code apply_record(const os::file& log_fd, const record_info& info,
+                                    const std::vector<record_entry>& entries, const os::file& data_fd) {
+  std::vector<unsigned char> page(page_size);
+  return for_each_entry_header_last(entries, [&](std::size_t i) {
+    std::size_t got = 0;
+    if (auto ec = os::pread_all(log_fd, page.data(), page_size, record_page_offset(info, i), got)) return ec;
+    return os::pwrite_all(data_fd, page.data(), page_size, entries[i].page * page_size);
+  });
 }
 
 /// Writes the pages `pages[0..n)` (ascending) from memory at `base` into the data file,

@@ -113,20 +113,15 @@ inline std::uint64_t replay_from(const engine_files& f, std::uint64_t& off, std:
     if (auto ec = check_record(f.log.file(), off, txn, f.file_id, generation, record_page_limit(f), valid, info))
       throw_os(ec, "cannot read " + log_name);
     if (!valid) return count;
+    std::vector<record_entry> e;
+    if (auto ec = read_record_entries(f.log.file(), info, e)) throw_os(ec, "cannot read " + log_name);
     std::uint64_t last = 0;
-    {
-      std::vector<record_entry> e(static_cast<std::size_t>(info.page_count));
-      std::size_t got;
-      if (auto ec = os::pread_all(f.log.file(), e.data(), e.size() * sizeof(record_entry),
-                                  info.offset + sizeof(record_header), got))
-        throw_os(ec, "cannot read " + log_name);
-      for (auto& x : e) last = std::max(last, x.page);
-    }
+    for (auto& x : e) last = std::max(last, x.page);
     os::file_info fi;
     if (auto ec = os::stat_file(f.data, fi)) throw_os(ec, "cannot stat " + f.name);
     if (fi.size < (last + 1) * page_size)
       if (auto ec = os::allocate(f.data, fi.size, (last + 1) * page_size - fi.size)) throw_os(ec, "recovery");
-    if (auto ec = apply_record(f.log.file(), info, f.data)) throw_os(ec, "cannot replay the log into " + f.name);
+    if (auto ec = apply_record(f.log.file(), info, e, f.data)) throw_os(ec, "cannot replay the log into " + f.name);
     off = info.end;
     ++count;
   }
@@ -240,33 +235,23 @@ std::uint64_t replay_into_memory(const engine_files& f, const log_control& c, un
                                info))
       throw_os(ec, "cannot read " + log_name);
     if (!valid) break;
-    std::vector<record_entry> e(static_cast<std::size_t>(info.page_count));
-    std::size_t got = 0;
-    const std::uint64_t entries_at = info.offset + sizeof(record_header);
-    if (auto ec = os::pread_all(f.log.file(), e.data(), e.size() * sizeof(record_entry), entries_at, got))
-      throw_os(ec, "cannot read " + log_name);
+    std::vector<record_entry> e;
+    if (auto ec = read_record_entries(f.log.file(), info, e)) throw_os(ec, "cannot read " + log_name);
     std::uint64_t last = 0;
     for (auto& x : e) last = std::max(last, x.page);
     if ((last + 1) * page_size > fi.size)  // the file lacks the pages to map: only a writer can extend it
       throw error(errc::read_only, "tmf: " + f.name + " needs recovery that extends the file; open it writable once");
     map(static_cast<std::size_t>((last + 1) * page_size));
-    const std::uint64_t pages_at = entries_at + e.size() * sizeof(record_entry);
-    std::size_t header_index = e.size();
     auto copy = [&](std::size_t i) {
       unsigned char* at = base + e[i].page * page_size;
       std::size_t n = 0;
       std::error_code ec = os::protect(at, page_size, true);
-      if (!ec) ec = os::pread_all(f.log.file(), at, page_size, pages_at + i * page_size, n);
+      if (!ec) ec = os::pread_all(f.log.file(), at, page_size, record_page_offset(info, i), n);
       if (auto e2 = os::protect(at, page_size, false); e2 && !ec) ec = e2;
-      if (ec) throw_os(ec, "cannot replay " + log_name + " into memory");
-      pages.push_back(e[i].page);
+      if (!ec) pages.push_back(e[i].page);
+      return ec;
     };
-    for (std::size_t i = 0; i < e.size(); ++i)
-      if (e[i].page == 0)
-        header_index = i;
-      else
-        copy(i);
-    if (header_index < e.size()) copy(header_index);
+    if (auto ec = for_each_entry_header_last(e, copy)) throw_os(ec, "cannot replay " + log_name + " into memory");
     off = info.end;
   }
   std::sort(pages.begin(), pages.end());
