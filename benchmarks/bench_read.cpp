@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 //
 // Point reads: look up a random existing key among 100k uint64 -> uint64 entries.
-//   tmf:    read transaction + tmf::map::find          (and: find inside one long reader)
-//   LMDB:   read txn begin + mdb_get + abort, MDB_INTEGERKEY (and: reset/renew; one long txn)
+//   tmf:    read transaction + tmf::map::find          (and: find inside one long reader;
+//           the transaction alone)
+//   LMDB:   read txn begin + mdb_get + abort, MDB_INTEGERKEY (and: reset/renew; one long txn;
+//           renew + reset alone)
+// The transaction cases also run on 2 threads (real time per iteration of each thread).
 //   boost:  boost::interprocess::map in a managed_mapped_file, find (no transactions at all)
 //   std:    std::map::find in ordinary memory (the floor)
 // Each data set is built once per process, outside the timing.
@@ -72,7 +75,7 @@ tmf_fixture& tmf_data() {
 void BM_read_tmf_txn(benchmark::State& state) {
   auto& store = tmf_data().store;
   const auto& probe = ks().probe;
-  std::size_t i = 0, found = 0;
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919, found = 0;
   for (auto _ : state) {
     auto r = store.read();
     auto it = r->m.find(probe[i++ & (probes - 1)]);
@@ -81,14 +84,14 @@ void BM_read_tmf_txn(benchmark::State& state) {
   }
   if (found != static_cast<std::size_t>(state.iterations())) state.SkipWithError("tmf: a key was not found");
 }
-BENCHMARK(BM_read_tmf_txn);
+BENCHMARK(BM_read_tmf_txn)->Threads(1)->Threads(2)->UseRealTime();
 
 void BM_read_tmf_held(benchmark::State& state) {
   auto& store = tmf_data().store;
   const auto& probe = ks().probe;
   auto r = store.read();
   const auto& m = r->m;
-  std::size_t i = 0, found = 0;
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919, found = 0;
   for (auto _ : state) {
     auto it = m.find(probe[i++ & (probes - 1)]);
     found += it != m.end();
@@ -97,6 +100,16 @@ void BM_read_tmf_held(benchmark::State& state) {
   if (found != static_cast<std::size_t>(state.iterations())) state.SkipWithError("tmf: a key was not found");
 }
 BENCHMARK(BM_read_tmf_held);
+
+// The transaction alone: begin + end, no lookup.
+void BM_read_tmf_empty_txn(benchmark::State& state) {
+  auto& store = tmf_data().store;
+  for (auto _ : state) {
+    auto r = store.read();
+    benchmark::DoNotOptimize(&r->m);
+  }
+}
+BENCHMARK(BM_read_tmf_empty_txn)->Threads(1)->Threads(2)->UseRealTime();
 
 // -- LMDB -------------------------------------------------------------------------------------
 #if defined(TMF_HAVE_LMDB)
@@ -133,7 +146,7 @@ bool lmdb_find(MDB_txn* txn, MDB_dbi dbi, std::uint64_t k) {
 void BM_read_lmdb_txn(benchmark::State& state) {
   auto& db = lmdb_data().db;
   const auto& probe = ks().probe;
-  std::size_t i = 0, found = 0;
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919, found = 0;
   for (auto _ : state) {
     MDB_txn* txn;
     mdb_check(mdb_txn_begin(db.env, nullptr, MDB_RDONLY, &txn), "mdb_txn_begin");
@@ -142,7 +155,7 @@ void BM_read_lmdb_txn(benchmark::State& state) {
   }
   if (found != static_cast<std::size_t>(state.iterations())) state.SkipWithError("lmdb: a key was not found");
 }
-BENCHMARK(BM_read_lmdb_txn);
+BENCHMARK(BM_read_lmdb_txn)->Threads(1)->Threads(2)->UseRealTime();
 
 void BM_read_lmdb_renew(benchmark::State& state) {
   auto& db = lmdb_data().db;
@@ -150,7 +163,7 @@ void BM_read_lmdb_renew(benchmark::State& state) {
   MDB_txn* txn;
   mdb_check(mdb_txn_begin(db.env, nullptr, MDB_RDONLY, &txn), "mdb_txn_begin");
   mdb_txn_reset(txn);
-  std::size_t i = 0, found = 0;
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919, found = 0;
   for (auto _ : state) {
     mdb_check(mdb_txn_renew(txn), "mdb_txn_renew");
     found += lmdb_find(txn, db.dbi, probe[i++ & (probes - 1)]);
@@ -159,14 +172,28 @@ void BM_read_lmdb_renew(benchmark::State& state) {
   mdb_txn_abort(txn);
   if (found != static_cast<std::size_t>(state.iterations())) state.SkipWithError("lmdb: a key was not found");
 }
-BENCHMARK(BM_read_lmdb_renew);
+BENCHMARK(BM_read_lmdb_renew)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_read_lmdb_empty_renew(benchmark::State& state) {
+  auto& db = lmdb_data().db;
+  MDB_txn* txn;
+  mdb_check(mdb_txn_begin(db.env, nullptr, MDB_RDONLY, &txn), "mdb_txn_begin");
+  mdb_txn_reset(txn);
+  for (auto _ : state) {
+    mdb_check(mdb_txn_renew(txn), "mdb_txn_renew");
+    benchmark::DoNotOptimize(txn);
+    mdb_txn_reset(txn);
+  }
+  mdb_txn_abort(txn);
+}
+BENCHMARK(BM_read_lmdb_empty_renew)->Threads(1)->Threads(2)->UseRealTime();
 
 void BM_read_lmdb_held(benchmark::State& state) {
   auto& db = lmdb_data().db;
   const auto& probe = ks().probe;
   MDB_txn* txn;
   mdb_check(mdb_txn_begin(db.env, nullptr, MDB_RDONLY, &txn), "mdb_txn_begin");
-  std::size_t i = 0, found = 0;
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919, found = 0;
   for (auto _ : state) found += lmdb_find(txn, db.dbi, probe[i++ & (probes - 1)]);
   mdb_txn_abort(txn);
   if (found != static_cast<std::size_t>(state.iterations())) state.SkipWithError("lmdb: a key was not found");
@@ -195,7 +222,7 @@ boost_fixture& boost_data() {
 void BM_read_boost_ipc(benchmark::State& state) {
   const bip_map& m = *boost_data().m;
   const auto& probe = ks().probe;
-  std::size_t i = 0, found = 0;
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919, found = 0;
   for (auto _ : state) {
     auto it = m.find(probe[i++ & (probes - 1)]);
     found += it != m.end();
@@ -214,7 +241,7 @@ void BM_read_std_map(benchmark::State& state) {
     return x;
   }();
   const auto& probe = ks().probe;
-  std::size_t i = 0, found = 0;
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919, found = 0;
   for (auto _ : state) {
     auto it = m.find(probe[i++ & (probes - 1)]);
     found += it != m.end();

@@ -26,6 +26,7 @@ constexpr std::pair<tmf::errc, const char*> all_codes[] = {
     {tmf::errc::forked, "the storage was opened before fork()"},
     {tmf::errc::commit_unknown, "the commit's outcome is unknown until the storage is reopened"},
     {tmf::errc::needs_reopen, "the storage must be reopened after an I/O error"},
+    {tmf::errc::too_many_processes, "too many processes have the storage open"},
 };
 
 TEST(ErrorCategory, NameIsTmf) { EXPECT_STREQ(tmf::error_category().name(), "tmf"); }
@@ -60,6 +61,7 @@ TEST(Errc, ValuesStartAtOne) {
   EXPECT_EQ(static_cast<int>(tmf::errc::not_a_storage), 1);
   EXPECT_EQ(static_cast<int>(tmf::errc::forked), 9);
   EXPECT_EQ(static_cast<int>(tmf::errc::needs_reopen), 11);
+  EXPECT_EQ(static_cast<int>(tmf::errc::too_many_processes), 12);
   EXPECT_TRUE(tmf::make_error_code(tmf::errc::not_a_storage));
 }
 

@@ -76,14 +76,20 @@ inline std::filesystem::path log_path(const std::filesystem::path& path) {
   return std::filesystem::path(path.native() + "-log");
 }
 
-/// Removes a storage file and its log; missing files are not an error.
+/// The lock file of a storage (its reader table): the full file name plus "-lock".
+inline std::filesystem::path lock_path(const std::filesystem::path& path) {
+  return std::filesystem::path(path.native() + "-lock");
+}
+
+/// Removes a storage file, its log and its lock file; missing files are not an error.
 inline void remove_storage(const std::filesystem::path& path) {
   std::error_code ec;
   std::filesystem::remove(path, ec);
   std::filesystem::remove(log_path(path), ec);
+  std::filesystem::remove(lock_path(path), ec);
 }
 
-/// A test's storage path, removed (with its log) on construction and destruction.
+/// A test's storage path, removed (with its log and lock file) on construction and destruction.
 /// With TMF_TEST_KEEP_FILES set in the environment, the files are left after the test.
 class scoped_path {
  public:

@@ -27,6 +27,8 @@ enum class errc {
   /// An I/O error after a commit point left the files in a state this process could not
   /// repair; every commit that returned is durable and a reopen recovers it.
   needs_reopen,
+  /// Every block of the storage's reader table (`<path>-lock`) is taken by another process.
+  too_many_processes,
 };
 
 namespace detail {
@@ -46,6 +48,7 @@ class error_category_impl final : public std::error_category {
       case errc::forked: return "the storage was opened before fork()";
       case errc::commit_unknown: return "the commit's outcome is unknown until the storage is reopened";
       case errc::needs_reopen: return "the storage must be reopened after an I/O error";
+      case errc::too_many_processes: return "too many processes have the storage open";
     }
     return "unknown tmf error";
   }

@@ -25,11 +25,13 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -117,6 +119,7 @@ struct trace {
   std::vector<unsigned char> baseline[2];
   std::vector<commit_mark> commits;  // seq 1..N, in order
   std::uint64_t ignored = 0;         // operations on other files (there should be none)
+  std::uint64_t lock_file = 0;       // operations on the lock file (the reader table: no durable state)
 
   /// Snapshots both files as they are now (closed cleanly: everything synced).
   void take_baseline(const std::filesystem::path& data, const std::filesystem::path& log) {
@@ -212,7 +215,7 @@ class recorder {
     for (int i = 0; i < 2; ++i)
       if (st.st_dev == r->m_dev[i] && st.st_ino == r->m_ino[i]) f = i;
     if (f < 0) {
-      ++r->m_trace.ignored;
+      ++(is_lock_file(e.fd) ? r->m_trace.lock_file : r->m_trace.ignored);
       return;
     }
     trace_op t{f, e.op, e.offset, e.length, r->m_trace.bytes.size(), e.failed};
@@ -221,6 +224,14 @@ class recorder {
       r->m_trace.bytes.insert(r->m_trace.bytes.end(), p, p + e.length);
     }
     r->m_trace.ops.push_back(t);
+  }
+  /// Whether `fd` is open on a storage's lock file (`<path>-lock`).
+  static bool is_lock_file(int fd) {
+    char link[64], target[4096];
+    std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    const ssize_t n = ::readlink(link, target, sizeof target - 1);
+    if (n < 5) return false;
+    return std::string_view(target, static_cast<std::size_t>(n)).ends_with("-lock");
   }
   static inline recorder* s_current = nullptr;
   trace& m_trace;

@@ -2,7 +2,8 @@
 /// \file
 /// The untyped storage: one open data file with its log, its mapping and its transactions.
 ///
-/// Files: the data file `<path>` (page 0: header; then the arena) and the log `<path>-log`.
+/// Files: the data file `<path>` (page 0: header; then the arena), the log `<path>-log` and
+/// the lock file `<path>-lock` (the reader table, readers.hpp).
 /// The data file is mapped MAP_PRIVATE and read-only at the header's fixed address; it only
 /// ever holds committed state, so another process's readers never see a transaction in
 /// progress. The engine ties the layers together:
@@ -11,7 +12,10 @@
 ///    (the commit point), take the apply gate (locks.hpp), stamp the apply marker, copy the
 ///    pages into the data file, drop the private copies, maybe checkpoint (recovery.hpp);
 ///  - recovery and checkpoints (recovery.hpp), locks (locks.hpp), the registry the fault
-///    handler and the allocators read (registry.hpp), growth and the mapping (here).
+///    handler and the allocators read (registry.hpp), growth and the mapping (here);
+///  - transactions in the process: the writer raises the writer flag and waits for this
+///    process's reader lanes to empty; a reader enters its lane unless the flag or the
+///    reader table's pending word is raised (readers.hpp). No system call either way.
 ///
 /// A writer that dies while applying leaves the data file half-written with its header
 /// (page 0, written last) still old. The apply marker is stamped before applying; a reader
@@ -36,6 +40,7 @@
 #include "locks.hpp"
 #include "log.hpp"
 #include "os.hpp"
+#include "readers.hpp"
 #include "recovery.hpp"
 #include "registry.hpp"
 #include "tracker.hpp"
@@ -131,6 +136,10 @@ class engine {
   [[noreturn]] void fail_commit(std::error_code ec, std::uint64_t txn);
   void apply_committed(std::uint64_t txn, std::size_t n) noexcept;
   bool first_reader_lock(bool wait);
+  bool exclude_readers(bool wait) noexcept;
+  void admit_readers() noexcept { clear_word(m_writer_flag); }
+  bool settle_view(bool wait);
+  bool readers_open() const noexcept;
   void drop_private_if_caught_up();
   void maybe_checkpoint() noexcept;
   void settle_unknown() noexcept;
@@ -139,6 +148,7 @@ class engine {
   void open();
   bool open_files();
   void take_open_lock();
+  void open_reader_table();
   void reserve_for(const file_header& h);
   void recover_or_refuse(const file_header& h);
   void map_and_verify();
@@ -162,10 +172,11 @@ class engine {
   os::file m_fd;                        ///< the data file
   log_file m_log;                       ///< the log and where its next record goes
   os::file m_pagemap;                   ///< /proc/self/pagemap, or closed (then chunks are logged whole)
-  apply_gate m_gate{m_fd, m_log};
+  reader_table m_table;                 ///< the lock file: readers of every process
+  apply_gate m_gate{m_fd, m_log, m_table};
   byte_lock m_open_lock;                ///< lock_open, shared while open (writable processes)
   byte_lock m_writer_lock;              ///< lock_writer, while a writer is active
-  byte_lock m_apply_shared;             ///< lock_apply shared, while m_readers > 0
+  byte_lock m_apply_shared;             ///< without a reader table: lock_apply shared, while m_readers > 0
   bool m_first = false;                 ///< this process opened the file alone (and recovered it)
   unsigned char* m_base = nullptr;      ///< the reservation, at the header's address
   std::size_t m_reserved = 0;           ///< bytes reserved from m_base
@@ -175,7 +186,13 @@ class engine {
   storage_slot* m_slot = nullptr;       ///< this storage in the registry
   dirty_set m_dirty;                    ///< pages the writer wrote in this transaction
   // Transactions in this process.
-  os::rw_mutex m_rw;                    ///< the writer exclusive, readers shared
+  std::mutex m_writer_mutex;            ///< the writer (or a reader's repair) of this process
+  std::uint32_t m_writer_flag = 0;      ///< 2 while readers must wait (| 1: some do); atomic_ref only
+  reader_block m_local_lanes{};         ///< the lanes when there is no reader table
+  reader_block* m_lanes = &m_local_lanes;  ///< this process's lanes: the table's, or m_local_lanes
+  std::uint32_t m_no_pending = 0;       ///< the pending word when there is no reader table (always 0)
+  std::uint32_t* m_pending = &m_no_pending;  ///< the reader table's pending word
+  // Without a reader table only: the process's read transactions against other processes.
   std::mutex m_apply_mutex;             ///< serialises the first reader's lock and repair
   std::mutex m_reader_mutex;            ///< guards m_readers
   std::size_t m_readers = 0;            ///< read transactions open in this process
@@ -183,7 +200,7 @@ class engine {
   recovery::checkpoint_state m_checkpoint;
   /// A read-only process that recovered the file into private pages: the transaction they
   /// show (0: none), and which they are; dropped once the data file has caught up.
-  std::uint64_t m_private_txn = 0;
+  std::atomic<std::uint64_t> m_private_txn{0};
   std::vector<std::uint64_t> m_private_pages;
   std::error_code m_poison;             ///< errc::commit_unknown or errc::needs_reopen: no more transactions
   std::error_code m_poison_cause;       ///< the I/O error behind m_poison
@@ -228,10 +245,17 @@ inline bool engine::begin_write(bool wait) {
     throw error(errc::already_open, "tmf: this thread holds a reader of " + m_name + "; a writer would deadlock");
   if (ts.writers.full()) throw error(errc::already_open, "tmf: too many nested writers");
   if (wait)
-    m_rw.lock();
-  else if (!m_rw.try_lock())
+    m_writer_mutex.lock();
+  else if (!m_writer_mutex.try_lock())
     return false;
-  std::unique_lock<os::rw_mutex> guard(m_rw, std::adopt_lock);
+  std::unique_lock<std::mutex> guard(m_writer_mutex, std::adopt_lock);
+  if (!exclude_readers(wait)) return false;
+  struct admit_unless_done {
+    engine* e;
+    ~admit_unless_done() {
+      if (e) e->admit_readers();
+    }
+  } admit{this};
   if (auto ec = m_writer_lock.lock(m_fd, lock_writer, os::lock_kind::exclusive, wait)) {
     if (would_block(ec)) return false;
     throw_os(ec, "write lock");
@@ -244,6 +268,7 @@ inline bool engine::begin_write(bool wait) {
     m_writer_lock.unlock();
     throw;
   }
+  admit.e = nullptr;
   guard.release();
   m_writer_thread.store(os::current_thread(), std::memory_order_relaxed);
   m_slot->writer.store(os::current_thread(), std::memory_order_release);
@@ -262,7 +287,8 @@ inline void engine::end_write() noexcept {
   m_writer_thread.store(0, std::memory_order_relaxed);
   this_thread().writers.remove(this);
   m_writer_lock.unlock();
-  m_rw.unlock();
+  admit_readers();
+  m_writer_mutex.unlock();
 }
 
 inline void engine::commit() {
@@ -381,56 +407,95 @@ inline bool engine::has_changes() const noexcept {
 
 // -- read transactions --------------------------------------------------------------------
 
+/// Raises the writer flag and waits for this process's readers to end. Without `wait`,
+/// false (flag lowered) if some are open. m_writer_mutex held.
+inline bool engine::exclude_readers(bool wait) noexcept {
+  std::atomic_ref<std::uint32_t>(m_writer_flag).store(2);
+  for (reader_lane& l : m_lanes->lanes) {
+    for (std::uint32_t v = load_word(l.count); v != 0; v = load_word(l.count)) {
+      if (!wait) {
+        admit_readers();
+        return false;
+      }
+      os::wait_on(&l.count, v, -1);
+    }
+  }
+  return true;
+}
+
+inline bool engine::readers_open() const noexcept {
+  for (const reader_lane& l : m_lanes->lanes)
+    if (load_word(l.count) != 0) return true;
+  return false;
+}
+
 inline bool engine::begin_read(bool wait) {
   check_usable();
   if (is_writer_thread())
     throw error(errc::already_open, "tmf: this thread holds the writer of " + m_name + "; read through the writer");
   thread_state& ts = this_thread();
   if (ts.readers.full()) throw error(errc::already_open, "tmf: too many nested readers");
-  // A nested read on a thread that already reads this storage must not queue behind a
-  // waiting writer: it would wait for itself.
+  // A nested read on a thread that already reads this storage must not wait for a writer
+  // or a commit: they wait for it.
   const bool nested = ts.readers.contains(this);
-  if (!nested) {
-    if (wait)
-      m_rw.lock_shared();
-    else if (!m_rw.try_lock_shared())
-      return false;
-  }
-  struct unlock_rw {
-    engine* e;
-    ~unlock_rw() {
-      if (e) e->m_rw.unlock_shared();
+  reader_lane& lane = m_lanes->lanes[thread_lane()];
+  for (;;) {
+    enter_lane(lane);
+    if (nested) break;
+    if ((load_word(m_writer_flag) | load_word(*m_pending)) == 0) {
+      // Entered. Without a reader table, the other processes are kept out below. With one,
+      // the view is ready unless a dead writer left the data file behind the log's apply
+      // marker, or the private pages of a read-only recovery may be dropped.
+      if (!m_table.is_open() || !m_log.is_open() || m_log.marker_txn() <= header()->txn) break;
+      leave_lane(lane, m_writer_flag, *m_pending);
+      if (!settle_view(wait)) return false;
+      continue;
     }
-  } unlock{nested ? nullptr : this};
-  for (bool passed_turnstile = false;;) {
-    bool first;
-    {
-      std::lock_guard<std::mutex> g(m_reader_mutex);
-      first = m_readers == 0;
-      if (!first && (nested || passed_turnstile || !m_gate.commit_pending())) {
+    leave_lane(lane, m_writer_flag, *m_pending);
+    if (!wait) return false;
+    if (load_word(m_writer_flag) != 0)
+      wait_word_zero(m_writer_flag, [](std::uint32_t) {});
+    else
+      m_table.wait_pending(m_fd);
+  }
+  struct leave_unless_done {
+    engine* e;
+    reader_lane& l;
+    ~leave_unless_done() {
+      if (e) leave_lane(l, e->m_writer_flag, *e->m_pending);
+    }
+  } leave{this, lane};
+  if (!m_table.is_open()) {
+    // Other processes' commits: the process's first reader takes the apply lock shared.
+    for (bool passed_turnstile = false;;) {
+      bool first;
+      {
+        std::lock_guard<std::mutex> g(m_reader_mutex);
+        first = m_readers == 0;
+        if (!first && (nested || passed_turnstile || !m_gate.commit_pending())) {
+          ++m_readers;
+          break;
+        }
+      }
+      if (first) {
+        // Without holding m_reader_mutex: the readers that end meanwhile do not wait for it.
+        std::lock_guard<std::mutex> a(m_apply_mutex);
+        {
+          std::lock_guard<std::mutex> g(m_reader_mutex);
+          if (m_readers != 0) continue;  // another thread was first meanwhile
+        }
+        if (!first_reader_lock(wait)) return false;
+        std::lock_guard<std::mutex> g(m_reader_mutex);
         ++m_readers;
         break;
       }
+      // A commit elsewhere waits for this process's readers to drain: do not join them.
+      if (!wait) return false;
+      if (auto ec = m_gate.pass_turnstile(true)) throw_os(ec, "turnstile lock");
+      passed_turnstile = true;
     }
-    if (first) {
-      // The first reader takes the process's shared apply lock (and may repair the file),
-      // without holding m_reader_mutex: the readers that end meanwhile do not wait for it.
-      std::lock_guard<std::mutex> a(m_apply_mutex);
-      {
-        std::lock_guard<std::mutex> g(m_reader_mutex);
-        if (m_readers != 0) continue;  // another thread was first meanwhile
-      }
-      if (!first_reader_lock(wait)) return false;
-      std::lock_guard<std::mutex> g(m_reader_mutex);
-      ++m_readers;
-      break;
-    }
-    // A commit elsewhere waits for this process's readers to drain: do not join them.
-    if (!wait) return false;
-    if (auto ec = m_gate.pass_turnstile(true)) throw_os(ec, "turnstile lock");
-    passed_turnstile = true;
   }
-  unlock.e = nullptr;
+  leave.e = nullptr;
   ts.readers.push(this);
   try {
     ensure_mapped(static_cast<std::size_t>(header()->arena_size));
@@ -443,13 +508,50 @@ inline bool engine::begin_read(bool wait) {
 
 inline void engine::end_read() noexcept {
   if (forked()) return;
-  thread_state& ts = this_thread();
-  ts.readers.remove(this);
-  {
+  this_thread().readers.remove(this);
+  if (!m_table.is_open()) {
     std::lock_guard<std::mutex> g(m_reader_mutex);
     if (--m_readers == 0) m_apply_shared.unlock();
   }
-  if (!ts.readers.contains(this)) m_rw.unlock_shared();
+  leave_lane(m_lanes->lanes[thread_lane()], m_writer_flag, *m_pending);
+}
+
+/// With a reader table, a reader that found the data file behind the log's apply marker:
+/// with this process's readers and writer kept out, drops the private pages of a read-only
+/// recovery once the data file has caught up with them, or repairs a half-applied commit of
+/// a dead writer. Returns to let the caller try again; false if `wait` is false and it would
+/// have to wait.
+inline bool engine::settle_view(bool wait) {
+  std::unique_lock<std::mutex> w(m_writer_mutex, std::defer_lock);
+  if (wait)
+    w.lock();
+  else if (!w.try_lock())
+    return false;
+  if (!exclude_readers(wait)) return false;
+  struct admit_at_end {
+    engine* e;
+    ~admit_at_end() { e->admit_readers(); }
+  } admit{this};
+  if (m_private_txn.load()) {
+    drop_private_if_caught_up();
+    if (!m_private_txn.load()) return true;
+  }
+  if (!m_log.is_open() || m_log.marker_txn() <= header()->txn) return true;
+  // An apply in another process (this one has no writer now) is not a dead writer's: the
+  // caller waits for it on the pending word.
+  bool free = false;
+  if (auto ec = os::lock_would_succeed(m_fd, lock_apply, os::lock_kind::shared, free)) throw_os(ec, "apply lock");
+  if (!free) return true;
+  if (!m_writable)
+    throw error(errc::read_only,
+                "tmf: " + m_name + " needs recovery (a writer died while committing); open it writable once");
+  byte_lock writer;
+  if (auto ec = writer.lock(m_fd, lock_writer, os::lock_kind::exclusive, wait)) {
+    if (would_block(ec)) return false;
+    throw_os(ec, "write lock");
+  }
+  m_log.position() = recovery::replay_pending(files());
+  return true;
 }
 
 /// The process's first reader: takes the apply lock shared; repairs a half-applied commit
@@ -460,7 +562,7 @@ inline bool engine::first_reader_lock(bool wait) {
       if (would_block(ec)) return false;
       throw_os(ec, "apply lock");
     }
-    if (m_private_txn) drop_private_if_caught_up();
+    if (m_private_txn.load()) drop_private_if_caught_up();
     if (!m_log.is_open() || m_log.marker_txn() <= header()->txn) return true;
     m_apply_shared.unlock();
     if (!m_writable)
@@ -476,8 +578,9 @@ inline bool engine::first_reader_lock(bool wait) {
 }
 
 /// A read-only process's recovered view: once a writer has brought the data file to (or
-/// past) it, the private pages are dropped and the mapping shows the file again. Called by
-/// the first reader, apply lock held: no apply runs, no reader of this process reads.
+/// past) it, the private pages are dropped and the mapping shows the file again. No reader
+/// of this process reads meanwhile (the first reader without a reader table, or under the
+/// writer flag).
 inline void engine::drop_private_if_caught_up() {
   if (recovery::read_data_header(files()).txn < m_private_txn) return;
   const std::uint64_t* p = m_private_pages.data();

@@ -7,6 +7,7 @@
 ///     whole, so no process sees a half-made file); claim a registry slot;
 ///  2. `take_open_lock`: the open lock, exclusively if this process is alone;
 ///  3. validate the header's format; `reserve_for`: the address range at the header's address;
+///     `open_reader_table`: the lock file, before anything that may write the data file;
 ///  4. `recover_or_refuse`: open the log; full recovery if alone, else replay a pending
 ///     record; a read-only process refuses a file that needs recovery;
 ///  5. `map_and_verify`: re-read the header (recovery may have replaced it), map the arena;
@@ -83,6 +84,7 @@ inline void engine::open() {
   validate_header_format(h, m_name);
   m_file_id = h.file_id;
   if (!created) reserve_for(h);
+  open_reader_table();
   recover_or_refuse(h);
   map_and_verify();
   // On the recovered header: a replayed commit may have installed another Root (tmf::migrate).
@@ -134,6 +136,14 @@ inline void engine::take_open_lock() {
   m_first = !ec;
   if (would_block(ec)) ec = m_open_lock.lock(m_fd, lock_open, os::lock_kind::shared);
   if (ec) throw_os(ec, "open lock");
+}
+
+/// Opens the reader table and uses its lanes; a read-only process that may not write the
+/// lock file works without one (then its readers take the apply lock, locks.hpp).
+inline void engine::open_reader_table() {
+  if (!m_table.open(m_path.string() + "-lock", m_fd, m_file_id, m_writable, m_name)) return;
+  m_lanes = &m_table.own();
+  m_pending = &m_table.pending();
 }
 
 /// The header of the data file, after refusing a file too short to hold one page.
@@ -294,7 +304,7 @@ inline void engine::release_reservation() noexcept {
 
 inline void engine::close_all(bool checkpoint_if_last) noexcept {
   const bool child = forked();
-  if (checkpoint_if_last && !child && (m_readers != 0 || m_writer_thread.load() != 0))
+  if (checkpoint_if_last && !child && (readers_open() || m_writer_thread.load() != 0))
     fatal("a storage was destroyed while one of its readers or writers was still alive");
   if (m_slot) unpublish_slot(*m_slot);
   if (child) {
@@ -302,6 +312,7 @@ inline void engine::close_all(bool checkpoint_if_last) noexcept {
     m_open_lock.abandon();
     m_writer_lock.abandon();
     m_apply_shared.abandon();
+    m_table.abandon();
   } else if (checkpoint_if_last && m_writable && m_fd.is_open() && m_log.is_open() && m_base) {
     // The last process to close syncs the data file and empties the log; a storage object
     // that failed an I/O settles what it can (the next writer or open does the rest).
@@ -328,6 +339,9 @@ inline void engine::close_all(bool checkpoint_if_last) noexcept {
   m_pagemap.close();
   release_reservation();
   m_apply_shared.unlock();
+  m_lanes = &m_local_lanes;
+  m_pending = &m_no_pending;
+  m_table.close();
   m_writer_lock.unlock();
   m_open_lock.unlock();
   m_fd.close();

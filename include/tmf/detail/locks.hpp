@@ -17,8 +17,12 @@
 ///    for the apply lock; readers that see the word (through the log's shared view) do not
 ///    start but queue on the turnstile until the commit is applied. A stale word left by a
 ///    dead committer costs readers only the slower path.
-/// Inside a process, a writer-preferring rw_mutex orders the writer against the readers
-/// (engine.hpp): they share the writer's mapping, private copies included.
+///  - `lock_table`: shared while a process uses the storage's reader table (readers.hpp).
+/// The apply lock and the turnstile stop the readers of processes that have no reader
+/// table (read-only ones that may not write the lock file); the reader table stops all
+/// others without a system call per read transaction, and `apply_gate` raises both.
+/// Inside a process, the writer flag and the reader lanes (engine.hpp, readers.hpp) order
+/// the writer against the readers: they share the writer's mapping, private copies included.
 #ifndef TMF_DETAIL_LOCKS_HPP
 #define TMF_DETAIL_LOCKS_HPP
 
@@ -26,59 +30,19 @@
 #include <system_error>
 #include <utility>
 
+#include "byte_lock.hpp"
 #include "log.hpp"
 #include "os.hpp"
+#include "readers.hpp"
 
 namespace tmf::detail {
-
-inline constexpr std::uint64_t lock_open = 0, lock_writer = 1, lock_apply = 2, lock_turnstile = 3;
-
-/// True for the error of a lock that was not taken because `wait` was false.
-inline bool would_block(std::error_code ec) noexcept { return ec == std::errc::resource_unavailable_try_again; }
-
-/// One byte lock, released by the destructor. Locking again while held converts it
-/// (shared <-> exclusive) atomically, as fcntl does.
-class byte_lock {
- public:
-  byte_lock() noexcept = default;
-  byte_lock(byte_lock&& o) noexcept : m_file(std::exchange(o.m_file, nullptr)), m_which(o.m_which) {}
-  byte_lock& operator=(byte_lock&& o) noexcept {
-    if (this != &o) {
-      unlock();
-      m_file = std::exchange(o.m_file, nullptr);
-      m_which = o.m_which;
-    }
-    return *this;
-  }
-  byte_lock(const byte_lock&) = delete;
-  byte_lock& operator=(const byte_lock&) = delete;
-  ~byte_lock() { unlock(); }
-
-  /// Takes byte `which` of `f`. Without `wait`, a lock held elsewhere gives `would_block`.
-  /// On failure, a lock held before stays as it was.
-  std::error_code lock(const os::file& f, std::uint64_t which, os::lock_kind kind, bool wait = true) noexcept {
-    if (auto ec = os::lock_byte(f, which, kind, wait)) return ec;
-    m_file = &f;
-    m_which = which;
-    return {};
-  }
-  bool owns() const noexcept { return m_file != nullptr; }
-  void unlock() noexcept {
-    if (m_file) os::unlock_byte(*m_file, m_which);
-    m_file = nullptr;
-  }
-  /// Forgets the lock without releasing it (a forked child: the lock is the parent's).
-  void abandon() noexcept { m_file = nullptr; }
-
- private:
-  const os::file* m_file = nullptr;
-  std::uint64_t m_which = 0;
-};
 
 /// The apply lock with its turnstile (see the file comment).
 class apply_gate {
  public:
-  apply_gate(const os::file& data, log_file& log) noexcept : m_data(data), m_log(log) {}
+  /// `table`: the reader table, raised by every exclusive hold while it is open.
+  apply_gate(const os::file& data, log_file& log, reader_table& table) noexcept
+      : m_data(data), m_log(log), m_table(table) {}
 
   /// The gate held exclusively: the apply lock, the turnstile and the raised pending word,
   /// released in reverse order by the destructor.
@@ -91,11 +55,14 @@ class apply_gate {
       m_apply = std::move(o.m_apply);
       m_turnstile = std::move(o.m_turnstile);
       m_log = std::exchange(o.m_log, nullptr);
+      m_table = std::exchange(o.m_table, nullptr);
       return *this;
     }
     ~exclusive_hold() { release(); }
     bool owns() const noexcept { return m_apply.owns(); }
     void release() noexcept {
+      if (m_table) m_table->lower();
+      m_table = nullptr;
       m_apply.unlock();
       // Best effort: a failed write only costs fairness (readers read the word, never trust it).
       if (m_log) set_commit_pending(m_log->file(), 0);
@@ -107,10 +74,12 @@ class apply_gate {
     friend class apply_gate;
     byte_lock m_apply, m_turnstile;
     const log_file* m_log = nullptr;
+    reader_table* m_table = nullptr;
   };
 
   /// Waits for the apply lock exclusively, for a commit or a repair, through the turnstile
-  /// so that new readers queue behind it.
+  /// so that new readers queue behind it; then raises the reader table and waits for its
+  /// readers (those of every process that has one).
   std::error_code exclusive(exclusive_hold& out) noexcept {
     exclusive_hold h;
     if (auto ec = h.m_turnstile.lock(m_data, lock_turnstile, os::lock_kind::exclusive)) return ec;
@@ -119,6 +88,10 @@ class apply_gate {
       h.m_log = &m_log;
     }
     if (auto ec = h.m_apply.lock(m_data, lock_apply, os::lock_kind::exclusive)) return ec;
+    if (m_table.is_open()) {
+      m_table.raise_and_wait();
+      h.m_table = &m_table;
+    }
     out = std::move(h);
     return {};
   }
@@ -146,10 +119,12 @@ class apply_gate {
   }
 
   bool commit_pending() const noexcept { return m_log.commit_pending(); }
+  reader_table& table() noexcept { return m_table; }
 
  private:
   const os::file& m_data;
   log_file& m_log;
+  reader_table& m_table;
 };
 
 }  // namespace tmf::detail

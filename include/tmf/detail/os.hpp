@@ -31,7 +31,9 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -470,31 +472,33 @@ inline std::uint64_t fork_generation_signal_safe() noexcept {
   return impl::g_fork_generation.load(std::memory_order_relaxed);
 }
 
-/// A reader-writer lock that prefers writers: once a writer waits, new readers wait too
-/// (glibc's default, used by std::shared_mutex, lets readers starve a writer). Not
-/// recursive: a thread that holds it shared must not lock it shared again.
-class rw_mutex {
- public:
-  rw_mutex() noexcept {
-    pthread_rwlockattr_t attr;
-    ::pthread_rwlockattr_init(&attr);
-    ::pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    ::pthread_rwlock_init(&m_lock, &attr);
-    ::pthread_rwlockattr_destroy(&attr);
-  }
-  rw_mutex(const rw_mutex&) = delete;
-  rw_mutex& operator=(const rw_mutex&) = delete;
-  ~rw_mutex() { ::pthread_rwlock_destroy(&m_lock); }
-  void lock() noexcept { ::pthread_rwlock_wrlock(&m_lock); }
-  bool try_lock() noexcept { return ::pthread_rwlock_trywrlock(&m_lock) == 0; }
-  void unlock() noexcept { ::pthread_rwlock_unlock(&m_lock); }
-  void lock_shared() noexcept { ::pthread_rwlock_rdlock(&m_lock); }
-  bool try_lock_shared() noexcept { return ::pthread_rwlock_tryrdlock(&m_lock) == 0; }
-  void unlock_shared() noexcept { ::pthread_rwlock_unlock(&m_lock); }
+/// Blocks while `*word == expected` (read atomically by the kernel), until `wake_all` on the
+/// same word from any process that maps it, or `timeout_ms` (negative: no limit). The word may
+/// live in process memory or in a shared file mapping. Returns may be spurious: callers
+/// re-check their condition. `std::errc::timed_out` after the timeout, {} otherwise.
+inline std::error_code wait_on(const std::uint32_t* word, std::uint32_t expected, int timeout_ms) noexcept {
+  struct timespec ts {};
+  ts.tv_sec = timeout_ms / 1000;
+  ts.tv_nsec = static_cast<long>(timeout_ms % 1000) * 1000000L;
+  // Not FUTEX_PRIVATE_FLAG: the waker may be another process sharing the mapping.
+  if (::syscall(SYS_futex, word, FUTEX_WAIT, expected, timeout_ms < 0 ? nullptr : &ts, nullptr, 0) == 0) return {};
+  if (errno == ETIMEDOUT) return std::make_error_code(std::errc::timed_out);
+  return {};  // EAGAIN (the word differs) and EINTR are ordinary returns
+}
 
- private:
-  pthread_rwlock_t m_lock;
-};
+/// Wakes every thread of every process waiting in `wait_on` for `word`.
+inline void wake_all(const std::uint32_t* word) noexcept {
+  ::syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+/// Maps `size` bytes of `f` from offset 0, shared and read-write, wherever the kernel
+/// chooses: stores reach every process that maps the file. Undo with `release`.
+inline std::error_code map_shared_rw(const file& f, std::size_t size, void*& out) noexcept {
+  void* p = ::mmap64(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, f.native(), 0);
+  if (p == MAP_FAILED) return last_error();
+  out = p;
+  return {};
+}
 
 /// Called on an invalid memory access with its address. Runs in a signal handler: only
 /// async-signal-safe work. Returns true once the access can succeed (it is retried), false

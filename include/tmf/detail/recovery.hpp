@@ -152,9 +152,11 @@ inline log_position recover_all(const engine_files& f) {
   file_header h = read_data_header(f);
   const log_control c = read_control(f, h);
   std::uint64_t off = log_start;
-  const std::uint64_t replayed = replay_from(f, off, c.header.base_txn + 1, c.header.generation);
-  if (replayed == 0 && c.header.base_txn == h.txn && c.marker.txn <= h.txn)
+  if (c.marker.txn <= h.txn && !record_at(f, off, c.header.base_txn + 1, c.header.generation) && c.header.base_txn == h.txn)
     return {h.txn, c.header.generation, log_start, h.txn};  // clean: the files stay byte-for-byte as they were
+  // The readers of other processes that have a reader table are kept out too.
+  const reader_table::raised readers_out(f.gate.table());
+  replay_from(f, off, c.header.base_txn + 1, c.header.generation);
   extend_to_arena(f);
   h = read_data_header(f);
   // Orders the replayed pages before the new log header: once the log restarts, the
