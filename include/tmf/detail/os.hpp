@@ -425,6 +425,50 @@ inline std::error_code discard(void* addr, std::size_t size) noexcept {
   return ::madvise(addr, size, MADV_DONTNEED) == 0 ? std::error_code{} : last_error();
 }
 
+/// Memory of this process, one piece of a batch.
+struct span {
+  void* data;
+  std::size_t size;
+};
+
+namespace impl {
+inline std::atomic<bool> g_no_batched_discard{false};
+}  // namespace impl
+
+/// `discard` of several pieces, in one system call where the kernel allows it
+/// (process_madvise on this process, Linux >= 6.14: one lock and TLB flush for the batch),
+/// else one madvise each.
+inline std::error_code discard_many(const span* pieces, std::size_t count) noexcept {
+  constexpr std::size_t batch = 512;  // iovecs per call, on the stack (UIO_MAXIOV is 1024)
+#if defined(SYS_process_madvise)
+  constexpr int pidfd_self = -10000;  // PIDFD_SELF, linux/pidfd.h (6.14)
+  for (std::size_t first = 0; first < count && !impl::g_no_batched_discard.load(std::memory_order_relaxed);) {
+    struct iovec iov[batch];
+    std::size_t n = 0, bytes = 0;
+    for (; n < batch && first + n < count; ++n) {
+      iov[n].iov_base = pieces[first + n].data;
+      iov[n].iov_len = pieces[first + n].size;
+      bytes += pieces[first + n].size;
+    }
+    const long r = ::syscall(SYS_process_madvise, pidfd_self, iov, n, MADV_DONTNEED, 0u);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 || static_cast<std::size_t>(r) != bytes) {
+      // Refused (older kernel, seccomp) or cut short: the rest one by one, from this batch
+      // on (dropping a page twice is harmless); and one by one from now on if refused.
+      if (r < 0) impl::g_no_batched_discard.store(true, std::memory_order_relaxed);
+      pieces += first;
+      count -= first;
+      break;
+    }
+    first += n;
+    if (first == count) return {};
+  }
+#endif
+  for (std::size_t i = 0; i < count; ++i)
+    if (auto ec = discard(pieces[i].data, pieces[i].size)) return ec;
+  return {};
+}
+
 /// Maps `size` bytes of zeroed, private, read-write memory, committed only when touched
 /// (for structures sized for the worst case, such as the dirty-page set).
 inline std::error_code map_anonymous(std::size_t size, void*& out) noexcept {

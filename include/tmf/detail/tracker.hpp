@@ -166,6 +166,13 @@ class dirty_set {
     // Discard exactly the recorded runs; re-protect them in spans that also cover small
     // gaps between runs (already read-only), one mprotect for many scattered pages.
     constexpr std::size_t max_gap = 16;
+    constexpr std::size_t batch = 256;  // private copies dropped in one system call
+    os::span pieces[batch];
+    std::size_t pending = 0;
+    auto flush_discards = [&] {
+      if (pending) note(os::discard_many(pieces, pending));
+      pending = 0;
+    };
     std::size_t span_begin = 0, span_end = 0;  // pages; empty when equal
     auto flush_span = [&] {
       if (span_end > span_begin)
@@ -175,7 +182,10 @@ class dirty_set {
     auto run = [&](std::size_t page, std::size_t n) {
       if (page * page_size >= mapped) return;
       n = std::min(n, mapped / page_size - page);
-      if (discard) note(os::discard(base + page * page_size, n * page_size));
+      if (discard) {
+        pieces[pending++] = {base + page * page_size, n * page_size};
+        if (pending == batch) flush_discards();
+      }
       if (span_end > span_begin && page <= span_end + max_gap) {
         span_end = std::max(span_end, page + n);
       } else {
@@ -221,6 +231,7 @@ class dirty_set {
       flush_span();
       clear(m_chunk_bitmap, static_cast<std::size_t>(m_chunk_list[c]));
     }
+    flush_discards();
     m_count = keep_header ? 1 : 0;
     m_chunk_count = 0;
     m_block_count = 0;
@@ -318,15 +329,26 @@ class dirty_set {
       if (header == header_page::keep_discard) note(os::discard(base, page_size));
       i = 1;
     }
+    // The runs' private copies go in batches: one system call for many scattered runs.
+    constexpr std::size_t batch = 256;
+    os::span pieces[batch];
+    std::size_t pending = 0;
+    auto flush = [&] {
+      if (pending) note(os::discard_many(pieces, pending));
+      pending = 0;
+    };
     while (i < m_count) {
       std::size_t j = i + 1;
       while (j < m_count && m_list[j] == m_list[j - 1] + 1) ++j;
       const auto page = static_cast<std::size_t>(m_list[i]);
-      if (discard && page * page_size < mapped)
-        note(os::discard(base + page * page_size, std::min((j - i) * page_size, mapped - page * page_size)));
+      if (discard && page * page_size < mapped) {
+        pieces[pending++] = {base + page * page_size, std::min((j - i) * page_size, mapped - page * page_size)};
+        if (pending == batch) flush();
+      }
       for (std::size_t k = i; k < j; ++k) clear(m_bitmap, static_cast<std::size_t>(m_list[k]));
       i = j;
     }
+    flush();
     std::sort(m_chunk_list, m_chunk_list + m_chunk_count);
     for (std::size_t c = 0; c < m_chunk_count;) {
       std::size_t d = c + 1;
