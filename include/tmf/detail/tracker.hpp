@@ -122,6 +122,7 @@ class dirty_set {
     if (m_uffd) {
       for (std::size_t i = 0; i < m_chunk_count; ++i) scan_chunk(base, mapped, static_cast<std::size_t>(m_chunk_list[i]));
       std::sort(m_list, m_list + m_count);
+      m_collected = true;
       return {};
     }
     std::size_t mapped_pages = mapped / page_size;
@@ -313,15 +314,19 @@ class dirty_set {
     }
   }
 
-  /// Kernel tracking, `reset`: scans again (what was written since `collect`, or everything
-  /// on a rollback, gets its mark back, so that dropping the copy keeps it), drops the
-  /// recorded pages' private copies and makes the chunks read-only, adjacent ones at once.
+  /// Kernel tracking, `reset`: on a rollback (no `collect`) scans, to learn what to drop;
+  /// drops the recorded pages' private copies and makes the chunks read-only, adjacent ones
+  /// at once. After `collect` only the header page can have been written since (the sealed
+  /// header, recorded already): no second scan. Pages left unmarked are marked again by
+  /// their chunk's next first fault (`widen_tracked`).
   std::error_code reset_tracked(unsigned char* base, std::size_t mapped, bool discard, header_page header) noexcept {
     std::error_code first_error;
     auto note = [&](std::error_code ec) {
       if (ec && !first_error) first_error = ec;
     };
-    for (std::size_t c = 0; c < m_chunk_count; ++c) scan_chunk(base, mapped, static_cast<std::size_t>(m_chunk_list[c]));
+    if (!m_collected)
+      for (std::size_t c = 0; c < m_chunk_count; ++c) scan_chunk(base, mapped, static_cast<std::size_t>(m_chunk_list[c]));
+    m_collected = false;
     std::sort(m_list, m_list + m_count);
     const bool keep_header = header != header_page::release && m_count > 0 && m_list[0] == 0;
     std::size_t i = 0;
@@ -402,6 +407,7 @@ class dirty_set {
   std::size_t m_block_count = 0;
   const os::file* m_uffd = nullptr;  ///< kernel tracking: the userfaultfd; nullptr: the fallback
   const os::file* m_scan = nullptr;  ///< kernel tracking: /proc/self/pagemap
+  bool m_collected = false;          ///< kernel tracking: `collect` ran since the last `reset`
 };
 
 /// Whether the environment forces the mprotect tracker (TMF_TRACKER=fallback).
