@@ -7,9 +7,20 @@
 //  - dirty N pages: write one byte in N pages, every other page of a big tmf::vector<char>,
 //      and commit; vs LMDB updating N 8-byte values that lie in N different leaf pages.
 //      Counters: pages/s and s/page (per-page cost).
+//  - floor: the same N scattered pages of a private file mapping, each written (a
+//      copy-on-write fault) and dropped again (MADV_DONTNEED), with no tracking, no log and no
+//      write to the file: what any copy-on-write design pays at least, measured in this binary.
+//  - one page, arena 64 MiB / 4 GiB: a not-synced one-field commit on a small and a big arena.
+//  tmf's rows carry the active write tracker in their label; TMF_TRACKER=fallback forces the
+//  mprotect one. The per-page table in the README comes from
+//    bench_commit --benchmark_filter='dirty.*pages:256'
 
 #include <cstdint>
 #include <string>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <benchmark/benchmark.h>
 #include <tmf/tmf.hpp>
@@ -49,6 +60,29 @@ void BM_commit_small_tmf(benchmark::State& state) {
 }
 BENCHMARK(BM_commit_small_tmf)->Arg(1)->Arg(0)->UseRealTime()->MinTime(0.2);
 
+// A one-page commit (not synced: the CPU cost) on an arena of 64 MiB and of 4 GiB: what a
+// commit costs must not depend on the arena's size.
+struct arena_root {
+  std::uint64_t counter = 0;
+  char* bytes = nullptr;  // the arena, allocated and never touched
+};
+
+void BM_commit_one_page_arena_tmf(benchmark::State& state) {
+  tmf_bench::scoped_file f("commit-arena.tmf");
+  const auto arena = static_cast<std::size_t>(state.range(0)) << 20;
+  tmf::storage<arena_root> store(f.path(), {.max_size = arena + (std::size_t{64} << 20), .sync = tmf::durability::no_sync});
+  auto w = store.write();
+  w->bytes = w.get_allocator<char>().allocate(arena - (std::size_t{8} << 20));
+  w.commit();
+  for (auto _ : state) {
+    ++w->counter;
+    w.commit();
+  }
+  const tmf::storage_stats st = store.stats();
+  state.SetLabel(std::to_string(st.arena_bytes >> 20) + " MiB arena, " + st.tracker);
+}
+BENCHMARK(BM_commit_one_page_arena_tmf)->Arg(64)->Arg(4096)->ArgName("arena_mib")->MinTime(0.2);
+
 void pages_counters(benchmark::State& state, std::int64_t n) {
   state.counters["pages/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["s/page"] = benchmark::Counter(
@@ -72,15 +106,46 @@ void BM_commit_dirty_tmf(benchmark::State& state) {
     for (std::int64_t i = 0; i < n; ++i) base[2 * i * page] = v;
     w.commit();
   }
-  state.SetLabel(sync_name(state.range(1)));
+  const tmf::storage_stats after = store.stats();
+  state.SetLabel(std::string(sync_name(state.range(1))) + " " + after.tracker);
   pages_counters(state, n);
-  pages_per_commit(state, before, store.stats());
+  pages_per_commit(state, before, after);
 }
 BENCHMARK(BM_commit_dirty_tmf)
     ->ArgsProduct({{1, 16, max_pages}, {1, 0}})
     ->ArgNames({"pages", "full"})
     ->UseRealTime()
     ->MinTime(0.2);
+
+// The copy-on-write floor: fault a private copy of N scattered pages of a file mapping and
+// drop it, nothing else.
+void BM_commit_dirty_floor(benchmark::State& state) {
+  const std::int64_t n = state.range(0);
+  tmf_bench::scoped_file f("commit-floor.bin");
+  const std::size_t bytes = 2 * max_pages * page + page;
+  const int fd = ::open(f.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0 || ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)) != 0) {
+    state.SkipWithError("cannot create the file");
+    return;
+  }
+  void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  if (m == MAP_FAILED) {
+    ::close(fd);
+    state.SkipWithError("cannot map the file");
+    return;
+  }
+  auto* base = static_cast<volatile char*>(m);
+  char v = 0;
+  for (auto _ : state) {
+    ++v;
+    for (std::int64_t i = 0; i < n; ++i) base[2 * i * page] = v;
+    for (std::int64_t i = 0; i < n; ++i) ::madvise(static_cast<char*>(m) + 2 * i * page, page, MADV_DONTNEED);
+  }
+  ::munmap(m, bytes);
+  ::close(fd);
+  pages_counters(state, n);
+}
+BENCHMARK(BM_commit_dirty_floor)->Arg(1)->Arg(16)->Arg(max_pages)->ArgName("pages")->UseRealTime()->MinTime(0.2);
 
 #if defined(TMF_HAVE_LMDB)
 using tmf_bench::mdb_check;

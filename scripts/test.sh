@@ -5,7 +5,9 @@
 #   release  RelWithDebInfo; tests, examples and benchmarks; every test (ctest -j2), then the
 #            fault-injection stage on its own (ctest -L fault -V: libfiu's fiu-run; its
 #            "fault stage" summary lines are printed and kept in build/release/fault.log)
-#   asan     Debug -O1, TMF_SANITIZE="address;undefined"; tests only; every label but package, fault
+#   asan     Debug -O1, TMF_SANITIZE="address;undefined"; tests only; every label but package, fault;
+#            run with TMF_TRACKER=fallback, so that the whole suite also runs on the mprotect write
+#            tracker (the other stages use the kernel's where it has one)
 #   tsan     RelWithDebInfo, TMF_SANITIZE=thread; the concurrency tests (ctest -L concurrency)
 #   m32      RelWithDebInfo, -m32, GoogleTest built from source; tests and examples; all but fault
 #   clang    clang++ -Werror; tests, examples and the libFuzzer targets (short runs, label fuzz);
@@ -26,7 +28,7 @@ cd "$root"
 
 all_stages=(release asan tsan m32 clang)
 stages=()
-usage() { sed -n '4,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '4,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -64,6 +66,7 @@ stage_config() {
   local stage=$1
   build_target=()
   ctest_args=()
+  stage_env=()
   fault_step=0
   case "$stage" in
     release)
@@ -77,7 +80,8 @@ stage_config() {
       cmake_args=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_CXX_FLAGS_DEBUG=-g -O1"
                   "-DTMF_SANITIZE=address;undefined" -DTMF_WERROR=OFF
                   -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=OFF -DTMF_BUILD_BENCHMARKS=OFF)
-      ctest_args=(-LE 'package|fault') ;;
+      ctest_args=(-LE 'package|fault')
+      stage_env=(TMF_TRACKER=fallback) ;;
     tsan)
       cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTMF_SANITIZE=thread -DTMF_WERROR=OFF
                   -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=OFF -DTMF_BUILD_BENCHMARKS=OFF)
@@ -179,7 +183,8 @@ run_stage() {
     prefix=("${tsan_prefix[@]}")
   fi
   local ctest_rc=0
-  (cd "$dir" && "${prefix[@]}" ctest -j"$jobs" --output-on-failure "${ctest_args[@]}" </dev/null) 2>&1 |
+  [[ ${#stage_env[@]} -eq 0 ]] || echo "test.sh: stage $stage runs its tests with ${stage_env[*]}"
+  (cd "$dir" && env "${stage_env[@]}" "${prefix[@]}" ctest -j"$jobs" --output-on-failure "${ctest_args[@]}" </dev/null) 2>&1 |
     tee "$log" || ctest_rc=$?
   t3=$SECONDS
   local fault_time=""
@@ -208,9 +213,9 @@ run_stage() {
   total_passed=$((total_passed + passed))
   total_failed=$((total_failed + failed))
   [[ $status == ok ]] || failed_stages+=("$stage")
-  summary+=("$(printf '%-8s %-6s %s%d passed, %d failed (configure %ss, build %ss, tests %ss%s)' \
+  summary+=("$(printf '%-8s %-6s %s%d passed, %d failed (configure %ss, build %ss, tests %ss%s)%s' \
     "$stage" "$([[ $status == ok ]] && echo OK || echo FAILED)" "$what" "$passed" "$failed" \
-    $((t1 - t0)) $((t2 - t1)) $((t3 - t2)) "$fault_time")")
+    $((t1 - t0)) $((t2 - t1)) $((t3 - t2)) "$fault_time" "${stage_env[*]:+ with ${stage_env[*]}}")")
   local l
   for l in "${fault_lines[@]}"; do
     summary+=("         $l")

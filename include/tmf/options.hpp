@@ -51,6 +51,11 @@ struct storage_stats {
   std::uint64_t commits;           ///< commits since this storage object was opened
   std::uint64_t rollbacks;         ///< rollbacks (explicit, by a writer's destructor, or by a failed commit)
   std::uint64_t pages_logged;      ///< pages written to the log by those commits
+  /// How this process tracks the writer's stores: "userfaultfd" (the kernel's asynchronous
+  /// write-protect, Linux >= 6.7) or "mprotect" (page protection and a fault per page; forced
+  /// with the environment variable TMF_TRACKER=fallback).
+  const char* tracker;
+  std::uint64_t last_commit_pages;  ///< pages the last commit of this object logged (header page included)
 };
 
 }  // namespace tmf

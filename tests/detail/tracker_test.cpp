@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -118,6 +119,66 @@ TEST(DirtySet, PastTheBudgetWholeChunksAreUnprotectedAndPagemapFindsTheWrites) {
   for (auto w : written) EXPECT_EQ(*m.at(w), 0) << "page " << w << " not discarded";
 }
 
+// Kernel tracking over a plain private file mapping: the handler's chunk fault, then the
+// scan finds exactly the pages written (not the pages only read), reset drops them and the
+// next transaction starts clean.
+TEST(DirtySetKernel, ScanFindsExactlyTheWrittenPagesAcrossTransactions) {
+  const std::size_t pages = 3 * chunk_pages;
+  mapped_file m(pages * page_size);
+  auto* base = static_cast<unsigned char*>(m.base);
+  os::file pagemap, uffd;
+  ASSERT_FALSE(os::open_pagemap(pagemap));
+  if (auto ec = open_kernel_tracker(uffd, pagemap, base, m.bytes))
+    GTEST_SKIP() << "no kernel write tracking here: " << ec.message();
+  dirty_set d;
+  ASSERT_FALSE(d.init(pages));
+  d.use_kernel_tracking(&uffd, &pagemap);
+  ASSERT_TRUE(d.kernel_tracking());
+  for (int t = 1; t <= 3; ++t) {
+    volatile unsigned char sum = 0;
+    for (std::size_t p = 0; p < pages; p += 3) sum = static_cast<unsigned char>(sum + *m.at(p));  // reads only
+    const std::vector<std::uint64_t> written{1, 2, 9, chunk_pages - 1, 2 * chunk_pages + static_cast<std::uint64_t>(t)};
+    for (auto w : written) {
+      if (!d.contains(static_cast<std::size_t>(w))) {
+        ASSERT_TRUE(d.on_fault(base, m.bytes, static_cast<std::size_t>(w)));
+      }
+      *m.at(static_cast<std::size_t>(w)) = static_cast<unsigned char>(t);  // writable now, without a fault per page
+    }
+    EXPECT_EQ(d.chunk_count(), 2u) << "one fault per chunk: chunk 1 was never written";
+    ASSERT_FALSE(d.collect(base, m.bytes, pagemap));
+    EXPECT_EQ(std::vector<std::uint64_t>(d.pages(), d.pages() + d.count()), written)
+        << "transaction " << t << ": the scan must report exactly the written pages";
+    EXPECT_EQ(m.file_byte(9), 0) << "a private write reached the file";
+    ASSERT_FALSE(d.reset(base, m.bytes, true));
+    EXPECT_EQ(d.count(), 0u);
+    EXPECT_EQ(d.chunk_count(), 0u);
+    for (auto w : written) EXPECT_EQ(*m.at(static_cast<std::size_t>(w)), 0) << "page " << w << " not discarded";
+  }
+}
+
+// A rollback (reset without collect) forgets the writes too: they are not reported by the
+// next transaction's scan.
+TEST(DirtySetKernel, ResetWithoutCollectLeavesNothingForTheNextScan) {
+  mapped_file m(chunk_pages * page_size);
+  auto* base = static_cast<unsigned char*>(m.base);
+  os::file pagemap, uffd;
+  ASSERT_FALSE(os::open_pagemap(pagemap));
+  if (auto ec = open_kernel_tracker(uffd, pagemap, base, m.bytes))
+    GTEST_SKIP() << "no kernel write tracking here: " << ec.message();
+  dirty_set d;
+  ASSERT_FALSE(d.init(chunk_pages));
+  d.use_kernel_tracking(&uffd, &pagemap);
+  ASSERT_TRUE(d.on_fault(base, m.bytes, 40));
+  for (std::size_t p = 40; p < 50; ++p) *m.at(p) = 7;
+  ASSERT_FALSE(d.reset(base, m.bytes, true));  // the rollback
+  for (std::size_t p = 40; p < 50; ++p) ASSERT_EQ(*m.at(p), 0) << "rollback kept page " << p;
+  ASSERT_TRUE(d.on_fault(base, m.bytes, 100));
+  *m.at(100) = 1;
+  ASSERT_FALSE(d.collect(base, m.bytes, pagemap));
+  EXPECT_EQ(std::vector<std::uint64_t>(d.pages(), d.pages() + d.count()), (std::vector<std::uint64_t>{100}));
+  ASSERT_FALSE(d.reset(base, m.bytes, true));
+}
+
 struct big_root {
   char* bytes = nullptr;  // raw storage memory: not zero-filled, so allocating dirties nothing
 };
@@ -208,6 +269,70 @@ TEST(Tracker, ManyScatteredTransactionsOnAReopenedStorageKeepTheMappingCountBoun
   }
   EXPECT_LE(worst, 16u) << "re-protected pages did not merge back: the mapping count grew by " << worst;
   s.check();
+}
+
+struct small_root {
+  std::uint64_t value = 0;
+  char* bytes = nullptr;
+};
+
+/// Sets TMF_TRACKER for the scope.
+struct tracker_env {
+  explicit tracker_env(const char* v) { ::setenv("TMF_TRACKER", v, 1); }
+  ~tracker_env() { ::unsetenv("TMF_TRACKER"); }
+};
+
+// stats() names the tracker and counts the pages of the last commit; TMF_TRACKER=fallback
+// forces the mprotect tracker; both log the same pages.
+TEST(Tracker, StatsNameTheTrackerAndCountTheLastCommitsPages) {
+  tmf_test::scoped_path p;
+  tmf::options o;
+  o.sync = tmf::durability::no_sync;
+  std::vector<std::string> seen;
+  for (const char* env : {"", "fallback"}) {
+    tracker_env e(env);
+    tmf::storage<small_root> s(p, o);
+    auto w = s.write();
+    if (!w->bytes) w->bytes = w.get_allocator<char>().allocate(64 * page_size);
+    w.commit();
+    auto first_page = [&](std::size_t i) -> char& {
+      auto a = (reinterpret_cast<std::uintptr_t>(w->bytes) + page_size - 1) / page_size * page_size;
+      return reinterpret_cast<char*>(a)[i * page_size];
+    };
+    for (std::size_t i = 0; i < 10; ++i) first_page(3 * i) = static_cast<char>(seen.size() + 1);
+    w.commit();
+    const tmf::storage_stats st = s.stats();
+    seen.emplace_back(st.tracker);
+    EXPECT_EQ(st.last_commit_pages, 11u) << st.tracker << ": ten pages and the header";
+  }
+  EXPECT_EQ(seen[1], "mprotect") << "TMF_TRACKER=fallback did not force the fallback";
+  EXPECT_TRUE(seen[0] == "userfaultfd" || seen[0] == "mprotect") << seen[0];
+  if (seen[0] != "userfaultfd") GTEST_SKIP() << "no kernel write tracking here";
+}
+
+// Growth inside a transaction maps new file pages after the tracked ones: they are tracked too
+// (the grown part is registered), and what is written there is committed.
+TEST(Tracker, WritesToTheGrownPartOfTheArenaAreCommitted) {
+  tmf_test::scoped_path p;
+  tmf::options o;
+  o.sync = tmf::durability::no_sync;
+  o.max_size = std::size_t{1} << 30;
+  constexpr std::size_t n = 8 * chunk_size;  // far beyond the first arena
+  {
+    tmf::storage<small_root> s(p, o);
+    auto w = s.write();
+    w->value = 1;
+    w->bytes = w.get_allocator<char>().allocate(n);
+    for (std::size_t i = 0; i < n; i += 3 * page_size + 64) w->bytes[i] = static_cast<char>(1 + i % 97);
+    w.commit();
+    for (std::size_t i = 0; i < n; i += 5 * page_size) w->bytes[i] = 42;
+    w.rollback();
+  }
+  tmf::storage<small_root> s(p, o);
+  auto r = s.read();
+  for (std::size_t i = 0; i < n; i += 3 * page_size + 64)
+    ASSERT_EQ(r->bytes[i], static_cast<char>(1 + i % 97)) << "byte " << i << " of the grown arena";
+  EXPECT_NO_THROW(s.check());
 }
 
 }  // namespace

@@ -172,6 +172,7 @@ class engine {
   os::file m_fd;                        ///< the data file
   log_file m_log;                       ///< the log and where its next record goes
   os::file m_pagemap;                   ///< /proc/self/pagemap, or closed (then chunks are logged whole)
+  os::file m_uffd;                      ///< the userfaultfd of kernel tracking, or closed (the fallback)
   reader_table m_table;                 ///< the lock file: readers of every process
   apply_gate m_gate{m_fd, m_log, m_table};
   byte_lock m_open_lock;                ///< lock_open, shared while open (writable processes)
@@ -205,7 +206,7 @@ class engine {
   std::error_code m_poison;             ///< errc::commit_unknown or errc::needs_reopen: no more transactions
   std::error_code m_poison_cause;       ///< the I/O error behind m_poison
   log_position m_unknown;               ///< with errc::commit_unknown: where its record is (offset, seen_txn = its txn)
-  std::atomic<std::uint64_t> m_commits{0}, m_rollbacks{0}, m_pages_logged{0};
+  std::atomic<std::uint64_t> m_commits{0}, m_rollbacks{0}, m_pages_logged{0}, m_last_commit_pages{0};
 };
 
 // -- write transactions -------------------------------------------------------------------
@@ -326,6 +327,7 @@ inline void engine::commit() {
   if (ec) fail_commit(ec, txn);
   // Durable: from here on nothing may turn the commit into an error.
   m_pages_logged += n;
+  m_last_commit_pages.store(n, std::memory_order_relaxed);
   pos = {pos.base_txn, pos.generation, end, txn};
   apply_committed(txn, n);
   ++m_commits;
@@ -617,6 +619,10 @@ inline void engine::ensure_mapped(std::size_t size) {
   if (size <= have) return;
   if (size > m_reserved) throw error(errc::corrupted, "tmf: " + m_name + " grew beyond this process's reservation");
   if (auto ec = os::map_file(m_base + have, size - have, m_fd, have)) throw_os(ec, "cannot map " + m_name);
+  // The new mapping replaced reserved space: kernel tracking must register it afresh.
+  if (m_uffd.is_open())
+    if (auto ec = os::track_writes(m_uffd, m_base + have, size - have))
+      throw_os(ec, "cannot track writes to the grown part of " + m_name);
   m_mapped.store(size, std::memory_order_release);
   if (m_slot) m_slot->mapped.store(size, std::memory_order_release);
 }
@@ -664,7 +670,9 @@ inline storage_stats engine::stats() {
           ready ? hp.largest_free_block() : 0,
           m_commits.load(),
           m_rollbacks.load(),
-          m_pages_logged.load()};
+          m_pages_logged.load(),
+          m_dirty.kernel_tracking() ? "userfaultfd" : "mprotect",
+          m_last_commit_pages.load(std::memory_order_relaxed)};
 }
 
 inline void engine::check() {

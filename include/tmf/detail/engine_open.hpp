@@ -217,6 +217,10 @@ inline void engine::map_and_verify() {
   ensure_mapped(static_cast<std::size_t>(h.arena_size));
   if (auto ec = m_dirty.init(m_reserved / page_size)) throw_os(ec, "cannot reserve the dirty-page set");
   if (os::open_pagemap(m_pagemap)) m_pagemap.close();  // then whole chunks are logged
+  // Kernel tracking where the kernel has it (only writers track; silently the fallback else).
+  if (m_writable && !m_private_txn && !kernel_tracker_disabled() &&
+      !open_kernel_tracker(m_uffd, m_pagemap, m_base, mapped()))
+    m_dirty.use_kernel_tracking(&m_uffd, &m_pagemap);
   m_log.map_view();
 }
 
@@ -336,8 +340,9 @@ inline void engine::close_all(bool checkpoint_if_last) noexcept {
   }
   m_dirty.destroy();
   m_log.close();
-  m_pagemap.close();
   release_reservation();
+  m_uffd.close();  // after the mapping: the registration goes with either
+  m_pagemap.close();
   m_apply_shared.unlock();
   m_lanes = &m_local_lanes;
   m_pending = &m_no_pending;

@@ -32,9 +32,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <linux/futex.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -42,6 +44,16 @@
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
+#endif
+// From the kernel's uapi (linux/userfaultfd.h, Linux 6.7): Debian 12's headers predate them.
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
 #endif
 
 namespace tmf::detail {
@@ -376,13 +388,17 @@ inline std::error_code release(void* addr, std::size_t size) noexcept {
 /// share it and merge back when re-protected. Mapped read-only from the start, every piece
 /// made writable gets its own and never merges: the process's mapping count then only grows,
 /// until mprotect fails with ENOMEM (vm.max_map_count).
+///
+/// The mapping is MADV_RANDOM: faults read no pages ahead, so the page cache keeps 4 KiB
+/// folios for the file instead of large ones, and a one-page pwrite into it stays cheap.
 inline std::error_code map_file(void* addr, std::size_t size, const file& f, std::uint64_t offset) noexcept {
   void* p = ::mmap64(addr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, f.native(),
                      static_cast<off64_t>(offset));
   if (p == MAP_FAILED) return last_error();
   auto* first = static_cast<volatile unsigned char*>(p);
   *first = *first;  // the same byte: the private copy equals the file
-  if (::madvise(p, page_size, MADV_DONTNEED) != 0 || ::mprotect(p, size, PROT_READ) != 0) {
+  if (::madvise(p, page_size, MADV_DONTNEED) != 0 || ::madvise(p, size, MADV_RANDOM) != 0 ||
+      ::mprotect(p, size, PROT_READ) != 0) {
     const std::error_code ec = last_error();
     ::mmap64(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);  // back to reserved
     return ec;
@@ -408,6 +424,50 @@ inline std::error_code protect(void* addr, std::size_t size, bool writable) noex
 /// Drops private copies of pages: the next access sees the file's contents again.
 inline std::error_code discard(void* addr, std::size_t size) noexcept {
   return ::madvise(addr, size, MADV_DONTNEED) == 0 ? std::error_code{} : last_error();
+}
+
+/// Memory of this process, one piece of a batch.
+struct span {
+  void* data;
+  std::size_t size;
+};
+
+namespace impl {
+inline std::atomic<bool> g_no_batched_discard{false};
+}  // namespace impl
+
+/// `discard` of several pieces, in one system call where the kernel allows it
+/// (process_madvise on this process, Linux >= 6.14: one lock and TLB flush for the batch),
+/// else one madvise each.
+inline std::error_code discard_many(const span* pieces, std::size_t count) noexcept {
+  constexpr std::size_t batch = 512;  // iovecs per call, on the stack (UIO_MAXIOV is 1024)
+#if defined(SYS_process_madvise)
+  constexpr int pidfd_self = -10000;  // PIDFD_SELF, linux/pidfd.h (6.14)
+  for (std::size_t first = 0; first < count && !impl::g_no_batched_discard.load(std::memory_order_relaxed);) {
+    struct iovec iov[batch];
+    std::size_t n = 0, bytes = 0;
+    for (; n < batch && first + n < count; ++n) {
+      iov[n].iov_base = pieces[first + n].data;
+      iov[n].iov_len = pieces[first + n].size;
+      bytes += pieces[first + n].size;
+    }
+    const long r = ::syscall(SYS_process_madvise, pidfd_self, iov, n, MADV_DONTNEED, 0u);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 || static_cast<std::size_t>(r) != bytes) {
+      // Refused (older kernel, seccomp) or cut short: the rest one by one, from this batch
+      // on (dropping a page twice is harmless); and one by one from now on if refused.
+      if (r < 0) impl::g_no_batched_discard.store(true, std::memory_order_relaxed);
+      pieces += first;
+      count -= first;
+      break;
+    }
+    first += n;
+    if (first == count) return {};
+  }
+#endif
+  for (std::size_t i = 0; i < count; ++i)
+    if (auto ec = discard(pieces[i].data, pieces[i].size)) return ec;
+  return {};
 }
 
 /// Maps `size` bytes of zeroed, private, read-write memory, committed only when touched
@@ -444,6 +504,106 @@ inline bool pagemap_is_private(std::uint64_t e) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------
+// Kernel write tracking (Linux >= 6.7): userfaultfd in asynchronous write-protect mode marks
+// the pages of a registered range write-protected; a store to such a page is let through by
+// the kernel itself (no signal, no message) and clears the mark; PAGEMAP_SCAN reports the
+// pages whose mark is cleared and sets it again, in one ioctl.
+
+namespace impl {
+// PAGEMAP_SCAN, from the kernel's uapi (linux/fs.h, Linux 6.7): struct pm_scan_arg and its flags.
+struct pm_scan_arg {
+  std::uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+  std::uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+static_assert(sizeof(pm_scan_arg) == 96, "struct pm_scan_arg of linux/fs.h");
+inline constexpr unsigned long pagemap_scan = _IOWR('f', 16, pm_scan_arg);
+inline constexpr std::uint64_t pm_scan_wp_matching = 1 << 0;
+inline constexpr std::uint64_t pm_scan_check_wpasync = 1 << 1;
+inline constexpr std::uint64_t page_is_written = 1 << 1;
+
+inline std::error_code uffd_ioctl(const file& uffd, unsigned long request, void* arg) noexcept {
+  while (::ioctl(uffd.native(), request, arg) != 0)
+    if (errno != EINTR) return last_error();
+  return {};
+}
+}  // namespace impl
+
+/// Pages written since the last scan, [begin, end) as addresses: the layout of the kernel's
+/// struct page_region.
+struct written_run {
+  std::uint64_t begin;
+  std::uint64_t end;
+  std::uint64_t categories;
+};
+
+/// Opens a userfaultfd for asynchronous write-protect tracking of user-mode stores (which
+/// works unprivileged: UFFD_USER_MODE_ONLY). ENOSYS/EPERM/EINVAL where the kernel, a seccomp
+/// filter or the kernel's version refuses; ENOTSUP if the features are missing.
+inline std::error_code open_write_tracker(file& out) noexcept {
+#if defined(SYS_userfaultfd)
+  const long fd = ::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+  if (fd < 0) return last_error();
+  file f(static_cast<int>(fd));
+  struct uffdio_api api {};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
+  if (auto ec = impl::uffd_ioctl(f, UFFDIO_API, &api)) return ec;
+  constexpr std::uint64_t needed = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
+  if ((api.features & needed) != needed || !(api.ioctls & (std::uint64_t{1} << _UFFDIO_REGISTER)))
+    return std::make_error_code(std::errc::not_supported);
+  out = std::move(f);
+  return {};
+#else
+  (void)out;
+  return std::make_error_code(std::errc::function_not_supported);
+#endif
+}
+
+/// Registers `size` bytes at `addr` (whole pages, a mapping of this process) for write
+/// tracking with `uffd`. A mapping replaced later (MAP_FIXED, mremap) must be registered again.
+inline std::error_code track_writes(const file& uffd, void* addr, std::size_t size) noexcept {
+  struct uffdio_register reg {};
+  reg.range.start = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(addr));
+  reg.range.len = size;
+  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  return impl::uffd_ioctl(uffd, UFFDIO_REGISTER, &reg);
+}
+
+/// Marks `size` bytes at `addr` (registered with `uffd`) write-protected: the pages written
+/// from now on are the ones `scan_written` reports. Unpopulated pages are marked too.
+inline std::error_code write_protect(const file& uffd, void* addr, std::size_t size) noexcept {
+  struct uffdio_writeprotect wp {};
+  wp.range.start = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(addr));
+  wp.range.len = size;
+  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+  return impl::uffd_ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
+}
+
+/// Reports the pages of [addr, addr + size) written since they were write-protected, as up to
+/// `cap` sorted runs in `runs` (`count` of them), and write-protects them again, atomically
+/// (PAGEMAP_SCAN on /proc/self/pagemap). When `runs` fills up, the scan stops at `walk_end`
+/// (an address); otherwise `walk_end` is the end of the range. EINVAL on kernels before 6.7
+/// or on a range not registered for asynchronous write-protect.
+inline std::error_code scan_written(const file& pagemap, const void* addr, std::size_t size, written_run* runs,
+                                    std::size_t cap, std::size_t& count, std::uintptr_t& walk_end) noexcept {
+  impl::pm_scan_arg a{};
+  a.size = sizeof a;
+  a.flags = impl::pm_scan_wp_matching | impl::pm_scan_check_wpasync;
+  a.start = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(addr));
+  a.end = a.start + size;
+  a.vec = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(runs));
+  a.vec_len = cap;
+  a.category_mask = impl::page_is_written;
+  a.return_mask = impl::page_is_written;
+  long n;
+  while ((n = ::ioctl(pagemap.native(), impl::pagemap_scan, &a)) < 0)
+    if (errno != EINTR) return last_error();
+  count = static_cast<std::size_t>(n);
+  walk_end = static_cast<std::uintptr_t>(a.walk_end);
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------
 // Threads, processes, faults.
 
 /// An identifier of the calling thread, readable from a signal handler.
@@ -456,7 +616,12 @@ namespace impl {
 inline std::atomic<std::uint64_t> g_fork_generation{0};
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free || sizeof(void*) == 4,
               "the fork generation is read from a signal handler");
-inline void on_fork_child() noexcept { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+/// Called first thing in every child created by fork() (set once, before the first fork).
+inline std::atomic<void (*)()> g_fork_child_hook{nullptr};
+inline void on_fork_child() noexcept {
+  g_fork_generation.fetch_add(1, std::memory_order_relaxed);
+  if (auto hook = g_fork_child_hook.load(std::memory_order_relaxed)) hook();
+}
 }  // namespace impl
 
 /// Increases in every child created by fork() (counted by a pthread_atfork handler,
@@ -465,6 +630,14 @@ inline std::uint64_t fork_generation() noexcept {
   static const int registered = ::pthread_atfork(nullptr, nullptr, &impl::on_fork_child);
   (void)registered;
   return impl::g_fork_generation.load(std::memory_order_relaxed);
+}
+
+/// Sets the function that every child created by fork() runs first (from the pthread_atfork
+/// child handler: only async-signal-safe work). The first call wins.
+inline void set_fork_child_hook(void (*fn)()) noexcept {
+  void (*none)() = nullptr;
+  impl::g_fork_child_hook.compare_exchange_strong(none, fn);
+  (void)fork_generation();  // registers the atfork handler
 }
 
 /// `fork_generation()` for a signal handler: no registration, only the load.

@@ -18,6 +18,18 @@
 /// are found in /proc/self/pagemap (a written MAP_PRIVATE page is anonymous). The same
 /// mechanism serves sequential writes: a fault on the page that follows a written one
 /// unprotects the aligned `block_pages` block around it.
+///
+/// Kernel tracking (Linux >= 6.7, probed at open by `open_kernel_tracker`, forced off with
+/// TMF_TRACKER=fallback): the mapping is registered with a userfaultfd in asynchronous
+/// write-protect mode. Page protection then only guards whole `chunk_size` chunks: the
+/// writer's first store to a chunk faults once, the handler write-protects the chunk's pages
+/// in the userfaultfd sense (no signal on a later store: the kernel clears the mark itself)
+/// and makes the chunk writable. At commit one PAGEMAP_SCAN per touched chunk returns the
+/// written pages and marks them again; then the private copies are dropped (the marks stay,
+/// as pte markers) and the chunks read-only again. Cost: one fault per chunk and per
+/// transaction, a scan per chunk; never proportional to the arena. Any thread's store into
+/// a chunk the writer made writable is accepted (and logged) while the transaction runs, as
+/// a store into a page the writer wrote is on the fallback path.
 #ifndef TMF_DETAIL_TRACKER_HPP
 #define TMF_DETAIL_TRACKER_HPP
 
@@ -25,6 +37,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "config.hpp"
@@ -86,6 +100,7 @@ class dirty_set {
   bool on_fault(unsigned char* base, std::size_t mapped, std::size_t page) noexcept {
     if (page >= m_max_pages) return false;
     std::size_t chunk = page / chunk_pages;
+    if (m_uffd) return widen_tracked(base, mapped, chunk);
     if (!test(m_chunk_bitmap, chunk) && m_count + m_block_count < isolated_page_budget) {
       const std::size_t block = page / block_pages;
       const bool sequential = test(m_block_bitmap, block) ||
@@ -104,6 +119,12 @@ class dirty_set {
   /// Commit side: adds the pages written inside whole-chunk regions (read from pagemap,
   /// or every page of the chunk if pagemap cannot be read) and sorts the list.
   std::error_code collect(unsigned char* base, std::size_t mapped, const os::file& pagemap) noexcept {
+    if (m_uffd) {
+      for (std::size_t i = 0; i < m_chunk_count; ++i) scan_chunk(base, mapped, static_cast<std::size_t>(m_chunk_list[i]));
+      std::sort(m_list, m_list + m_count);
+      m_collected = true;
+      return {};
+    }
     std::size_t mapped_pages = mapped / page_size;
     std::uint64_t entries[chunk_pages];
     auto scan = [&](std::size_t first, std::size_t span) {
@@ -138,6 +159,7 @@ class dirty_set {
   /// recorded pages and chunks.
   std::error_code reset(unsigned char* base, std::size_t mapped, bool discard,
                         header_page header = header_page::release) noexcept {
+    if (m_uffd) return reset_tracked(base, mapped, discard, header);
     std::error_code first_error;
     auto note = [&](std::error_code ec) {
       if (ec && !first_error) first_error = ec;
@@ -145,6 +167,13 @@ class dirty_set {
     // Discard exactly the recorded runs; re-protect them in spans that also cover small
     // gaps between runs (already read-only), one mprotect for many scattered pages.
     constexpr std::size_t max_gap = 16;
+    constexpr std::size_t batch = 256;  // private copies dropped in one system call
+    os::span pieces[batch];
+    std::size_t pending = 0;
+    auto flush_discards = [&] {
+      if (pending) note(os::discard_many(pieces, pending));
+      pending = 0;
+    };
     std::size_t span_begin = 0, span_end = 0;  // pages; empty when equal
     auto flush_span = [&] {
       if (span_end > span_begin)
@@ -154,7 +183,10 @@ class dirty_set {
     auto run = [&](std::size_t page, std::size_t n) {
       if (page * page_size >= mapped) return;
       n = std::min(n, mapped / page_size - page);
-      if (discard) note(os::discard(base + page * page_size, n * page_size));
+      if (discard) {
+        pieces[pending++] = {base + page * page_size, n * page_size};
+        if (pending == batch) flush_discards();
+      }
       if (span_end > span_begin && page <= span_end + max_gap) {
         span_end = std::max(span_end, page + n);
       } else {
@@ -200,11 +232,20 @@ class dirty_set {
       flush_span();
       clear(m_chunk_bitmap, static_cast<std::size_t>(m_chunk_list[c]));
     }
+    flush_discards();
     m_count = keep_header ? 1 : 0;
     m_chunk_count = 0;
     m_block_count = 0;
     return first_error;
   }
+
+  /// Switches to kernel tracking: `uffd` (registered over the whole mapping) write-protects
+  /// and `pagemap` scans. Both outlive this set. \pre nothing is recorded.
+  void use_kernel_tracking(const os::file* uffd, const os::file* pagemap) noexcept {
+    m_uffd = uffd;
+    m_scan = pagemap;
+  }
+  bool kernel_tracking() const noexcept { return m_uffd != nullptr; }
 
   /// True if anything other than a kept page 0 is recorded.
   bool beyond_header() const noexcept {
@@ -225,6 +266,107 @@ class dirty_set {
   static bool test(const std::uint64_t* bits, std::size_t i) noexcept { return (bits[i / 64] >> (i % 64)) & 1; }
   static void set(std::uint64_t* bits, std::size_t i) noexcept { bits[i / 64] |= std::uint64_t{1} << (i % 64); }
   static void clear(std::uint64_t* bits, std::size_t i) noexcept { bits[i / 64] &= ~(std::uint64_t{1} << (i % 64)); }
+
+  void record(std::size_t page) noexcept {
+    if (!test(m_bitmap, page)) {
+      set(m_bitmap, page);
+      m_list[m_count++] = page;
+    }
+  }
+
+  /// Kernel tracking, handler side: the writer's first store to `chunk` in this transaction.
+  bool widen_tracked(unsigned char* base, std::size_t mapped, std::size_t chunk) noexcept {
+    const std::size_t begin = chunk * chunk_size;
+    if (begin >= mapped) return false;
+    const std::size_t bytes = std::min(chunk_size, mapped - begin);
+    if (test(m_chunk_bitmap, chunk)) return !os::protect(base + begin, bytes, true);  // growth mapped more of it
+    // Marks first, then writable: no store can slip in between unseen. Pages read (mapped
+    // from the page cache) since the chunk's last scan carry no mark and would look written.
+    if (os::write_protect(*m_uffd, base + begin, bytes) || os::protect(base + begin, bytes, true)) return false;
+    set(m_chunk_bitmap, chunk);
+    m_chunk_list[m_chunk_count++] = chunk;
+    return true;
+  }
+
+  /// Kernel tracking: records the pages of `chunk` written since its last scan, and marks
+  /// them again. If the scan fails, every page of the chunk counts as written (logging a page
+  /// that did not change is harmless: it equals the file).
+  void scan_chunk(unsigned char* base, std::size_t mapped, std::size_t chunk) noexcept {
+    const std::size_t first = chunk * chunk_pages;
+    if (first * page_size >= mapped) return;
+    const std::size_t n = std::min(chunk_pages, mapped / page_size - first);
+    const auto b = reinterpret_cast<std::uintptr_t>(base);
+    std::uintptr_t at = b + first * page_size;
+    const std::uintptr_t end = at + n * page_size;
+    os::written_run runs[64];
+    while (at < end) {
+      std::size_t got = 0;
+      std::uintptr_t walk_end = end;
+      if (os::scan_written(*m_scan, reinterpret_cast<const void*>(at), end - at, runs, 64, got, walk_end)) {
+        for (std::uintptr_t p = at; p < end; p += page_size) record((p - b) / page_size);
+        return;
+      }
+      for (std::size_t r = 0; r < got; ++r)
+        for (auto p = static_cast<std::uintptr_t>(runs[r].begin); p < runs[r].end; p += page_size)
+          record((p - b) / page_size);
+      if (walk_end <= at) return;  // no progress: never loop forever
+      at = walk_end;
+    }
+  }
+
+  /// Kernel tracking, `reset`: on a rollback (no `collect`) scans, to learn what to drop;
+  /// drops the recorded pages' private copies and makes the chunks read-only, adjacent ones
+  /// at once. After `collect` only the header page can have been written since (the sealed
+  /// header, recorded already): no second scan. Pages left unmarked are marked again by
+  /// their chunk's next first fault (`widen_tracked`).
+  std::error_code reset_tracked(unsigned char* base, std::size_t mapped, bool discard, header_page header) noexcept {
+    std::error_code first_error;
+    auto note = [&](std::error_code ec) {
+      if (ec && !first_error) first_error = ec;
+    };
+    if (!m_collected)
+      for (std::size_t c = 0; c < m_chunk_count; ++c) scan_chunk(base, mapped, static_cast<std::size_t>(m_chunk_list[c]));
+    m_collected = false;
+    std::sort(m_list, m_list + m_count);
+    const bool keep_header = header != header_page::release && m_count > 0 && m_list[0] == 0;
+    std::size_t i = 0;
+    if (keep_header) {
+      if (header == header_page::keep_discard) note(os::discard(base, page_size));
+      i = 1;
+    }
+    // The runs' private copies go in batches: one system call for many scattered runs.
+    constexpr std::size_t batch = 256;
+    os::span pieces[batch];
+    std::size_t pending = 0;
+    auto flush = [&] {
+      if (pending) note(os::discard_many(pieces, pending));
+      pending = 0;
+    };
+    while (i < m_count) {
+      std::size_t j = i + 1;
+      while (j < m_count && m_list[j] == m_list[j - 1] + 1) ++j;
+      const auto page = static_cast<std::size_t>(m_list[i]);
+      if (discard && page * page_size < mapped) {
+        pieces[pending++] = {base + page * page_size, std::min((j - i) * page_size, mapped - page * page_size)};
+        if (pending == batch) flush();
+      }
+      for (std::size_t k = i; k < j; ++k) clear(m_bitmap, static_cast<std::size_t>(m_list[k]));
+      i = j;
+    }
+    flush();
+    std::sort(m_chunk_list, m_chunk_list + m_chunk_count);
+    for (std::size_t c = 0; c < m_chunk_count;) {
+      std::size_t d = c + 1;
+      while (d < m_chunk_count && m_chunk_list[d] == m_chunk_list[d - 1] + 1) ++d;
+      const std::size_t begin = static_cast<std::size_t>(m_chunk_list[c]) * chunk_size;
+      if (begin < mapped) note(os::protect(base + begin, std::min((d - c) * chunk_size, mapped - begin), false));
+      for (std::size_t k = c; k < d; ++k) clear(m_chunk_bitmap, static_cast<std::size_t>(m_chunk_list[k]));
+      c = d;
+    }
+    m_count = keep_header ? 1 : 0;
+    m_chunk_count = 0;
+    return first_error;
+  }
 
   bool widen_block(unsigned char* base, std::size_t mapped, std::size_t block) noexcept {
     std::size_t begin = block * block_pages * page_size;
@@ -263,7 +405,34 @@ class dirty_set {
   std::size_t m_count = 0;
   std::size_t m_chunk_count = 0;
   std::size_t m_block_count = 0;
+  const os::file* m_uffd = nullptr;  ///< kernel tracking: the userfaultfd; nullptr: the fallback
+  const os::file* m_scan = nullptr;  ///< kernel tracking: /proc/self/pagemap
+  bool m_collected = false;          ///< kernel tracking: `collect` ran since the last `reset`
 };
+
+/// Whether the environment forces the mprotect tracker (TMF_TRACKER=fallback).
+inline bool kernel_tracker_disabled() noexcept {
+  const char* v = std::getenv("TMF_TRACKER");
+  return v && std::strcmp(v, "fallback") == 0;
+}
+
+/// Sets up kernel tracking of the `mapped` bytes at `base` (the storage's whole mapping,
+/// read-only): opens the userfaultfd into `uffd`, registers the mapping and checks that
+/// PAGEMAP_SCAN works on it through `pagemap`. On any error `uffd` stays closed (closing it
+/// undoes the registration) and the caller keeps the fallback.
+inline std::error_code open_kernel_tracker(os::file& uffd, const os::file& pagemap, unsigned char* base,
+                                           std::size_t mapped) noexcept {
+  if (!pagemap.is_open()) return std::make_error_code(std::errc::not_supported);
+  os::file f;
+  if (auto ec = os::open_write_tracker(f)) return ec;
+  if (auto ec = os::track_writes(f, base, mapped)) return ec;
+  os::written_run run[1];
+  std::size_t got = 0;
+  std::uintptr_t walk_end = 0;
+  if (auto ec = os::scan_written(pagemap, base, page_size, run, 1, got, walk_end)) return ec;
+  uffd = std::move(f);
+  return {};
+}
 
 namespace tracker_impl {
 inline void report(const char* what, std::uintptr_t addr, const storage_slot& s) noexcept {
@@ -309,8 +478,26 @@ inline bool on_fault(void* address) noexcept {
 }
 }  // namespace tracker_impl
 
-/// Installs the fault handler once per process.
-inline std::error_code install_tracker() noexcept { return os::install_fault_handler(&tracker_impl::on_fault); }
+namespace tracker_impl {
+/// In a child after fork(): every storage inherited from the parent becomes read-only
+/// (mprotect only: the parent's userfaultfd and pagemap descriptors, inherited too, would act
+/// on the parent's memory). Pages and chunks the parent's writer had made writable would
+/// otherwise take a stray store in silence; now any store faults and is reported.
+inline void protect_inherited() noexcept {
+  for (std::size_t i = 0; i < max_open_storages; ++i) {
+    storage_slot& s = registry()[i];
+    const std::uintptr_t begin = s.begin.load(std::memory_order_acquire);
+    const std::uintptr_t mapped = s.mapped.load(std::memory_order_acquire);
+    if (begin != 0 && mapped != 0) (void)os::protect(reinterpret_cast<void*>(begin), mapped, false);
+  }
+}
+}  // namespace tracker_impl
+
+/// Installs the fault handler (and the fork child's protection) once per process.
+inline std::error_code install_tracker() noexcept {
+  os::set_fork_child_hook(&tracker_impl::protect_inherited);
+  return os::install_fault_handler(&tracker_impl::on_fault);
+}
 
 }  // namespace tmf::detail
 
