@@ -10,6 +10,10 @@
 #   m32      RelWithDebInfo, -m32, GoogleTest built from source; tests and examples; all but fault
 #   clang    clang++ -Werror; tests, examples and the libFuzzer targets (short runs, label fuzz);
 #            every label but package, fault
+#   plain    what a user types: `-DCMAKE_BUILD_TYPE=Release` then `Debug` (build/plain-release,
+#            build/plain-debug), everything built (tests, examples, tools, benchmarks), warnings
+#            on but not fatal (TMF_WERROR off, the default); nothing run. Fails only if a build
+#            fails; the warnings are counted in the summary (logs: <dir>/build.log)
 #
 # Usage: scripts/test.sh [--quick | --stage NAME]...
 #   --quick       the release stage only
@@ -24,9 +28,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-all_stages=(release asan tsan m32 clang)
+all_stages=(release asan tsan m32 clang plain)
 stages=()
-usage() { sed -n '4,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '4,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -65,9 +69,10 @@ stage_config() {
   build_target=()
   ctest_args=()
   fault_step=0
+  build_only=0
   case "$stage" in
     release)
-      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo
+      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTMF_WERROR=ON
                   -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=ON)
       # The fault stage runs after the other tests, alone and verbose (see run_fault_step).
       ctest_args=(-LE fault)
@@ -85,16 +90,22 @@ stage_config() {
       ctest_args=(-L concurrency --no-tests=ignore) ;;
     m32)
       # No fault stage: the fiu preload on the system is 64-bit.
-      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS=-m32 -DTMF_GTEST_FROM_SOURCE=ON
+      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS=-m32 -DTMF_GTEST_FROM_SOURCE=ON -DTMF_WERROR=ON
                   -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=OFF)
       ctest_args=(-LE fault) ;;
     clang)
       # Clang with -Wall -Wextra -Werror for the tests and examples, and the libFuzzer
       # targets run briefly on their seed corpora (ctest -L fuzz).
-      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++
+      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DTMF_WERROR=ON
                   -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=OFF
                   -DTMF_BUILD_FUZZERS=ON)
       ctest_args=(-LE 'package|fault') ;;
+    plain-release|plain-debug)
+      # No TMF_* option but the defaults: the build a user gets.
+      local type=Release
+      [[ "$stage" == plain-debug ]] && type=Debug
+      cmake_args=(-DCMAKE_BUILD_TYPE=$type)
+      build_only=1 ;;
   esac
 }
 
@@ -167,11 +178,22 @@ run_stage() {
     *Makefiles*) keep_going=(-- -k) ;;
     Ninja*) keep_going=(-- -k 0) ;;
   esac
-  if ! cmake --build "$dir" -j"$jobs" "${build_target[@]}" "${keep_going[@]}"; then
+  local build_rc=0
+  cmake --build "$dir" -j"$jobs" "${build_target[@]}" "${keep_going[@]}" 2>&1 | tee "$dir/build.log" ||
+    build_rc=$?
+  if [[ $build_rc -ne 0 ]]; then
     status=failed
     what="build failed; "
   fi
   t2=$SECONDS
+  if [[ $build_only -eq 1 ]]; then
+    local warnings
+    warnings=$(grep -c 'warning:' "$dir/build.log" || true)
+    [[ $status == ok ]] || failed_stages+=("$stage")
+    summary+=("$(printf '%-12s %-6s %sbuilt, %s warnings (configure %ss, build %ss)' "$stage" \
+      "$([[ $status == ok ]] && echo OK || echo FAILED)" "$what" "$warnings" $((t1 - t0)) $((t2 - t1)))")
+    return
+  fi
 
   local prefix=()
   if [[ "$stage" == tsan ]]; then
@@ -218,7 +240,12 @@ run_stage() {
 }
 
 for stage in "${stages[@]}"; do
-  run_stage "$stage"
+  if [[ "$stage" == plain ]]; then
+    run_stage plain-release
+    run_stage plain-debug
+  else
+    run_stage "$stage"
+  fi
 done
 
 echo

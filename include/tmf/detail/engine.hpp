@@ -58,6 +58,8 @@ class engine {
   std::size_t size() const noexcept { return static_cast<std::size_t>(header()->arena_size); }
   bool writable() const noexcept { return m_writable; }
   void* root() const noexcept { return reinterpret_cast<void*>(static_cast<std::uintptr_t>(header()->root)); }
+  /// The data file (maintenance.hpp: compaction truncates it and punches holes in it).
+  const os::file& data_file() const noexcept { return m_fd; }
   /// True on the thread holding the writer; never in a forked child (whose thread may carry
   /// the same id as the parent's writer).
   bool is_writer_thread() const noexcept {
@@ -220,7 +222,7 @@ inline void engine::check_writer(const char* what) {
 
 inline bool engine::begin_write(bool wait) {
   check_fork();
-  if (!m_writable) throw error(errc::read_only, "tmf: " + m_name + " is open read-only");
+  if (!m_writable) throw error(errc::read_only, "tmf: " + m_name + " was opened with open_mode::read_only");
   check_usable();
   thread_state& ts = this_thread();
   if (is_writer_thread()) throw error(errc::already_open, "tmf: this thread already holds the writer of " + m_name);

@@ -141,7 +141,7 @@ inline file_header engine::read_header() {
   os::file_info fi;
   if (auto ec = os::stat_file(m_fd, fi)) throw_os(ec, "cannot stat " + m_name);
   if (fi.size == 0) throw error(errc::not_a_storage, "tmf: " + m_name + " is empty");
-  if (fi.size < page_size) throw error(errc::not_a_storage, "tmf: " + m_name + " is too short to be a tmf storage");
+  if (fi.size < page_size) throw error(errc::not_a_storage, "tmf: " + m_name + " is shorter than one page (" + std::to_string(fi.size) + " bytes)");
   return recovery::read_data_header(files());
 }
 
