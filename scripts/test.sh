@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0 OR MIT
 #
 # Builds and runs every test. Stages, each in its own build directory build/<stage>:
-#   release  RelWithDebInfo; tests, examples and benchmarks; every test (ctest -j2), then the
+#   release  what a user types: -DCMAKE_BUILD_TYPE=Release and nothing else (so warnings are
+#            not fatal; their number is in the summary, the log in build/release/build.log);
+#            tests, examples, tools and benchmarks; every test (ctest -j2), then the
 #            fault-injection stage on its own (ctest -L fault -V: libfiu's fiu-run; its
 #            "fault stage" summary lines are printed and kept in build/release/fault.log)
 #   asan     Debug -O1, TMF_SANITIZE="address;undefined"; tests only; every label but package, fault
@@ -10,10 +12,11 @@
 #   m32      RelWithDebInfo, -m32, GoogleTest built from source; tests and examples; all but fault
 #   clang    clang++ -Werror; tests, examples and the libFuzzer targets (short runs, label fuzz);
 #            every label but package, fault
-#   plain    what a user types: `-DCMAKE_BUILD_TYPE=Release` then `Debug` (build/plain-release,
-#            build/plain-debug), everything built (tests, examples, tools, benchmarks), warnings
-#            on but not fatal (TMF_WERROR off, the default); nothing run. Fails only if a build
-#            fails; the warnings are counted in the summary (logs: <dir>/build.log)
+#   debug    what a user types: -DCMAKE_BUILD_TYPE=Debug and nothing else; everything built
+#            (tests, examples, tools, benchmarks), warnings on but not fatal; nothing run.
+#            Fails only if the build fails; the warnings are counted (build/debug/build.log)
+# -Werror (TMF_WERROR=ON) is set in the m32 and clang stages: GCC and Clang warnings fail CI
+# there, while the release and debug stages show that a user's plain build passes.
 #
 # Usage: scripts/test.sh [--quick | --stage NAME]...
 #   --quick       the release stage only
@@ -28,9 +31,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-all_stages=(release asan tsan m32 clang plain)
+all_stages=(release asan tsan m32 clang debug)
 stages=()
-usage() { sed -n '4,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '4,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -70,10 +73,14 @@ stage_config() {
   ctest_args=()
   fault_step=0
   build_only=0
+  count_warnings=0
   case "$stage" in
     release)
-      cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTMF_WERROR=ON
-                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=ON)
+      # The plain Release build (-O3, TMF_WERROR off by default): GCC 12 reports false
+      # -Wrestrict / -Wstringop-overflow warnings inside libstdc++ at -O3 (bug 105329).
+      # TMF_WERROR=OFF is the default, given only because an older build directory may cache ON.
+      cmake_args=(-DCMAKE_BUILD_TYPE=Release -DTMF_WERROR=OFF)
+      count_warnings=1
       # The fault stage runs after the other tests, alone and verbose (see run_fault_step).
       ctest_args=(-LE fault)
       fault_step=1 ;;
@@ -100,11 +107,9 @@ stage_config() {
                   -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_BENCHMARKS=OFF
                   -DTMF_BUILD_FUZZERS=ON)
       ctest_args=(-LE 'package|fault') ;;
-    plain-release|plain-debug)
+    debug)
       # No TMF_* option but the defaults: the build a user gets.
-      local type=Release
-      [[ "$stage" == plain-debug ]] && type=Debug
-      cmake_args=(-DCMAKE_BUILD_TYPE=$type)
+      cmake_args=(-DCMAKE_BUILD_TYPE=Debug -DTMF_WERROR=OFF)
       build_only=1 ;;
   esac
 }
@@ -186,11 +191,13 @@ run_stage() {
     what="build failed; "
   fi
   t2=$SECONDS
+  local warnings=""
+  if [[ $build_only -eq 1 || $count_warnings -eq 1 ]]; then
+    warnings="$(grep -c 'warning:' "$dir/build.log" || true) warnings, "
+  fi
   if [[ $build_only -eq 1 ]]; then
-    local warnings
-    warnings=$(grep -c 'warning:' "$dir/build.log" || true)
     [[ $status == ok ]] || failed_stages+=("$stage")
-    summary+=("$(printf '%-12s %-6s %sbuilt, %s warnings (configure %ss, build %ss)' "$stage" \
+    summary+=("$(printf '%-8s %-6s %sbuilt, %s(configure %ss, build %ss)' "$stage" \
       "$([[ $status == ok ]] && echo OK || echo FAILED)" "$what" "$warnings" $((t1 - t0)) $((t2 - t1)))")
     return
   fi
@@ -230,8 +237,8 @@ run_stage() {
   total_passed=$((total_passed + passed))
   total_failed=$((total_failed + failed))
   [[ $status == ok ]] || failed_stages+=("$stage")
-  summary+=("$(printf '%-8s %-6s %s%d passed, %d failed (configure %ss, build %ss, tests %ss%s)' \
-    "$stage" "$([[ $status == ok ]] && echo OK || echo FAILED)" "$what" "$passed" "$failed" \
+  summary+=("$(printf '%-8s %-6s %s%d passed, %d failed (%sconfigure %ss, build %ss, tests %ss%s)' \
+    "$stage" "$([[ $status == ok ]] && echo OK || echo FAILED)" "$what" "$passed" "$failed" "$warnings" \
     $((t1 - t0)) $((t2 - t1)) $((t3 - t2)) "$fault_time")")
   local l
   for l in "${fault_lines[@]}"; do
@@ -240,12 +247,7 @@ run_stage() {
 }
 
 for stage in "${stages[@]}"; do
-  if [[ "$stage" == plain ]]; then
-    run_stage plain-release
-    run_stage plain-debug
-  else
-    run_stage "$stage"
-  fi
+  run_stage "$stage"
 done
 
 echo
