@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// Writes the seed corpora of the fuzz targets: make_seeds <dir> fills <dir>/fuzz_header,
-/// <dir>/fuzz_log and <dir>/fuzz_heap (existing seeds of the same names are overwritten).
+/// <dir>/fuzz_log, <dir>/fuzz_heap and <dir>/fuzz_untyped (existing seeds of the same names are overwritten).
 /// The storage seeds come from the same deterministic template the targets build (see
 /// fuzz_common.hpp), so they stay valid as long as the file format and the template do;
 /// regenerate them after a format change:  make_seeds fuzz/corpus  (target make_fuzz_seeds).
@@ -136,6 +136,20 @@ void heap_seeds(const std::filesystem::path& dir) {
   put(dir, "random_mix", 32, mix);
 }
 
+void untyped_seeds(const std::filesystem::path& dir, const template_files& t) {
+  const bytes page = prefix(t.data_last, td::page_size);
+  put(dir, "valid_page", 0, page);
+  put(dir, "valid_page_with_log", 8, page);
+  put(dir, "whole_file", 2, t.data_last);
+  put(dir, "whole_file_with_log", 10, t.data_last);
+  put(dir, "first_commit_with_log", 10, t.data_first);
+  put(dir, "heap_page", 4, prefix(bytes(t.data_last.begin() + td::page_size, t.data_last.end()), 512));
+  put(dir, "header_resealed", 1, prefix(page, sizeof(td::file_header)));
+  put(dir, "whole_empty_file", 2, {});
+  put(dir, "whole_short_file", 2, prefix(page, 100));
+  put(dir, "truncated_file", 2, prefix(t.data_last, td::page_size + 100));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -145,10 +159,12 @@ int main(int argc, char** argv) {
   }
   const std::filesystem::path out = argv[1];
   const template_files t = make_template(process_path("seeds-template"));
-  for (const char* target : {"fuzz_header", "fuzz_log", "fuzz_heap"}) std::filesystem::create_directories(out / target);
+  for (const char* target : {"fuzz_header", "fuzz_log", "fuzz_heap", "fuzz_untyped"})
+    std::filesystem::create_directories(out / target);
   header_seeds(out / "fuzz_header", t);
   log_seeds(out / "fuzz_log", t);
   heap_seeds(out / "fuzz_heap");
+  untyped_seeds(out / "fuzz_untyped", t);
   std::cout << "seeds written to " << out << " (template: " << t.data_last.size() << "-byte data file, "
             << t.log.size() << "-byte log)\n";
   return 0;

@@ -17,6 +17,9 @@ TMF_DEPS_ALL=(cmake g++ make libboost-dev libgtest-dev libbenchmark-dev liblmdb-
 # shellcheck disable=SC2034
 # What scripts/demo.sh needs.
 TMF_DEPS_DEMO=(cmake g++ make libboost-dev)
+# shellcheck disable=SC2034
+# What scripts/plot_bench.py needs (the README's benchmark charts; not CI).
+TMF_DEPS_PLOT=(gnuplot-nox)
 
 # tmf_missing_packages PKG...: prints the packages that are not installed, one per line.
 tmf_missing_packages() {

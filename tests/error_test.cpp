@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 // Tests of <tmf/error.hpp>: tmf::errc, its error category, tmf::error.
 
+#include <tmf/allocator.hpp>
 #include <tmf/error.hpp>
 
 #include <gtest/gtest.h>
@@ -137,6 +138,32 @@ TEST(Error, CopyKeepsCodeAndMessage) {
   const tmf::error copy = original;  // NOLINT(performance-unnecessary-copy-initialization)
   EXPECT_EQ(copy.code(), original.code());
   EXPECT_STREQ(copy.what(), original.what());
+}
+
+// A message that already says what the code means does not get it appended again.
+TEST(Error, SaysItOnce) {
+  const tmf::error e(tmf::errc::no_writer, "tmf: something needs a writer: no active writer on this thread");
+  const std::string what = e.what();
+  const std::string m = tmf::make_error_code(tmf::errc::no_writer).message();
+  ASSERT_NE(what.find(m), std::string::npos) << what;
+  EXPECT_EQ(what.find(m), what.rfind(m)) << what;
+  const tmf::error empty(tmf::errc::corrupted, "");
+  EXPECT_EQ(std::string(empty.what()), tmf::make_error_code(tmf::errc::corrupted).message());
+}
+
+// The library's own refusal of an allocator without a writer says it once.
+TEST(Error, LibraryMessagesSayItOnce) {
+  const auto once = [](const tmf::error& e) {
+    const std::string what = e.what();
+    const std::string m = e.code().message();
+    return what.find(m) != std::string::npos && what.find(m) == what.rfind(m);
+  };
+  try {
+    tmf::allocator<int> a;
+    FAIL() << "an allocator without a writer was constructed";
+  } catch (const tmf::error& e) {
+    EXPECT_TRUE(once(e)) << e.what();
+  }
 }
 
 }  // namespace

@@ -87,7 +87,7 @@ class allocator {
  private:
   static void* current_base() {
     detail::engine* e = detail::this_thread().writers.top();
-    if (!e) throw error(errc::no_writer, "tmf: tmf::allocator needs an active writer on this thread");
+    if (!e) throw error(errc::no_writer, "tmf: tmf::allocator<T>() constructed outside a write transaction");
     return e->base();
   }
 

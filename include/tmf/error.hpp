@@ -4,6 +4,7 @@
 #ifndef TMF_ERROR_HPP
 #define TMF_ERROR_HPP
 
+#include <stdexcept>
 #include <string>
 #include <system_error>
 
@@ -70,8 +71,19 @@ inline std::error_code make_error_code(errc e) noexcept {
 /// `code()` is a `tmf::errc` or the system error that caused it.
 class error : public std::system_error {
  public:
-  error(std::error_code ec, const std::string& what) : std::system_error(ec, what) {}
-  error(errc e, const std::string& what) : std::system_error(make_error_code(e), what) {}
+  /// what() is `what`, then ": " and the code's message, unless `what` says it already.
+  error(std::error_code ec, const std::string& what) : std::system_error(ec, what), m_what(compose(ec, what)) {}
+  error(errc e, const std::string& what) : error(make_error_code(e), what) {}
+  const char* what() const noexcept override { return m_what.what(); }
+
+ private:
+  static std::string compose(std::error_code ec, const std::string& what) {
+    const std::string m = ec.message();
+    if (what.empty()) return m;
+    if (what.find(m) != std::string::npos) return what;  // said once
+    return what + ": " + m;
+  }
+  std::runtime_error m_what;  ///< a reference-counted string: copies never throw
 };
 
 namespace detail {

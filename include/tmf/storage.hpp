@@ -13,6 +13,7 @@
 
 #include "allocator.hpp"
 #include "detail/engine.hpp"
+#include "detail/maintenance.hpp"
 #include "error.hpp"
 #include "options.hpp"
 #include "schema.hpp"
@@ -186,6 +187,21 @@ class storage {
     engine().check_fork();
     engine().check();
   }
+  /// Writes a consistent copy of the last commit to `dst` (and `dst`-log), taken inside one
+  /// read transaction while writers keep committing (their commits wait for the copy to
+  /// finish before they apply). The copy is a cleanly closed storage with an empty log and
+  /// the same address: open it in another process, or after closing this storage.
+  /// \throws tmf::error: std::errc::file_exists if `dst` or `dst`-log exists, the system
+  ///         error of a failed write (no file is left behind), errc::already_open on the
+  ///         thread holding the writer (commit first, then copy from a reader's thread).
+  void copy_to(const std::filesystem::path& dst) const { detail::copy_storage(engine(), dst); }
+  /// Gives back the file space the heap does not use; objects never move. In one write
+  /// transaction (waits for the writer) the free tail of the arena is cut back and committed,
+  /// then the data file is truncated and the pages inside free blocks are punched out
+  /// (fallocate PUNCH_HOLE, where the file system supports it).
+  /// \throws tmf::error{errc::read_only}, {errc::corrupted} if the heap fails its audit,
+  ///         the system error of a failed truncate or punch (the commit stands).
+  void compact() { detail::compact_storage(m_engine); }
   void* address() const noexcept { return m_engine.base(); }
   /// Current arena bytes (header page included).
   std::size_t size() const noexcept { return m_engine.size(); }

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0 OR MIT
 #
 # The package test (ctest entry package_test), run with cmake -P:
-#   1. cmake --install <TMF_BINARY_DIR> --prefix <TMF_BINARY_DIR>/package-prefix
+#   1. cmake --install <TMF_BINARY_DIR> --prefix <TMF_BINARY_DIR>/package-prefix (and bin/tmf
+#      runs, when the build has the tools)
 #   2. configure, build and run tests/package/ against that prefix (CMAKE_PREFIX_PATH)
 #   3. the same against the build tree's export (tmf_DIR=<TMF_BINARY_DIR>)
 #   4. configure, build and run tests/package/subdirectory/, which adds the tmf sources with
@@ -44,6 +45,13 @@ endif()
 file(REMOVE_RECURSE "${_prefix}" "${_work}")
 file(MAKE_DIRECTORY "${TMF_TEST_DIR}")
 run(install "${CMAKE_COMMAND}" --install "${TMF_BINARY_DIR}" --prefix "${_prefix}" ${_config_args})
+# A build with the tools installs the command: bin/tmf, which runs.
+if(EXISTS "${TMF_BINARY_DIR}/tools/tmf")
+  if(NOT EXISTS "${_prefix}/bin/tmf")
+    message(FATAL_ERROR "package_test: the build has tools/tmf but cmake --install put no bin/tmf in ${_prefix}")
+  endif()
+  run(installed_command "${_prefix}/bin/tmf" --version)
+endif()
 
 foreach(_tree install build subdirectory)
   set(_source "${TMF_PACKAGE_SOURCE_DIR}")

@@ -49,8 +49,10 @@ namespace tmf::detail {
 
 class engine {
  public:
-  /// Opens or creates `file` as `opt` says, for a Root of fingerprint `root`.
-  engine(const std::filesystem::path& file, const options& opt, const root_fingerprint& root);
+  /// Opens or creates `file` as `opt` says, for a Root of fingerprint `root`. Without
+  /// `reader_table`, a read-only open leaves the lock file alone (inspection, which writes no
+  /// file): its readers take the apply lock instead.
+  engine(const std::filesystem::path& file, const options& opt, const root_fingerprint& root, bool reader_table = true);
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
   ~engine() { close_all(true); }
@@ -63,6 +65,8 @@ class engine {
   std::size_t size() const noexcept { return static_cast<std::size_t>(header()->arena_size); }
   bool writable() const noexcept { return m_writable; }
   void* root() const noexcept { return reinterpret_cast<void*>(static_cast<std::uintptr_t>(header()->root)); }
+  /// The data file (maintenance.hpp: compaction truncates it and punches holes in it).
+  const os::file& data_file() const noexcept { return m_fd; }
   /// True on the thread holding the writer; never in a forked child (whose thread may carry
   /// the same id as the parent's writer).
   bool is_writer_thread() const noexcept {
@@ -166,6 +170,7 @@ class engine {
   options m_opt;
   root_fingerprint m_root_fp;
   bool m_writable = true;               ///< not open_mode::read_only
+  bool m_reader_table = true;           ///< use the lock file (always, when writable)
   std::uint64_t m_file_id = 0;          ///< pairs the log with the data file
   std::uint64_t m_fork_generation = 0;  ///< os::fork_generation() at open
   // Files, locks and the mapping. The files outlive the locks on them.
@@ -238,7 +243,7 @@ inline void engine::check_writer(const char* what) {
 
 inline bool engine::begin_write(bool wait) {
   check_fork();
-  if (!m_writable) throw error(errc::read_only, "tmf: " + m_name + " is open read-only");
+  if (!m_writable) throw error(errc::read_only, "tmf: " + m_name + " was opened with open_mode::read_only");
   check_usable();
   thread_state& ts = this_thread();
   if (is_writer_thread()) throw error(errc::already_open, "tmf: this thread already holds the writer of " + m_name);

@@ -62,8 +62,9 @@ inline std::error_code reserve_default(std::size_t size, void*& out) noexcept {
 }
 }  // namespace engine_impl
 
-inline engine::engine(const std::filesystem::path& file, const options& opt, const root_fingerprint& root)
-    : m_path(file), m_opt(opt), m_root_fp(root) {
+inline engine::engine(const std::filesystem::path& file, const options& opt, const root_fingerprint& root,
+                      bool reader_table)
+    : m_path(file), m_opt(opt), m_root_fp(root), m_reader_table(reader_table) {
   try {
     open();
   } catch (...) {
@@ -141,6 +142,7 @@ inline void engine::take_open_lock() {
 /// Opens the reader table and uses its lanes; a read-only process that may not write the
 /// lock file works without one (then its readers take the apply lock, locks.hpp).
 inline void engine::open_reader_table() {
+  if (!m_writable && !m_reader_table) return;
   if (!m_table.open(m_path.string() + "-lock", m_fd, m_file_id, m_writable, m_name)) return;
   m_lanes = &m_table.own();
   m_pending = &m_table.pending();
@@ -151,7 +153,7 @@ inline file_header engine::read_header() {
   os::file_info fi;
   if (auto ec = os::stat_file(m_fd, fi)) throw_os(ec, "cannot stat " + m_name);
   if (fi.size == 0) throw error(errc::not_a_storage, "tmf: " + m_name + " is empty");
-  if (fi.size < page_size) throw error(errc::not_a_storage, "tmf: " + m_name + " is too short to be a tmf storage");
+  if (fi.size < page_size) throw error(errc::not_a_storage, "tmf: " + m_name + " is shorter than one page (" + std::to_string(fi.size) + " bytes)");
   return recovery::read_data_header(files());
 }
 

@@ -28,6 +28,7 @@
 #include "../error.hpp"
 #include "config.hpp"
 #include "os.hpp"  // fatal
+#include "sanitizer.hpp"
 
 namespace tmf::detail {
 
@@ -216,6 +217,8 @@ class heap {
     if (prev != nullptr && prev->end_address() > p) overlap(ptr, size, *prev);
     if (next != nullptr && next->address() - p < bs) overlap(ptr, size, *next);
     TMF_ASSERT(m_s->m_allocated_bytes >= bs);  // implied by the overlap checks
+    // A user container may have poisoned part of the block (ASan): it is free now, as with malloc.
+    asan_unpoison(ptr, bs);
 
     const bool merge_prev = prev != nullptr && prev->end_address() == p;
     const bool merge_next = next != nullptr && next->address() == p + bs;
@@ -263,6 +266,30 @@ class heap {
     }
     m_s->m_end = static_cast<std::byte*>(new_end);
     m_s->m_free_bytes += added;
+  }
+
+  /// Compaction: if the top free block touches end(), moves end() down to its address
+  /// rounded up to `granule` (a power of two, at least the quantum; the page size for a
+  /// file), cutting or removing the block. Returns the new end (end() if nothing changed).
+  void* trim_top(std::size_t granule) noexcept {
+    TMF_ASSERT(std::has_single_bit(granule) && granule >= heap_quantum);
+    const auto e = reinterpret_cast<std::uintptr_t>(m_s->m_end);
+    auto& by_addr = m_s->m_by_addr;
+    if (by_addr.empty() || by_addr.rbegin()->end_address() != e) return m_s->m_end;
+    heap_impl::free_block& top = *by_addr.rbegin();
+    const std::uintptr_t ne = heap_impl::align_up(top.address(), granule);
+    if (ne >= e) return m_s->m_end;
+    const std::size_t cut = e - ne;
+    if (ne == top.address()) {
+      m_s->m_by_size.erase(m_s->m_by_size.iterator_to(top));
+      by_addr.erase(by_addr.iterator_to(top));
+      --m_s->m_free_blocks;
+    } else {
+      resize(top, top, top.m_size - cut);
+    }
+    m_s->m_end = reinterpret_cast<std::byte*>(ne);
+    m_s->m_free_bytes -= cut;
+    return m_s->m_end;
   }
 
   /// Bytes to add at end() (a multiple of the quantum) so that `allocate(size, align)` is sure

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "config.hpp"
+#include "sanitizer.hpp"
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -202,6 +203,7 @@ struct file_info {
   std::uint64_t size = 0;
   std::uint64_t device = 0;
   std::uint64_t inode = 0;
+  std::uint64_t disk_bytes = 0;  ///< space the file occupies on disk (holes excluded)
 };
 
 inline std::error_code stat_file(const file& f, file_info& info) noexcept {
@@ -210,8 +212,29 @@ inline std::error_code stat_file(const file& f, file_info& info) noexcept {
   info.size = static_cast<std::uint64_t>(st.st_size);
   info.device = static_cast<std::uint64_t>(st.st_dev);
   info.inode = static_cast<std::uint64_t>(st.st_ino);
+  info.disk_bytes = static_cast<std::uint64_t>(st.st_blocks) * 512;
   return {};
 }
+
+namespace impl {
+// Under ASan, reads into and writes from the mapping bypass the interceptors: the pages may
+// hold bytes that user containers poisoned (sanitizer.hpp). The system calls are the same.
+inline ssize_t raw_pread(int fd, void* buf, std::size_t n, std::uint64_t off) noexcept {
+#if TMF_ASAN && UINTPTR_MAX > 0xffffffffu
+  return static_cast<ssize_t>(::syscall(SYS_pread64, fd, buf, n, static_cast<long>(off)));
+#else
+  return ::pread64(fd, buf, n, static_cast<off64_t>(off));
+#endif
+}
+inline ssize_t raw_pwritev(int fd, const struct iovec* iov, int n, std::uint64_t off) noexcept {
+#if TMF_ASAN && UINTPTR_MAX > 0xffffffffu
+  // pos_l, pos_h: the kernel ignores pos_h on 64-bit.
+  return static_cast<ssize_t>(::syscall(SYS_pwritev, fd, iov, n, static_cast<unsigned long>(off), 0UL));
+#else
+  return ::pwritev64(fd, iov, n, static_cast<off64_t>(off));
+#endif
+}
+}  // namespace impl
 
 /// Reads exactly `n` bytes at `off`; a short file gives `got` < n and no error.
 inline std::error_code pread_all(const file& f, void* buf, std::size_t n, std::uint64_t off,
@@ -220,7 +243,7 @@ inline std::error_code pread_all(const file& f, void* buf, std::size_t n, std::u
   if (auto ec = call_hook(io_op::read, f, off, n, nullptr)) return ec;
   auto* p = static_cast<char*>(buf);
   while (got < n) {
-    ssize_t r = ::pread64(f.native(), p + got, n - got, static_cast<off64_t>(off + got));
+    ssize_t r = impl::raw_pread(f.native(), p + got, n - got, off + got);
     if (r < 0) {
       if (errno == EINTR) continue;
       return last_error();
@@ -245,7 +268,7 @@ inline std::error_code pwritev_all(const file& f, const buffer* bufs, std::size_
       iov[n].iov_base = const_cast<char*>(static_cast<const char*>(bufs[i].data) + s);
       iov[n].iov_len = bufs[i].size - s;
     }
-    ssize_t r = ::pwritev64(f.native(), iov, static_cast<int>(n), static_cast<off64_t>(off));
+    ssize_t r = impl::raw_pwritev(f.native(), iov, static_cast<int>(n), off);
     if (r < 0) {
       if (errno == EINTR) continue;
       return last_error();
@@ -296,6 +319,18 @@ inline std::error_code allocate(const file& f, std::uint64_t off, std::uint64_t 
     if (auto ec = pwrite_all(f, zeros, n, off)) return ec;
     off += n;
   }
+  return {};
+}
+
+/// Gives the disk blocks of `[off, off + len)` back to the file system; the range reads as
+/// zeros and the file keeps its size. std::errc::operation_not_supported where the file
+/// system cannot (then nothing changed).
+inline std::error_code punch_hole(const file& f, std::uint64_t off, std::uint64_t len) noexcept {
+  if (len == 0) return {};
+  if (auto ec = call_hook(io_op::truncate, f, off, len, nullptr)) return ec;  // gives space back, like truncate
+  while (::fallocate64(f.native(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off64_t>(off),
+                       static_cast<off64_t>(len)) != 0)
+    if (errno != EINTR) return last_error();
   return {};
 }
 

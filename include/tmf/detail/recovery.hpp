@@ -59,7 +59,7 @@ inline file_header read_data_header(const engine_files& f) {
   file_header h;
   std::size_t got = 0;
   if (auto ec = os::pread_all(f.data, &h, sizeof h, 0, got)) throw_os(ec, "cannot read " + f.name);
-  if (got < sizeof h) throw error(errc::not_a_storage, "tmf: " + f.name + " is too short to be a tmf storage");
+  if (got < sizeof h) throw error(errc::not_a_storage, "tmf: " + f.name + " is too short to hold a header");
   return h;
 }
 
