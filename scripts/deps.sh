@@ -18,8 +18,9 @@ TMF_DEPS_ALL=(cmake g++ make libboost-dev libgtest-dev libbenchmark-dev liblmdb-
 # What scripts/demo.sh needs.
 TMF_DEPS_DEMO=(cmake g++ make libboost-dev)
 # shellcheck disable=SC2034
-# What scripts/plot_bench.py needs (the README's benchmark charts; not CI).
-TMF_DEPS_PLOT=(gnuplot-nox)
+# What scripts/plot_bench.py needs (the README's benchmark charts; not CI): gnuplot draws, and
+# python3 reads Google Benchmark's JSON (a shell script cannot parse JSON without another tool).
+TMF_DEPS_PLOT=(gnuplot-nox python3)
 
 # tmf_missing_packages PKG...: prints the packages that are not installed, one per line.
 tmf_missing_packages() {
