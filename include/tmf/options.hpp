@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace tmf {
 
@@ -40,6 +41,14 @@ struct options {
   std::size_t checkpoint_bytes = std::size_t{64} << 20;
 };
 
+/// The counters of one size class of the heap's small-object runs.
+struct size_class_stats {
+  std::size_t block_size;  ///< bytes per block (requests up to it, and above the previous class)
+  std::size_t runs;        ///< runs of this class (each 16 KiB of the arena)
+  std::size_t blocks;      ///< blocks in use
+  std::size_t bytes;       ///< blocks * block_size
+};
+
 /// A snapshot of a storage's sizes and activity.
 struct storage_stats {
   std::size_t file_bytes;          ///< size of the data file
@@ -51,6 +60,10 @@ struct storage_stats {
   std::uint64_t commits;           ///< commits since this storage object was opened
   std::uint64_t rollbacks;         ///< rollbacks (explicit, by a writer's destructor, or by a failed commit)
   std::uint64_t pages_logged;      ///< pages written to the log by those commits
+  /// Bytes held by small-object runs but not handed out (run headers, free slots):
+  /// allocated_bytes + free_bytes + spare_bytes + the header page == arena_bytes.
+  std::size_t spare_bytes;
+  std::vector<size_class_stats> size_classes;  ///< every size class, smallest first
 };
 
 }  // namespace tmf
