@@ -53,7 +53,7 @@ struct size_class_stats {
 struct storage_stats {
   std::size_t file_bytes;          ///< size of the data file
   std::size_t arena_bytes;         ///< bytes of the file in use (header page included)
-  std::size_t allocated_bytes;     ///< bytes handed out by the heap (rounded to its quantum)
+  std::size_t allocated_bytes;     ///< bytes handed out by the heap (each block as its size class, or rounded to the quantum)
   std::size_t free_bytes;          ///< bytes in free blocks
   std::size_t free_blocks;         ///< number of free blocks
   std::size_t largest_free_block;  ///< bytes in the largest free block
