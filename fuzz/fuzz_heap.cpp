@@ -13,16 +13,19 @@
 ///   2 grow                    by the next byte * quantum (within the buffer)
 ///   3 check
 ///   4 free half               every other live block (makes holes)
-///   5 corrupt                 xors a byte (next three bytes: which free block's node, or
-///                             the heap state; offset; value) and audits: from then on
-///                             check() must either pass or throw errc::corrupted, reading
-///                             only inside the arena; no other operation runs any more
+///   5 corrupt                 xors a byte (next three bytes: which free block's node, run
+///                             header or the heap state; offset; value) and audits: from
+///                             then on check() must either pass or throw errc::corrupted,
+///                             reading only inside the arena; no other operation runs any more
 ///
-/// Oracle: allocate returns an aligned block inside the arena overlapping no live block (or
-/// nullptr exactly when the model says no free block can hold it, for small alignments);
-/// the counters match the model; no free block overlaps a live block; check() never
-/// throws; and (AddressSanitizer) the heap never touches a live block's bytes or the buffer
-/// past the arena end: both are poisoned. Freeing everything leaves one free block.
+/// Sizes up to small_threshold come from size-class runs (the third byte's top bits 0 keep
+/// most requests there), larger ones from the trees.
+/// Oracle: allocate returns an aligned block inside the arena overlapping no live block (or,
+/// for a tree block of a small alignment, nullptr exactly when the model says no free block
+/// can hold it); the counters match the model, per size class too; no free block overlaps a
+/// live block; check() never throws; and (AddressSanitizer) the heap never touches a live
+/// block's bytes or the buffer past the arena end: both are poisoned (a run's header is the
+/// heap's, its free slots are not poisoned). Freeing everything leaves one free block.
 #include <tmf/detail/heap.hpp>
 
 #include <algorithm>
@@ -85,6 +88,7 @@ struct input_reader {
 struct model {
   std::map<std::uintptr_t, std::size_t> live;  ///< address -> block size (block_size(request))
   std::map<std::uintptr_t, std::size_t> request;  ///< address -> requested size
+  std::map<std::uintptr_t, std::size_t> klass;    ///< address -> size class (small blocks)
   std::size_t allocated = 0;
 };
 
@@ -98,7 +102,15 @@ void audit(const heap& h, const model& m, std::uintptr_t begin, std::uintptr_t e
     fail("heap bounds moved");
   if (h.allocated_bytes() != m.allocated)
     fail("allocated_bytes " + std::to_string(h.allocated_bytes()) + " != model " + std::to_string(m.allocated));
-  if (h.allocated_bytes() + h.free_bytes() != end - begin) fail("allocated + free != arena");
+  if (h.allocated_bytes() + h.free_bytes() + h.spare_bytes() != end - begin) fail("allocated + free + spare != arena");
+  std::vector<std::size_t> per_class(heap::size_class_count());
+  for (const auto& [a, c] : m.klass) ++per_class[c];
+  for (std::size_t c = 0; c < per_class.size(); ++c) {
+    const auto st = h.class_stats(c);
+    if (st.blocks != per_class[c] || st.bytes != per_class[c] * st.block_size)
+      fail("class " + std::to_string(c) + " counts " + std::to_string(st.blocks) + " blocks, the model " +
+           std::to_string(per_class[c]));
+  }
   std::size_t blocks = 0, largest = 0;
   h.for_each_free_block([&](void* p, std::size_t size) {
     const auto a = reinterpret_cast<std::uintptr_t>(p);
@@ -148,11 +160,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     h.deallocate(reinterpret_cast<void*>(a), m.request.at(a));
     m.allocated -= bs;
     m.request.erase(a);
+    m.klass.erase(a);
     m.live.erase(it);
   };
 
   bool corrupted = false;
   std::vector<unsigned char*> nodes;  // the free blocks when the first corruption happened
+  std::vector<unsigned char*> runs;   // the runs then
   auto audit_corrupted = [&] {
     try {
       h.check();
@@ -190,15 +204,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (p == nullptr) fail("allocate() failed after growing by growth_needed()");
           }
         }
+        const bool small = request <= td::small_threshold;
         if (p == nullptr) {
-          if (valid_align && align <= heap_quantum && heap::block_size(request) <= h.largest_free_block())
+          if (valid_align && !small && align <= heap_quantum && heap::block_size(request) <= h.largest_free_block())
             fail("allocate() returned nullptr though a free block is large enough");
           break;
         }
         if (!valid_align) fail("allocate() accepted an invalid alignment " + std::to_string(align));
         const auto pa = reinterpret_cast<std::uintptr_t>(p);
-        const std::size_t bs = heap::block_size(request);
-        if (pa % align != 0 || pa % heap_quantum != 0) fail("allocate() returned a misaligned block");
+        const std::size_t bs = heap::block_size(request, align);
+        if (pa % align != 0 || (!small && pa % heap_quantum != 0)) fail("allocate() returned a misaligned block");
+        if (small && pa % 8 != 0) fail("allocate() returned a small block not 8-aligned");
         if (pa < begin || pa + bs > end) fail("allocate() returned a block outside the arena");
         auto it = m.live.upper_bound(pa);
         if (it != m.live.end() && it->first < pa + bs) fail("allocate() returned a block overlapping a live one");
@@ -206,6 +222,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           fail("allocate() returned a block overlapping a live one");
         m.live.emplace(pa, bs);
         m.request.emplace(pa, request);
+        if (small) m.klass.emplace(pa, td::runs_impl::class_of(request, align));
         m.allocated += bs;
         std::memset(p, 0xa5, bs);  // the whole block is the caller's
         FUZZ_POISON(p, bs);
@@ -248,6 +265,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           corrupted = true;
           // Walked once, while the trees are sound: never iterate a corrupted tree.
           h.for_each_free_block([&](void* p, std::size_t) { nodes.push_back(static_cast<unsigned char*>(p)); });
+          for (const auto& [a, c] : m.klass) {
+            auto* r = reinterpret_cast<unsigned char*>(a & ~static_cast<std::uintptr_t>(td::runs_impl::run_bytes - 1));
+            if (runs.empty() || runs.back() != r) runs.push_back(r);
+          }
         }
         const std::uint8_t v = value;
         const std::size_t at = which % 4 == 0 || nodes.empty() ? offset % sizeof g_state : offset % heap_quantum;
@@ -255,6 +276,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::memcpy(saved, g_state, sizeof g_state);
         if (which % 4 == 0 || nodes.empty()) {
           g_state[at] ^= v;
+        } else if (which % 4 == 1 && !runs.empty()) {
+          // A run header: class, counts, links, bitmap.
+          runs[(which / 4) % runs.size()][offset % sizeof(td::runs_impl::run_header)] ^= v;
         } else {
           // A free block's first quantum holds its node (hooks and size).
           nodes[which % nodes.size()][at] ^= v;

@@ -126,6 +126,17 @@ void heap_seeds(const std::filesystem::path& dir) {
   put(dir, "corrupt_links", 16,
       {0, 0, 64, 0, 0, 0, 64, 0, 0, 0, 64, 0, 0, 0, 64, 0, 0, 0, 64, 0, 0, 1, 1, 1, 2, 3,
        5, 1, 0, 0x40, 5, 2, 8, 0x80, 5, 0, 3, 0x01, 5, 3, 48, 0x40, 3});
+  // Size-class runs: a run of 24-byte blocks, 112- and 1024-byte ones, frees, then a corrupted
+  // run header.
+  bytes runs = {0};
+  for (int i = 0; i < 30; ++i) runs.insert(runs.end(), {0, 24, 0, 3});
+  for (int i = 0; i < 10; ++i) runs.insert(runs.end(), {0, 100, 0, 4});
+  for (int i = 0; i < 5; ++i) runs.insert(runs.end(), {0, 0, 4, 0});
+  runs.insert(runs.end(), {3, 4, 3, 1, 5, 1, 9, 3});
+  put(dir, "small_runs", 0, runs);
+  bytes runs_corrupt = runs;
+  runs_corrupt.insert(runs_corrupt.end(), {5, 1, 20, 0x01, 5, 5, 8, 0x10, 3});
+  put(dir, "small_runs_corrupt", 0, runs_corrupt);
   // A longer pseudo-random mix (fixed generator: reproducible).
   bytes mix = {3};
   std::uint32_t x = 12345;

@@ -3,7 +3,7 @@
 // (stable across compilers, different after each kind of layout change, equal where the
 // layout is the same), the refusal of a changed nested type with the file untouched (two
 // programs, tests/schema/program.cpp, whose `inner` differs while the Root's name and size
-// do not), readable messages, and files of format version 2 refused.
+// do not), readable messages, and files of an older format version refused.
 // The compile-time refusals are ctest entries schema_refuses.* (tests/schema/refuse.cpp).
 #include <tmf/tmf.hpp>
 
@@ -341,7 +341,7 @@ TEST(SchemaAtOpen, OtherRootTypeNamedDemangled) {
   EXPECT_NO_THROW(tmf::storage<in_vector<base>> s(p.path()));
 }
 
-TEST(SchemaAtOpen, FormatVersion2FilesRefusedClearly) {
+TEST(SchemaAtOpen, OlderFormatVersionFilesRefusedClearly) {
   scoped_path p;
   {
     tmf::storage<base> s(p.path());
@@ -350,7 +350,7 @@ TEST(SchemaAtOpen, FormatVersion2FilesRefusedClearly) {
     std::vector<char> bytes = tmf_test::read_bytes(p.path());
     tmf::detail::file_header h;
     std::memcpy(&h, bytes.data(), sizeof h);
-    h.version = 2;
+    h.version = 3;  // before the heap's size-class runs
     tmf::detail::seal_header(h);
     std::memcpy(bytes.data(), &h, sizeof h);
     std::FILE* f = std::fopen(p.path().c_str(), "r+b");
@@ -360,10 +360,10 @@ TEST(SchemaAtOpen, FormatVersion2FilesRefusedClearly) {
   }
   try {
     tmf::storage<base> s(p.path());
-    ADD_FAILURE() << "a format version 2 file was accepted";
+    ADD_FAILURE() << "a format version 3 file was accepted";
   } catch (const tmf::error& e) {
     EXPECT_EQ(e.code(), tmf::errc::incompatible_format) << e.what();
-    EXPECT_NE(std::string(e.what()).find("format version 2, this build reads version 3"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("format version 3, this build reads version 4"), std::string::npos)
         << e.what();
   }
 }

@@ -446,8 +446,16 @@ TEST(StorageStats, SizesAreConsistent) {
   EXPECT_GE(st.file_bytes, st.arena_bytes);
   EXPECT_EQ(st.file_bytes, fs::file_size(p.path()));
   EXPECT_GE(st.allocated_bytes, sizeof(basic_root));
-  EXPECT_EQ(st.allocated_bytes + st.free_bytes + page, st.arena_bytes)
-      << "allocated + free bytes must cover the arena after the header page";
+  EXPECT_EQ(st.allocated_bytes + st.free_bytes + st.spare_bytes + page, st.arena_bytes)
+      << "allocated + free + spare bytes must cover the arena after the header page";
+  ASSERT_EQ(st.size_classes.size(), tmf::detail::heap::size_class_count());
+  std::size_t class_bytes = 0;
+  for (const auto& c : st.size_classes) {
+    EXPECT_EQ(c.bytes, c.blocks * c.block_size);
+    EXPECT_LE(c.blocks, c.runs * (16384 / c.block_size));
+    class_bytes += c.bytes;
+  }
+  EXPECT_LE(class_bytes, st.allocated_bytes);
   EXPECT_LE(st.largest_free_block, st.free_bytes);
   if (st.free_bytes > 0) {
     EXPECT_GE(st.free_blocks, 1u);

@@ -105,7 +105,8 @@ TEST_F(TmfCommand, GoodFile) {
 
   result r = tmf("info " + file.path().string());
   EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.out.find("format       version 3"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("format       version " + std::to_string(tmf::detail::format_version)), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("durability   "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("command_root"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("transaction  2"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("log          clean"), std::string::npos) << r.out;

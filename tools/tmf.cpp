@@ -2,7 +2,8 @@
 // The `tmf` command: looks at, audits, copies and compacts tmf storages without their Root
 // type (tmf::untyped_storage, <tmf/inspect.hpp>).
 //
-//   tmf info FILE [--json]       format, address, sizes, Root, last transaction, log state
+//   tmf info FILE [--json]       format, address, sizes, Root, last transaction and its
+//                                durability, log state
 //   tmf stats FILE [--json]      heap sizes and free blocks by size class
 //   tmf check FILE               full audit: exit 0 if clean, 1 with the problem named
 //   tmf copy SRC DST             consistent hot copy (also while another process writes)
@@ -135,7 +136,7 @@ int cmd_info(const std::filesystem::path& file, bool json) {
                 "\"file_id\": \"%s\", \"address\": \"%s\", \"max_size\": %llu, \"arena_bytes\": %llu, "
                 "\"file_bytes\": %llu, \"disk_bytes\": %llu, \"user_magic\": %llu, \"has_root\": %s, "
                 "\"root_name\": %s, \"root_size\": %llu, \"root_align\": %llu, \"root_fingerprint\": \"%s\", "
-                "\"txn\": %llu, \"recovered_in_memory\": %s, \"open_elsewhere\": %s, "
+                "\"txn\": %llu, \"last_durability\": \"%s\", \"recovered_in_memory\": %s, \"open_elsewhere\": %s, "
                 "\"log\": {\"state\": \"%s\", \"bytes\": %llu, \"generation\": \"%s\", \"base_txn\": %llu, "
                 "\"records\": %llu, \"last_txn\": %llu, \"record_bytes\": %llu}}\n",
                 json_string(file.string()).c_str(), i.format_version, i.word_size, i.page_size, hex(i.file_id).c_str(),
@@ -144,7 +145,7 @@ int cmd_info(const std::filesystem::path& file, bool json) {
                 static_cast<unsigned long long>(i.disk_bytes), static_cast<unsigned long long>(i.user_magic),
                 i.has_root ? "true" : "false", json_string(i.root_name).c_str(),
                 static_cast<unsigned long long>(i.root_size), static_cast<unsigned long long>(i.root_align),
-                hex(i.root_fingerprint).c_str(), static_cast<unsigned long long>(i.txn),
+                hex(i.root_fingerprint).c_str(), static_cast<unsigned long long>(i.txn), i.last_durability.c_str(),
                 i.recovered_in_memory ? "true" : "false", i.open_elsewhere ? "true" : "false", log_state_name(i.log),
                 static_cast<unsigned long long>(i.log_bytes), hex(i.log_generation).c_str(),
                 static_cast<unsigned long long>(i.log_base_txn), static_cast<unsigned long long>(i.log_records),
@@ -166,6 +167,7 @@ int cmd_info(const std::filesystem::path& file, bool json) {
   std::printf("magic        %llu (the application's tmf::options::magic)\n", static_cast<unsigned long long>(i.user_magic));
   std::printf("transaction  %llu (the last commit)%s\n", static_cast<unsigned long long>(i.txn),
               i.recovered_in_memory ? ", recovered from the log in memory" : "");
+  std::printf("durability   %s (the last commit's writer)\n", i.last_durability.c_str());
   std::printf("log          %s; %s\n", log_state_text(i).c_str(), human(i.log_bytes).c_str());
   std::printf("open         %s\n", i.open_elsewhere ? "by a writable process now" : "by no writable process");
   std::printf("file id      %s\n", hex(i.file_id).c_str());

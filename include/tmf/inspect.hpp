@@ -51,6 +51,8 @@ struct storage_info {
   std::uint64_t root_size = 0, root_align = 0;
   std::uint64_t root_fingerprint = 0;  ///< tmf::schema_fingerprint<Root>()
   std::uint64_t txn = 0;               ///< the last committed transaction (of this view)
+  /// The durability the last commit's writer used: "full", "no_sync", or "none" (no commit yet).
+  std::string last_durability = "none";
   bool recovered_in_memory = false;    ///< the view replayed the log into private pages
   bool open_elsewhere = false;         ///< a writable process has the file open now
   // The log.
@@ -165,6 +167,7 @@ inline storage_info untyped_storage::info() const {
     r.root_align = h.root_align;
     r.root_fingerprint = h.root_schema;
     r.txn = h.txn;
+    r.last_durability = h.last_sync == 1 ? "full" : h.last_sync == 2 ? "no_sync" : "none";
   }
   const std::string name = m_path.string();
   os::file_info fi;

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace tmf {
 
@@ -40,11 +41,19 @@ struct options {
   std::size_t checkpoint_bytes = std::size_t{64} << 20;
 };
 
+/// The counters of one size class of the heap's small-object runs.
+struct size_class_stats {
+  std::size_t block_size;  ///< bytes per block (requests up to it, and above the previous class)
+  std::size_t runs;        ///< runs of this class (each 16 KiB of the arena)
+  std::size_t blocks;      ///< blocks in use
+  std::size_t bytes;       ///< blocks * block_size
+};
+
 /// A snapshot of a storage's sizes and activity.
 struct storage_stats {
   std::size_t file_bytes;          ///< size of the data file
   std::size_t arena_bytes;         ///< bytes of the file in use (header page included)
-  std::size_t allocated_bytes;     ///< bytes handed out by the heap (rounded to its quantum)
+  std::size_t allocated_bytes;     ///< bytes handed out by the heap (each block as its size class, or rounded to the quantum)
   std::size_t free_bytes;          ///< bytes in free blocks
   std::size_t free_blocks;         ///< number of free blocks
   std::size_t largest_free_block;  ///< bytes in the largest free block
@@ -56,6 +65,10 @@ struct storage_stats {
   /// with the environment variable TMF_TRACKER=fallback).
   const char* tracker;
   std::uint64_t last_commit_pages;  ///< pages the last commit of this object logged (header page included)
+  /// Bytes held by small-object runs but not handed out (run headers, free slots):
+  /// allocated_bytes + free_bytes + spare_bytes + the header page == arena_bytes.
+  std::size_t spare_bytes;
+  std::vector<size_class_stats> size_classes;  ///< every size class, smallest first
 };
 
 }  // namespace tmf

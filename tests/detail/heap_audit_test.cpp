@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 // Tests of tmf::detail::heap's defences: check() reporting every kind of corrupted free-block
-// tree (not crashing), deallocate() misuse terminating with a message (death tests), and the
+// tree and run (not crashing), deallocate() misuse terminating with a message (death tests,
+// for tree blocks and for blocks of size-class runs), and the
 // heap inside a storage, audited after every transaction. The rest: heap_test.cpp.
 #include <tmf/detail/heap.hpp>
 #include <tmf/tmf.hpp>
@@ -203,50 +204,50 @@ class heap_death : public testing::Test {
 
 TEST_F(heap_death, double_free) {
   heap h = m_arena.h();
-  void* p = h.allocate(100, 8);
-  void* keep = h.allocate(100, 8);  // so p does not merge into the top block
+  void* p = h.tree_allocate(100, 8);
+  void* keep = h.tree_allocate(100, 8);  // so p does not merge into the top block
   ASSERT_NE(keep, nullptr);
-  h.deallocate(p, 100);
-  EXPECT_DEATH(h.deallocate(p, 100),
+  h.tree_deallocate(p, 100);
+  EXPECT_DEATH(h.tree_deallocate(p, 100),
                "tmf: invalid deallocate\\(0x[0-9a-f]+, 100\\): block overlaps free block");
   EXPECT_NO_THROW(h.check());  // the parent is untouched
 }
 
 TEST_F(heap_death, double_free_merged_into_the_top) {
   heap h = m_arena.h();
-  void* p = h.allocate(100, 8);
-  h.deallocate(p, 100);
-  EXPECT_DEATH(h.deallocate(p, 100), "tmf: .*overlaps free block");
+  void* p = h.tree_allocate(100, 8);
+  h.tree_deallocate(p, 100);
+  EXPECT_DEATH(h.tree_deallocate(p, 100), "tmf: .*overlaps free block");
 }
 
 TEST_F(heap_death, free_inside_a_free_block) {
   heap h = m_arena.h();
   make_layout(m_arena, {{8 * q, 8 * q}});
-  EXPECT_DEATH(h.deallocate(m_arena.at(10 * q), q), "tmf: .*overlaps free block");
-  EXPECT_DEATH(h.deallocate(m_arena.at(6 * q), 3 * q), "tmf: .*overlaps free block")
+  EXPECT_DEATH(h.tree_deallocate(m_arena.at(10 * q), q), "tmf: .*overlaps free block");
+  EXPECT_DEATH(h.tree_deallocate(m_arena.at(6 * q), 3 * q), "tmf: .*overlaps free block")
       << "a block running into the next free block";
-  EXPECT_DEATH(h.deallocate(m_arena.at(7 * q), 1000), "tmf: .*overlaps free block")
+  EXPECT_DEATH(h.tree_deallocate(m_arena.at(7 * q), 1000), "tmf: .*overlaps free block")
       << "spanning a free block";
 }
 
 TEST_F(heap_death, free_outside_the_arena) {
   heap h = m_arena.h();
   alignas(64) static std::byte elsewhere[64];
-  EXPECT_DEATH(h.deallocate(elsewhere, 64), "tmf: invalid deallocate.*outside the arena");
-  EXPECT_DEATH(h.deallocate(m_arena.at(64 * q), 1), "tmf: .*outside the arena") << "at the end";
-  EXPECT_DEATH(h.deallocate(nullptr, 1), "tmf: .*outside the arena") << "null";
+  EXPECT_DEATH(h.tree_deallocate(elsewhere, 64), "tmf: invalid deallocate.*outside the arena");
+  EXPECT_DEATH(h.tree_deallocate(m_arena.at(64 * q), 1), "tmf: .*outside the arena") << "at the end";
+  EXPECT_DEATH(h.tree_deallocate(nullptr, 1), "tmf: .*outside the arena") << "null";
 }
 
 TEST_F(heap_death, misaligned_free) {
   heap h = m_arena.h();
-  void* p = h.allocate(200, 8);
-  EXPECT_DEATH(h.deallocate(static_cast<std::byte*>(p) + 8, 100), "tmf: .*not aligned");
+  void* p = h.tree_allocate(200, 8);
+  EXPECT_DEATH(h.tree_deallocate(static_cast<std::byte*>(p) + 8, 100), "tmf: .*not aligned");
 }
 
 TEST_F(heap_death, free_past_the_arena_end) {
   heap h = m_arena.h();
-  ASSERT_NE(h.allocate(64 * q, 1), nullptr);
-  EXPECT_DEATH(h.deallocate(m_arena.at(60 * q), 5 * q), "tmf: .*past the arena end");
+  ASSERT_NE(h.tree_allocate(64 * q, 1), nullptr);
+  EXPECT_DEATH(h.tree_deallocate(m_arena.at(60 * q), 5 * q), "tmf: .*past the arena end");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -254,6 +255,160 @@ TEST_F(heap_death, free_past_the_arena_end) {
 // transactions, some committed and some rolled back; after each step the storage's audit
 // (header + both trees) passes, the heap's accounting matches the live blocks exactly, and a
 // new process finds every committed block's contents.
+
+// ---------------------------------------------------------------------------------------------
+// Runs: misuse of a small free is fatal, corrupted run state is reported.
+
+namespace runs_impl = tmf::detail::runs_impl;
+
+runs_impl::run_header& run_of(void* p) {
+  return *reinterpret_cast<runs_impl::run_header*>(reinterpret_cast<std::uintptr_t>(p) & ~(runs_impl::run_bytes - 1));
+}
+
+class run_death : public testing::Test {
+ protected:
+  run_death() : m_arena(1 << 20) {}
+  arena m_arena;
+};
+
+TEST_F(run_death, double_free_in_a_live_run) {
+  heap h = m_arena.h();
+  void* p = h.allocate(100, 8);
+  ASSERT_NE(h.allocate(100, 8), nullptr);  // keeps the run alive
+  h.deallocate(p, 100);
+  EXPECT_DEATH(h.deallocate(p, 100), "tmf: invalid deallocate\\(0x[0-9a-f]+, 100\\): block not in use \\(double free\\?\\)");
+}
+
+TEST_F(run_death, double_free_after_the_run_went_back) {
+  heap h = m_arena.h();
+  void* p = h.allocate(100, 8);
+  h.deallocate(p, 100);
+  EXPECT_DEATH(h.deallocate(p, 100), "tmf: invalid deallocate.*no size-class run holds this address");
+}
+
+TEST_F(run_death, interior_pointer) {
+  heap h = m_arena.h();
+  auto* p = static_cast<std::byte*>(h.allocate(100, 8));
+  EXPECT_DEATH(h.deallocate(p + 16, 100), "tmf: .*address is not a block of its run .*112-byte blocks");
+  EXPECT_DEATH(h.deallocate(reinterpret_cast<void*>(&run_of(p)), 100), "tmf: .*not a block of its run");
+}
+
+TEST_F(run_death, size_beyond_the_class) {
+  heap h = m_arena.h();
+  void* p = h.allocate(16, 8);
+  EXPECT_DEATH(h.deallocate(p, 200), "tmf: .*size exceeds its run's class");
+}
+
+TEST_F(run_death, a_tree_block_freed_as_small) {
+  heap h = m_arena.h();
+  void* big = h.allocate(5000, 8);
+  std::memset(big, 0, 5000);
+  EXPECT_DEATH(h.deallocate(big, 100), "tmf: .*no size-class run holds this address");
+}
+
+TEST_F(run_death, outside_the_arena) {
+  heap h = m_arena.h();
+  ASSERT_NE(h.allocate(8, 8), nullptr);
+  alignas(16) static unsigned char elsewhere[64];
+  EXPECT_DEATH(h.deallocate(elsewhere, 8), "tmf: .*outside the arena");
+}
+
+class run_corruption : public testing::Test {
+ protected:
+  run_corruption() : m_arena(1 << 20) {}
+  void SetUp() override {
+    heap h = m_arena.h();
+    // A full run of 16-byte blocks and a partial one (m_small[1099] is its block 87), then
+    // 500-byte ones.
+    for (int i = 0; i < 1100; ++i) m_small.push_back(h.allocate(16, 8));
+    ASSERT_EQ(runs_impl::classes[0].count, 1012u);
+    for (int i = 0; i < 5; ++i) m_small.push_back(h.allocate(500, 8));
+    ASSERT_NO_THROW(h.check());
+  }
+  arena m_arena;
+  std::vector<void*> m_small;
+};
+
+TEST_F(run_corruption, bit_cleared) {
+  run_of(m_small[1099]).m_bits[1] &= ~(std::uint64_t{1} << 23);
+  expect_corrupted(m_arena.h(), "its bitmap", "bit cleared");
+  run_of(m_small[1099]).m_bits[1] |= std::uint64_t{1} << 23;
+  run_of(m_small[0]).m_bits[0] &= ~std::uint64_t{1};
+  expect_corrupted(m_arena.h(), "below its search hint", "bit cleared in a full run");
+}
+
+TEST_F(run_corruption, padding_bit_cleared) {
+  auto& r = run_of(m_small[0]);
+  r.m_bits[runs_impl::bitmap_words - 1] = 0;
+  expect_corrupted(m_arena.h(), "bits past its", "padding bit cleared");
+}
+
+TEST_F(run_corruption, magic_overwritten) {
+  run_of(m_small.back()).m_magic ^= 1;
+  expect_corrupted(m_arena.h(), "bad magic number", "magic overwritten");
+}
+
+TEST_F(run_corruption, class_changed) {
+  run_of(m_small.back()).m_class = 0;
+  expect_corrupted(m_arena.h(), "says class", "class changed");
+}
+
+TEST_F(run_corruption, use_count_changed) {
+  run_of(m_small[0]).m_used -= 1;
+  expect_corrupted(m_arena.h(), "blocks in use", "use count changed");
+}
+
+TEST_F(run_corruption, back_link) {
+  run_of(m_small[0]).m_prev = &run_of(m_small.back());
+  expect_corrupted(m_arena.h(), "back link", "back link");
+}
+
+TEST_F(run_corruption, list_link_into_a_free_block) {
+  heap h = m_arena.h();
+  void* free_at = nullptr;
+  h.for_each_free_block([&](void* p, std::size_t size) {
+    if (size >= 2 * runs_impl::run_bytes) free_at = p;
+  });
+  ASSERT_NE(free_at, nullptr);
+  const auto aligned = (reinterpret_cast<std::uintptr_t>(free_at) + runs_impl::run_bytes - 1) & ~(runs_impl::run_bytes - 1);
+  run_of(m_small.back()).m_next = reinterpret_cast<runs_impl::run_header*>(aligned);
+  expect_corrupted(h, "overlaps free block", "link into a free block");
+}
+
+TEST_F(run_corruption, list_link_misaligned_or_outside) {
+  run_of(m_small.back()).m_next = reinterpret_cast<runs_impl::run_header*>(&run_of(m_small.back()).m_bits[1]);
+  expect_corrupted(m_arena.h(), "not aligned to its size", "misaligned link");
+  alignas(runs_impl::run_bytes) static unsigned char elsewhere[runs_impl::run_bytes];
+  run_of(m_small.back()).m_next = reinterpret_cast<runs_impl::run_header*>(elsewhere);
+  expect_corrupted(m_arena.h(), "outside the arena", "link outside");
+}
+
+TEST_F(run_corruption, cycle) {
+  auto& r = run_of(m_small[0]);  // the full run, alone in its list
+  r.m_next = &r;
+  expect_corrupted(m_arena.h(), "back link", "cycle");
+}
+
+TEST_F(run_corruption, class_counter) {
+  heap h = m_arena.h();
+  const std::size_t c = run_of(m_small[0]).m_class;
+  ASSERT_EQ(h.class_stats(c).blocks, 1100u);
+  // The class table is the tree block holding table_magic (nothing else here does).
+  runs_impl::class_table* t = nullptr;
+  for (std::size_t off = 0; off < (1 << 20) && t == nullptr; off += q) {
+    std::uint64_t v;
+    std::memcpy(&v, m_arena.at(off), sizeof v);
+    if (v == runs_impl::table_magic) t = reinterpret_cast<runs_impl::class_table*>(m_arena.at(off));
+  }
+  ASSERT_NE(t, nullptr);
+  t->m_class[c].m_blocks += 1;
+  expect_corrupted(h, "class counts", "class counter");
+  t->m_class[c].m_blocks -= 1;
+  ASSERT_NO_THROW(h.check());
+  t->m_magic = 0;
+  expect_corrupted(h, "class table", "table magic");
+}
+
 
 struct heap_root {
   struct block {
@@ -268,7 +423,7 @@ struct heap_root {
 
 std::size_t live_bytes(const heap_root& r) {
   std::size_t n = 0;
-  for (std::size_t i = 0; i < r.count; ++i) n += tmf::detail::heap::block_size(r.blocks[i].size);
+  for (std::size_t i = 0; i < r.count; ++i) n += tmf::detail::heap::block_size(r.blocks[i].size, r.blocks[i].align);
   return n;
 }
 

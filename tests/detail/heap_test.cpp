@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
-// Tests of tmf::detail::heap over a plain buffer: sizes, best fit, coalescing, alignment,
-// exhaustion, growth, and random allocate/free/grow against a reference model. Its audit
+// Tests of tmf::detail::heap over a plain buffer. The trees (tree_allocate / tree_deallocate):
+// sizes, best fit, coalescing, alignment, exhaustion, growth, and random allocate/free/grow
+// against a reference model. The size classes and runs in front of them (allocate /
+// deallocate): classes, adjacency, alignment, runs taken and given back, per-class counters,
+// and a random model of mixed small and large blocks. Its audit
 // (corruption detection), misuse deaths and the heap inside a storage: heap_audit_test.cpp.
 #include <tmf/detail/heap.hpp>
 #include <tmf/tmf.hpp>
@@ -46,13 +49,13 @@ std::size_t offset_of(const arena& a, const void* p) {
 }
 
 TEST(heap, block_size) {
-  EXPECT_EQ(heap::block_size(0), q);
-  EXPECT_EQ(heap::block_size(1), q);
-  EXPECT_EQ(heap::block_size(q - 1), q);
-  EXPECT_EQ(heap::block_size(q), q);
-  EXPECT_EQ(heap::block_size(q + 1), 2 * q);
-  EXPECT_EQ(heap::block_size(1000 * q), 1000 * q);
-  EXPECT_EQ(heap::block_size(1000 * q + 1), 1001 * q);
+  EXPECT_EQ(heap::tree_block_size(0), q);
+  EXPECT_EQ(heap::tree_block_size(1), q);
+  EXPECT_EQ(heap::tree_block_size(q - 1), q);
+  EXPECT_EQ(heap::tree_block_size(q), q);
+  EXPECT_EQ(heap::tree_block_size(q + 1), 2 * q);
+  EXPECT_EQ(heap::tree_block_size(1000 * q), 1000 * q);
+  EXPECT_EQ(heap::tree_block_size(1000 * q + 1), 1001 * q);
 }
 
 TEST(heap, fresh_heap_stats) {
@@ -76,20 +79,20 @@ TEST(heap, empty_arena) {
   EXPECT_EQ(h.free_blocks(), 0u);
   EXPECT_EQ(h.largest_free_block(), 0u);
   EXPECT_NO_THROW(h.check());
-  EXPECT_EQ(h.allocate(0, 1), nullptr);
-  EXPECT_EQ(h.allocate(1, 64), nullptr);
-  EXPECT_EQ(h.growth_needed(0, 1), q);
+  EXPECT_EQ(h.tree_allocate(0, 1), nullptr);
+  EXPECT_EQ(h.tree_allocate(1, 64), nullptr);
+  EXPECT_EQ(h.tree_growth_needed(0, 1), q);
   h.grow(a.at(q));
-  EXPECT_EQ(h.allocate(0, 1), a.base());
+  EXPECT_EQ(h.tree_allocate(0, 1), a.base());
   EXPECT_NO_THROW(h.check());
 }
 
 TEST(heap, a_second_handle_sees_the_same_state) {
   arena a(1 << 16);
-  void* p = a.h().allocate(100, 8);
+  void* p = a.h().tree_allocate(100, 8);
   heap other(a.state());
-  EXPECT_EQ(other.allocated_bytes(), heap::block_size(100));
-  other.deallocate(p, 100);
+  EXPECT_EQ(other.allocated_bytes(), heap::tree_block_size(100));
+  other.tree_deallocate(p, 100);
   EXPECT_EQ(a.h().allocated_bytes(), 0u);
   EXPECT_EQ(a.h().free_blocks(), 1u);
 }
@@ -102,10 +105,10 @@ TEST(heap, sequential_allocations_ascend_and_free_back_to_one_block) {
   std::size_t expected_offset = 0;
   for (std::size_t i = 0; i < 200; ++i) {
     const std::size_t n = (i * 37) % 1000;
-    void* p = h.allocate(n, 8);
+    void* p = h.tree_allocate(n, 8);
     ASSERT_NE(p, nullptr) << "allocation " << i;
     EXPECT_EQ(offset_of(a, p), expected_offset) << "allocation " << i << " of " << n << " bytes";
-    expected_offset += heap::block_size(n);
+    expected_offset += heap::tree_block_size(n);
     blocks.emplace_back(p, n);
     EXPECT_EQ(h.allocated_bytes(), expected_offset);
     EXPECT_EQ(h.free_bytes(), size - expected_offset);
@@ -113,10 +116,10 @@ TEST(heap, sequential_allocations_ascend_and_free_back_to_one_block) {
   }
   ASSERT_NO_THROW(h.check());
   // Free every other block, then the rest: holes appear, then coalesce away.
-  for (std::size_t i = 0; i < blocks.size(); i += 2) h.deallocate(blocks[i].first, blocks[i].second);
+  for (std::size_t i = 0; i < blocks.size(); i += 2) h.tree_deallocate(blocks[i].first, blocks[i].second);
   ASSERT_NO_THROW(h.check());
   EXPECT_EQ(h.free_blocks(), blocks.size() / 2 + 1) << to_string(free_list(a));  // the holes and the top
-  for (std::size_t i = 1; i < blocks.size(); i += 2) h.deallocate(blocks[i].first, blocks[i].second);
+  for (std::size_t i = 1; i < blocks.size(); i += 2) h.tree_deallocate(blocks[i].first, blocks[i].second);
   ASSERT_NO_THROW(h.check());
   EXPECT_EQ(h.allocated_bytes(), 0u);
   EXPECT_EQ(h.free_bytes(), size);
@@ -126,16 +129,16 @@ TEST(heap, sequential_allocations_ascend_and_free_back_to_one_block) {
 TEST(heap, zero_size_takes_one_quantum) {
   arena a(1 << 16);
   heap h = a.h();
-  void* p1 = h.allocate(0, 1);
-  void* p2 = h.allocate(0, 1);
+  void* p1 = h.tree_allocate(0, 1);
+  void* p2 = h.tree_allocate(0, 1);
   ASSERT_NE(p1, nullptr);
   ASSERT_NE(p2, nullptr);
   EXPECT_NE(p1, p2);
   EXPECT_EQ(offset_of(a, p2), q);
   EXPECT_EQ(h.allocated_bytes(), 2 * q);
-  h.deallocate(p1, 0);
+  h.tree_deallocate(p1, 0);
   EXPECT_EQ(free_list(a), (block_list{{0, q}, {2 * q, (1 << 16) - 2 * q}}));
-  h.deallocate(p2, 0);
+  h.tree_deallocate(p2, 0);
   EXPECT_EQ(free_list(a), (block_list{{0, 1 << 16}}));
   EXPECT_NO_THROW(h.check());
 }
@@ -146,16 +149,16 @@ TEST(heap, best_fit_prefers_smallest_then_lowest_address) {
   // Free: 4q at 0, 2q at 10q, 2q at 20q, 3q at 30q, 5q at 40q, 2q at 50q.
   make_layout(
       a, {{0, 4 * q}, {10 * q, 2 * q}, {20 * q, 2 * q}, {30 * q, 3 * q}, {40 * q, 5 * q}, {50 * q, 2 * q}});
-  EXPECT_EQ(offset_of(a, h.allocate(2 * q, 1)), 10 * q) << "not first fit (0), the lowest of the 2q blocks";
-  EXPECT_EQ(offset_of(a, h.allocate(2 * q - 5, 8)), 20 * q) << "the next 2q block";
-  EXPECT_EQ(offset_of(a, h.allocate(3 * q, 16)), 30 * q) << "the exact 3q block, not 4q at 0";
-  EXPECT_EQ(offset_of(a, h.allocate(q, 1)), 50 * q) << "the last 2q block";
+  EXPECT_EQ(offset_of(a, h.tree_allocate(2 * q, 1)), 10 * q) << "not first fit (0), the lowest of the 2q blocks";
+  EXPECT_EQ(offset_of(a, h.tree_allocate(2 * q - 5, 8)), 20 * q) << "the next 2q block";
+  EXPECT_EQ(offset_of(a, h.tree_allocate(3 * q, 16)), 30 * q) << "the exact 3q block, not 4q at 0";
+  EXPECT_EQ(offset_of(a, h.tree_allocate(q, 1)), 50 * q) << "the last 2q block";
   EXPECT_EQ(free_list(a), (block_list{{0, 4 * q}, {40 * q, 5 * q}, {51 * q, q}}));
-  EXPECT_EQ(offset_of(a, h.allocate(q, 1)), 51 * q) << "the 1q remainder";
-  EXPECT_EQ(offset_of(a, h.allocate(3 * q, 1)), 0u) << "4q at 0 beats 5q at 40q";
-  EXPECT_EQ(offset_of(a, h.allocate(5 * q, 1)), 40 * q);
+  EXPECT_EQ(offset_of(a, h.tree_allocate(q, 1)), 51 * q) << "the 1q remainder";
+  EXPECT_EQ(offset_of(a, h.tree_allocate(3 * q, 1)), 0u) << "4q at 0 beats 5q at 40q";
+  EXPECT_EQ(offset_of(a, h.tree_allocate(5 * q, 1)), 40 * q);
   EXPECT_EQ(free_list(a), (block_list{{3 * q, q}}));
-  EXPECT_EQ(h.allocate(2 * q, 1), nullptr) << "no block of 2q left";
+  EXPECT_EQ(h.tree_allocate(2 * q, 1), nullptr) << "no block of 2q left";
   EXPECT_NO_THROW(h.check());
 }
 
@@ -164,23 +167,23 @@ TEST(heap, coalesces_with_previous_next_and_both) {
   heap h = a.h();
   make_layout(a, {{10 * q, 2 * q}, {20 * q, 2 * q}, {30 * q, 2 * q}});
   // With the previous block only.
-  h.deallocate(a.at(12 * q), q);
+  h.tree_deallocate(a.at(12 * q), q);
   EXPECT_EQ(free_list(a), (block_list{{10 * q, 3 * q}, {20 * q, 2 * q}, {30 * q, 2 * q}}));
   // With the next block only.
-  h.deallocate(a.at(19 * q), 1);
+  h.tree_deallocate(a.at(19 * q), 1);
   EXPECT_EQ(free_list(a), (block_list{{10 * q, 3 * q}, {19 * q, 3 * q}, {30 * q, 2 * q}}));
   // With both.
-  h.deallocate(a.at(22 * q), 8 * q);
+  h.tree_deallocate(a.at(22 * q), 8 * q);
   EXPECT_EQ(free_list(a), (block_list{{10 * q, 3 * q}, {19 * q, 13 * q}}));
   EXPECT_EQ(h.free_blocks(), 2u);
   EXPECT_EQ(h.largest_free_block(), 13 * q);
   // Neither.
-  h.deallocate(a.at(0), 2 * q);
+  h.tree_deallocate(a.at(0), 2 * q);
   EXPECT_EQ(free_list(a), (block_list{{0, 2 * q}, {10 * q, 3 * q}, {19 * q, 13 * q}}));
   // Both, at the arena's ends.
-  h.deallocate(a.at(2 * q), 8 * q);
-  h.deallocate(a.at(13 * q), 6 * q);
-  h.deallocate(a.at(32 * q), 32 * q);
+  h.tree_deallocate(a.at(2 * q), 8 * q);
+  h.tree_deallocate(a.at(13 * q), 6 * q);
+  h.tree_deallocate(a.at(32 * q), 32 * q);
   EXPECT_EQ(free_list(a), (block_list{{0, 64 * q}}));
   EXPECT_EQ(h.free_bytes(), 64 * q);
   EXPECT_EQ(h.allocated_bytes(), 0u);
@@ -191,9 +194,9 @@ TEST(heap, alignments_up_to_a_page_are_honoured_and_gaps_stay_free) {
   for (std::size_t align = 1; align <= page_size; align *= 2) {
     arena a(1 << 20);
     heap h = a.h();
-    void* first = h.allocate(1, 1);  // misalign the top block's start
+    void* first = h.tree_allocate(1, 1);  // misalign the top block's start
     ASSERT_EQ(first, a.base());
-    void* p = h.allocate(100, align);
+    void* p = h.tree_allocate(100, align);
     ASSERT_NE(p, nullptr) << "align " << align;
     EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % align, 0u) << "align " << align;
     const std::size_t off = offset_of(a, p);
@@ -201,16 +204,16 @@ TEST(heap, alignments_up_to_a_page_are_honoured_and_gaps_stay_free) {
     EXPECT_EQ(off, expected) << "align " << align;
     block_list expect_free;
     if (off > q) expect_free.emplace_back(q, off - q);  // the leading gap
-    expect_free.emplace_back(off + heap::block_size(100), (1 << 20) - off - heap::block_size(100));
+    expect_free.emplace_back(off + heap::tree_block_size(100), (1 << 20) - off - heap::tree_block_size(100));
     EXPECT_EQ(free_list(a), expect_free) << "align " << align;
     ASSERT_NO_THROW(h.check()) << "align " << align;
     // The gap is used by a later small request.
     if (off > q) {
-      EXPECT_EQ(h.allocate(q, 1), a.at(q)) << "align " << align;
-      h.deallocate(a.at(q), q);
+      EXPECT_EQ(h.tree_allocate(q, 1), a.at(q)) << "align " << align;
+      h.tree_deallocate(a.at(q), q);
     }
-    h.deallocate(p, 100);
-    h.deallocate(first, 1);
+    h.tree_deallocate(p, 100);
+    h.tree_deallocate(first, 1);
     EXPECT_EQ(free_list(a), (block_list{{0, 1 << 20}})) << "align " << align;
   }
 }
@@ -218,13 +221,16 @@ TEST(heap, alignments_up_to_a_page_are_honoured_and_gaps_stay_free) {
 TEST(heap, bad_alignments_return_null) {
   arena a(1 << 16);
   heap h = a.h();
-  EXPECT_EQ(h.allocate(8, 0), nullptr);
-  EXPECT_EQ(h.allocate(8, 3), nullptr);
-  EXPECT_EQ(h.allocate(8, 48), nullptr);
-  EXPECT_EQ(h.allocate(8, 2 * page_size), nullptr);
-  EXPECT_EQ(h.growth_needed(8, 0), impossible);
-  EXPECT_EQ(h.growth_needed(8, 3), impossible);
-  EXPECT_EQ(h.growth_needed(8, 2 * page_size), impossible);
+  for (std::size_t size : {std::size_t{8}, std::size_t{5000}}) {  // a size class, and the trees
+    EXPECT_EQ(h.allocate(size, 0), nullptr);
+    EXPECT_EQ(h.allocate(size, 3), nullptr);
+    EXPECT_EQ(h.allocate(size, 48), nullptr);
+    EXPECT_EQ(h.allocate(size, 2 * page_size), nullptr);
+    EXPECT_EQ(h.growth_needed(size, 0), impossible);
+    EXPECT_EQ(h.growth_needed(size, 3), impossible);
+    EXPECT_EQ(h.growth_needed(size, 2 * page_size), impossible);
+  }
+  EXPECT_EQ(h.tree_growth_needed(8, 3), impossible);
   EXPECT_EQ(h.allocated_bytes(), 0u);
 }
 
@@ -238,9 +244,9 @@ TEST(heap, over_aligned_request_picks_the_best_fitting_aligned_block) {
   layout.emplace_back(20 * page_size, 2 * q);
   layout.emplace_back(30 * page_size, 3 * q);
   make_layout(a, layout);
-  EXPECT_EQ(offset_of(a, h.allocate(2 * q, page_size)), 20 * page_size);
-  EXPECT_EQ(offset_of(a, h.allocate(q, page_size)), 30 * page_size);
-  EXPECT_EQ(h.allocate(q, page_size), nullptr);
+  EXPECT_EQ(offset_of(a, h.tree_allocate(2 * q, page_size)), 20 * page_size);
+  EXPECT_EQ(offset_of(a, h.tree_allocate(q, page_size)), 30 * page_size);
+  EXPECT_EQ(h.tree_allocate(q, page_size), nullptr);
   EXPECT_NO_THROW(h.check());
 }
 
@@ -253,8 +259,8 @@ TEST(heap, over_aligned_request_prefers_a_best_fit_to_a_block_sure_to_fit) {
   layout.emplace_back(20 * page_size, 2 * q);
   layout.emplace_back(30 * page_size + q, 8 * page_size);
   make_layout(a, layout);
-  EXPECT_EQ(offset_of(a, h.allocate(2 * q, page_size)), 20 * page_size);
-  EXPECT_EQ(offset_of(a, h.allocate(2 * q, page_size)), 31 * page_size) << "then the large block";
+  EXPECT_EQ(offset_of(a, h.tree_allocate(2 * q, page_size)), 20 * page_size);
+  EXPECT_EQ(offset_of(a, h.tree_allocate(2 * q, page_size)), 31 * page_size) << "then the large block";
   EXPECT_NO_THROW(h.check());
 }
 
@@ -267,8 +273,8 @@ TEST(heap, over_aligned_scan_goes_past_its_limit_when_no_block_is_sure_to_fit) {
   for (std::size_t i = 1; i <= n; ++i) layout.emplace_back(i * page_size + q, 2 * q);
   layout.emplace_back((n + 10) * page_size, 2 * q);
   make_layout(a, layout);
-  EXPECT_EQ(offset_of(a, h.allocate(2 * q, page_size)), (n + 10) * page_size);
-  EXPECT_EQ(h.allocate(2 * q, page_size), nullptr);
+  EXPECT_EQ(offset_of(a, h.tree_allocate(2 * q, page_size)), (n + 10) * page_size);
+  EXPECT_EQ(h.tree_allocate(2 * q, page_size), nullptr);
   EXPECT_NO_THROW(h.check());
 }
 
@@ -280,7 +286,7 @@ TEST(heap, over_aligned_scan_jumps_to_a_block_sure_to_fit) {
   for (std::size_t i = 1; i <= n; ++i) layout.emplace_back(i * page_size + q, 2 * q);
   layout.emplace_back((n + 10) * page_size + q, 2 * page_size);  // sure to fit (its page-aligned part)
   make_layout(a, layout);
-  void* p = h.allocate(2 * q, page_size);
+  void* p = h.tree_allocate(2 * q, page_size);
   EXPECT_EQ(offset_of(a, p), (n + 11) * page_size);
   // The leading gap stays free.
   EXPECT_EQ(free_list(a).back(), (std::pair{(n + 11) * page_size + 2 * q, page_size - q}));
@@ -293,41 +299,41 @@ TEST(heap, exhaustion_returns_null) {
   heap h = a.h();
   std::vector<void*> blocks;
   for (;;) {
-    void* p = h.allocate(1000, 64);
+    void* p = h.tree_allocate(1000, 64);
     if (p == nullptr) break;
     blocks.push_back(p);
     ASSERT_LE(blocks.size(), 16 * page_size / 1000) << "more blocks than fit";
   }
-  EXPECT_EQ(blocks.size(), 16 * page_size / heap::block_size(1000));
-  EXPECT_LT(h.largest_free_block(), heap::block_size(1000));
+  EXPECT_EQ(blocks.size(), 16 * page_size / heap::tree_block_size(1000));
+  EXPECT_LT(h.largest_free_block(), heap::tree_block_size(1000));
   // Fill the rest with quanta, then nothing at all fits.
-  while (void* p = h.allocate(0, 1)) blocks.push_back(p);
+  while (void* p = h.tree_allocate(0, 1)) blocks.push_back(p);
   EXPECT_EQ(h.free_bytes(), 0u);
   EXPECT_EQ(h.free_blocks(), 0u);
   EXPECT_EQ(h.largest_free_block(), 0u);
   EXPECT_EQ(h.allocated_bytes(), 16 * page_size);
-  EXPECT_EQ(h.allocate(0, 1), nullptr);
-  EXPECT_EQ(h.allocate(1, page_size), nullptr);
-  EXPECT_EQ(h.allocate(impossible, 1), nullptr);
-  EXPECT_EQ(h.allocate(impossible - 2 * page_size, 1), nullptr);
+  EXPECT_EQ(h.tree_allocate(0, 1), nullptr);
+  EXPECT_EQ(h.tree_allocate(1, page_size), nullptr);
+  EXPECT_EQ(h.tree_allocate(impossible, 1), nullptr);
+  EXPECT_EQ(h.tree_allocate(impossible - 2 * page_size, 1), nullptr);
   EXPECT_NO_THROW(h.check());
 }
 
 TEST(heap, oversized_requests_return_null) {
   arena a(16 * page_size);
   heap h = a.h();
-  EXPECT_EQ(h.allocate(16 * page_size + 1, 1), nullptr);
-  EXPECT_EQ(h.allocate(impossible, 1), nullptr);
-  EXPECT_EQ(h.allocate(impossible, page_size), nullptr);
-  EXPECT_EQ(h.growth_needed(impossible, 1), impossible);
-  EXPECT_EQ(h.growth_needed(impossible - q, 1), impossible);
-  EXPECT_NE(h.allocate(16 * page_size, 1), nullptr);
+  EXPECT_EQ(h.tree_allocate(16 * page_size + 1, 1), nullptr);
+  EXPECT_EQ(h.tree_allocate(impossible, 1), nullptr);
+  EXPECT_EQ(h.tree_allocate(impossible, page_size), nullptr);
+  EXPECT_EQ(h.tree_growth_needed(impossible, 1), impossible);
+  EXPECT_EQ(h.tree_growth_needed(impossible - q, 1), impossible);
+  EXPECT_NE(h.tree_allocate(16 * page_size, 1), nullptr);
 }
 
 TEST(heap, grow_extends_the_top_free_block) {
   arena a(4 * page_size);
   heap h = a.h();
-  void* p = h.allocate(page_size, 1);
+  void* p = h.tree_allocate(page_size, 1);
   ASSERT_EQ(p, a.base());
   h.grow(a.at(6 * page_size));
   EXPECT_EQ(h.end(), a.at(6 * page_size));
@@ -353,7 +359,7 @@ TEST(heap, grow_adds_a_block_when_the_top_is_allocated) {
   EXPECT_EQ(free_list(a), (block_list{{page_size, page_size}, {4 * page_size, page_size}}));
   EXPECT_NO_THROW(h.check());
   // Freeing the block before the grown part coalesces across the old end.
-  h.deallocate(a.at(2 * page_size), 2 * page_size);
+  h.tree_deallocate(a.at(2 * page_size), 2 * page_size);
   EXPECT_EQ(free_list(a), (block_list{{page_size, 4 * page_size}}));
   EXPECT_NO_THROW(h.check());
 }
@@ -366,7 +372,7 @@ TEST(heap, growth_needed_is_enough) {
     std::size_t size, align;
     std::size_t expected;  // growth_needed
   };
-  const std::size_t bs100 = heap::block_size(100);
+  const std::size_t bs100 = heap::tree_block_size(100);
   const std::size_t p = page_size;
   // clang-format off
   const std::vector<scenario> scenarios = {
@@ -385,11 +391,11 @@ TEST(heap, growth_needed_is_enough) {
     arena a(s.arena);
     heap h = a.h();
     make_layout(a, s.layout);
-    const std::size_t g = h.growth_needed(s.size, s.align);
+    const std::size_t g = h.tree_growth_needed(s.size, s.align);
     EXPECT_EQ(g, s.expected) << s.name;
     EXPECT_EQ(g % q, 0u) << s.name;
     h.grow(static_cast<std::byte*>(h.end()) + g);
-    void* ptr = h.allocate(s.size, s.align);
+    void* ptr = h.tree_allocate(s.size, s.align);
     EXPECT_NE(ptr, nullptr) << s.name;
     EXPECT_EQ(reinterpret_cast<std::uintptr_t>(ptr) % s.align, 0u) << s.name;
     EXPECT_NO_THROW(h.check()) << s.name;
@@ -402,17 +408,17 @@ TEST(heap, growth_needed_is_minimal_for_the_top_block) {
     for (std::size_t size : {std::size_t{0}, std::size_t{1}, 100 * q + 3, 3 * page_size}) {
       arena a(2 * page_size + 3 * q);
       heap h = a.h();
-      ASSERT_NE(h.allocate(page_size + q, 1), nullptr);  // top block starts at page_size + q
-      const std::size_t g = h.growth_needed(size, align);
+      ASSERT_NE(h.tree_allocate(page_size + q, 1), nullptr);  // top block starts at page_size + q
+      const std::size_t g = h.tree_growth_needed(size, align);
       ASSERT_NE(g, impossible);
       if (g >= q) {
         h.grow(static_cast<std::byte*>(h.end()) + (g - q));
-        EXPECT_EQ(h.allocate(size, align), nullptr) << "size " << size << " align " << align << " g " << g;
+        EXPECT_EQ(h.tree_allocate(size, align), nullptr) << "size " << size << " align " << align << " g " << g;
         h.grow(static_cast<std::byte*>(h.end()) + q);
       } else {
         h.grow(static_cast<std::byte*>(h.end()) + g);
       }
-      EXPECT_NE(h.allocate(size, align), nullptr) << "size " << size << " align " << align << " g " << g;
+      EXPECT_NE(h.tree_allocate(size, align), nullptr) << "size " << size << " align " << align << " g " << g;
       EXPECT_NO_THROW(h.check());
     }
   }
@@ -465,7 +471,7 @@ TEST_P(heap_random, matches_a_model) {
     for (const auto& [addr, blk] : live) {
       if (addr > cursor)
         gaps.emplace_back(cursor - reinterpret_cast<std::uintptr_t>(a.base()), addr - cursor);
-      cursor = addr + heap::block_size(blk.size);
+      cursor = addr + heap::tree_block_size(blk.size);
     }
     const auto e = reinterpret_cast<std::uintptr_t>(h.end());
     if (e > cursor) gaps.emplace_back(cursor - reinterpret_cast<std::uintptr_t>(a.base()), e - cursor);
@@ -488,7 +494,7 @@ TEST_P(heap_random, matches_a_model) {
       const std::size_t align_kind = rand_below(100);
       const std::size_t align = align_kind < 80 ? std::size_t{1} << rand_below(7)         // 1..64
                                                 : std::size_t{1} << (7 + rand_below(6));  // 128..4096
-      const std::size_t bs = heap::block_size(size);
+      const std::size_t bs = heap::tree_block_size(size);
       const block_list gaps = model_gaps();
       // The model's answer: any fit? and, for align <= quantum, the best fit's address.
       bool any = false;
@@ -498,9 +504,9 @@ TEST_P(heap_random, matches_a_model) {
         any = true;
         if (best_size == 0 || g.second < best_size) best_off = g.first, best_size = g.second;
       }
-      void* p = h.allocate(size, align);
+      void* p = h.tree_allocate(size, align);
       if (p == nullptr && !any) {
-        const std::size_t g = h.growth_needed(size, align);
+        const std::size_t g = h.tree_growth_needed(size, align);
         ASSERT_NE(g, impossible) << "seed " << seed << profile << " step " << step;
         // Grow in 64 KiB steps, as a storage would grow its file, while the buffer allows.
         const std::size_t chunk = (g + 0xffff) & ~std::size_t{0xffff};
@@ -508,7 +514,7 @@ TEST_P(heap_random, matches_a_model) {
         if (used + chunk <= a.capacity()) {
           h.grow(a.at(used + chunk));
           ++grows;
-          p = h.allocate(size, align);
+          p = h.tree_allocate(size, align);
           ASSERT_NE(p, nullptr) << "seed " << seed << profile << " step " << step << ": allocate(" << size
                                 << ", " << align << ") failed after growing by growth_needed " << g;
         } else {
@@ -540,7 +546,7 @@ TEST_P(heap_random, matches_a_model) {
         }
         if (next != live.begin()) {
           const auto prev = std::prev(next);
-          ASSERT_LE(prev->first + heap::block_size(prev->second.size), addr)
+          ASSERT_LE(prev->first + heap::tree_block_size(prev->second.size), addr)
               << "seed " << seed << profile << " step " << step << ": new block " << p
               << " overlaps live block at " << prev->first;
         }
@@ -558,8 +564,8 @@ TEST_P(heap_random, matches_a_model) {
       ASSERT_EQ(bad, it->second.size)
           << "seed " << seed << profile << " step " << step << ": block " << static_cast<void*>(p) << " of "
           << it->second.size << " bytes was overwritten at offset " << bad;
-      h.deallocate(p, it->second.size);
-      live_bytes -= heap::block_size(it->second.size);
+      h.tree_deallocate(p, it->second.size);
+      live_bytes -= heap::tree_block_size(it->second.size);
       live.erase(it);
     }
 
@@ -587,7 +593,7 @@ TEST_P(heap_random, matches_a_model) {
   for (const auto& [addr, blk] : live) {
     ASSERT_EQ(first_mismatch(reinterpret_cast<std::byte*>(addr), blk.size, blk.pattern), blk.size)
         << "seed " << seed << profile << " block " << addr;
-    h.deallocate(reinterpret_cast<void*>(addr), blk.size);
+    h.tree_deallocate(reinterpret_cast<void*>(addr), blk.size);
   }
   ASSERT_NO_THROW(h.check()) << "seed " << seed << profile;
   EXPECT_EQ(free_list(a), (block_list{{0, offset_of(a, h.end())}})) << "seed " << seed << profile;
@@ -600,5 +606,244 @@ INSTANTIATE_TEST_SUITE_P(seeds, heap_random,
                            return (std::get<1>(info.param) ? "small_seed_" : "mixed_seed_") +
                                   std::to_string(std::get<0>(info.param));
                          });
+
+// ---------------------------------------------------------------------------------------------
+// Size classes and runs (allocate / deallocate up to small_threshold).
+
+using tmf::detail::small_threshold;
+namespace runs_impl = tmf::detail::runs_impl;
+constexpr std::size_t run = runs_impl::run_bytes;
+
+TEST(heap_classes, block_size_follows_the_classes) {
+  EXPECT_EQ(heap::block_size(0), 16u);
+  EXPECT_EQ(heap::block_size(1), 16u);
+  EXPECT_EQ(heap::block_size(16), 16u);
+  EXPECT_EQ(heap::block_size(17), 24u);
+  EXPECT_EQ(heap::block_size(24, 8), 24u);
+  EXPECT_EQ(heap::block_size(24, 16), 32u) << "the 24-byte class is only 8-aligned";
+  EXPECT_EQ(heap::block_size(100), 112u);
+  EXPECT_EQ(heap::block_size(256), 256u);
+  EXPECT_EQ(heap::block_size(257), 320u);
+  EXPECT_EQ(heap::block_size(1000), 1024u);
+  EXPECT_EQ(heap::block_size(small_threshold), small_threshold);
+  EXPECT_EQ(heap::block_size(small_threshold + 1), heap::tree_block_size(small_threshold + 1));
+  EXPECT_EQ(heap::block_size(16, 64), 64u);
+  EXPECT_EQ(heap::block_size(16, 1024), 1024u);
+  EXPECT_EQ(heap::block_size(16, page_size), page_size) << "a page-aligned small request takes the page class";
+  // Every class: blocks aligned as it says, inside the run after the header, at most 1/16 wasted
+  // (the page class aside: it exists for alignment only).
+  for (std::size_t c = 0; c < heap::size_class_count(); ++c) {
+    const auto& ci = runs_impl::classes[c];
+    EXPECT_EQ(ci.size % ci.align, 0u) << ci.size;
+    EXPECT_GE(ci.offset, sizeof(runs_impl::run_header)) << ci.size;
+    EXPECT_LE(ci.offset + std::size_t{ci.count} * ci.size, run) << ci.size;
+    if (ci.size <= small_threshold) {
+      EXPECT_LE(run - std::size_t{ci.count} * ci.size, run / 16) << ci.size;
+    }
+    if (c > 0) {
+      EXPECT_GT(ci.size, runs_impl::classes[c - 1].size);
+    }
+  }
+}
+
+TEST(heap_classes, consecutive_allocations_are_adjacent_and_counted) {
+  arena a(1 << 20);
+  heap h = a.h();
+  std::vector<std::byte*> v;
+  for (int i = 0; i < 100; ++i) v.push_back(static_cast<std::byte*>(h.allocate(100, 8)));
+  for (int i = 1; i < 100; ++i) EXPECT_EQ(v[i] - v[i - 1], 112) << i;
+  EXPECT_EQ(h.allocated_bytes(), 100 * 112u);
+  const std::size_t c = runs_impl::class_of(100, 8);
+  const auto st = h.class_stats(c);
+  EXPECT_EQ(st.block_size, 112u);
+  EXPECT_EQ(st.runs, 1u);
+  EXPECT_EQ(st.blocks, 100u);
+  EXPECT_EQ(st.bytes, 100 * 112u);
+  EXPECT_EQ(h.class_stats(0).runs, 0u);
+  EXPECT_EQ(h.allocated_bytes() + h.free_bytes() + h.spare_bytes(), offset_of(a, h.end()));
+  ASSERT_NO_THROW(h.check());
+  // A freed block is the next one given (lowest free first).
+  h.deallocate(v[40], 100);
+  EXPECT_EQ(h.allocate(97, 1), v[40]);
+  for (auto* p : v) h.deallocate(p, 100);
+  EXPECT_EQ(h.class_stats(c).runs, 0u) << "an empty run goes back to the trees";
+  EXPECT_EQ(h.allocated_bytes(), 0u);
+  EXPECT_EQ(h.spare_bytes(), 0u);
+  EXPECT_EQ(free_list(a), (block_list{{0, 1 << 20}}));
+  ASSERT_NO_THROW(h.check());
+}
+
+TEST(heap_classes, zero_size_blocks_are_distinct) {
+  arena a(1 << 20);
+  heap h = a.h();
+  void* p = h.allocate(0, 1);
+  void* r = h.allocate(0, 1);
+  ASSERT_NE(p, nullptr);
+  ASSERT_NE(r, nullptr);
+  EXPECT_NE(p, r);
+  EXPECT_EQ(h.allocated_bytes(), 32u);
+  h.deallocate(p, 0);
+  h.deallocate(r, 0);
+  EXPECT_EQ(h.allocated_bytes(), 0u);
+  ASSERT_NO_THROW(h.check());
+}
+
+TEST(heap_classes, runs_are_aligned_and_a_small_block_touches_no_tree) {
+  arena a(1 << 20);
+  heap h = a.h();
+  auto* p = static_cast<std::byte*>(h.allocate(40, 8));
+  const auto run_start = reinterpret_cast<std::uintptr_t>(p) & ~(run - 1);
+  EXPECT_GE(run_start, reinterpret_cast<std::uintptr_t>(h.begin()));
+  const std::size_t free_blocks = h.free_blocks();
+  const block_list before = free_list(a);
+  // The run's other blocks come without any change to the free blocks.
+  const std::size_t per_run = runs_impl::classes[runs_impl::class_of(40, 8)].count;
+  std::vector<void*> more;
+  for (std::size_t i = 1; i < per_run; ++i) more.push_back(h.allocate(40, 8));
+  EXPECT_EQ(free_list(a), before);
+  EXPECT_EQ(h.free_blocks(), free_blocks);
+  for (void* m : more) EXPECT_EQ(reinterpret_cast<std::uintptr_t>(m) & ~(run - 1), run_start);
+  // The run is full: the next block opens a second run.
+  void* next = h.allocate(40, 8);
+  EXPECT_NE(reinterpret_cast<std::uintptr_t>(next) & ~(run - 1), run_start);
+  EXPECT_EQ(h.class_stats(runs_impl::class_of(40, 8)).runs, 2u);
+  ASSERT_NO_THROW(h.check());
+  // A free into the full run makes it the one allocations come from again.
+  h.deallocate(more[10], 40);
+  EXPECT_EQ(h.allocate(33, 8), more[10]);
+  ASSERT_NO_THROW(h.check());
+}
+
+TEST(heap_classes, alignments_up_to_a_page_are_honoured) {
+  arena a(std::size_t{2} << 20);
+  heap h = a.h();
+  std::vector<std::tuple<void*, std::size_t>> live;
+  for (std::size_t align = 1; align <= page_size; align *= 2) {
+    for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{24}, std::size_t{100}, std::size_t{700},
+                             small_threshold}) {
+      for (int k = 0; k < 3; ++k) {
+        void* p = h.allocate(size, align);
+        ASSERT_NE(p, nullptr) << size << " " << align;
+        EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % align, 0u) << size << " aligned to " << align;
+        std::memset(p, 0x5a, size);
+        live.emplace_back(p, size);
+      }
+    }
+  }
+  ASSERT_NO_THROW(h.check());
+  for (auto& [p, size] : live) h.deallocate(p, size);
+  EXPECT_EQ(h.allocated_bytes(), 0u);
+  EXPECT_EQ(free_list(a), (block_list{{0, std::size_t{2} << 20}}));
+}
+
+TEST(heap_classes, a_small_request_fails_cleanly_and_growth_needed_is_enough) {
+  arena a(page_size, std::size_t{1} << 20);  // too small for a run
+  heap h = a.h();
+  EXPECT_EQ(h.allocate(8, 8), nullptr);
+  EXPECT_EQ(h.free_blocks(), 1u) << "a failed small allocation left something behind";
+  EXPECT_EQ(h.allocated_bytes(), 0u);
+  ASSERT_NO_THROW(h.check());
+  const std::size_t g = h.growth_needed(8, 8);
+  ASSERT_GT(g, 0u);
+  h.grow(a.at(page_size + g));
+  void* p = h.allocate(8, 8);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(h.growth_needed(8, 8), 0u);
+  h.deallocate(p, 8);
+  ASSERT_NO_THROW(h.check());
+}
+
+// Randomized: small and large blocks of random sizes and alignments through allocate /
+// deallocate, against a model of the live blocks: alignment, no overlap, contents kept, the
+// counters (per class too) and the audit, and nullptr only when growth is needed.
+class heap_classes_random : public testing::TestWithParam<std::uint64_t> {};
+
+TEST_P(heap_classes_random, matches_a_model) {
+  const std::uint64_t seed = GetParam();
+  std::mt19937_64 rng(seed);
+  arena a(64 * 1024, std::size_t{4} << 20);
+  heap h = a.h();
+  struct block {
+    std::size_t size, align, bs;
+    std::uint8_t pattern;
+  };
+  std::map<std::uintptr_t, block> live;
+  std::size_t live_bytes = 0, grows = 0, nulls = 0;
+  const auto rand_below = [&](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
+  for (int step = 0; step < 30000; ++step) {
+    const std::size_t target = step < 15000 ? 3000 : 300;  // fill, then drain: runs come and go
+    if (live.empty() || rand_below(100) < (live.size() < target ? 60u : 40u)) {
+      const std::size_t kind = rand_below(100);
+      const std::size_t size = kind < 85 ? rand_below(small_threshold + 1) : kind < 98 ? rand_below(9000) : rand_below(70000);
+      const std::size_t align = rand_below(100) < 90 ? std::size_t{1} << rand_below(5) : std::size_t{1} << rand_below(13);
+      const std::size_t bs = heap::block_size(size, align);
+      void* p = h.allocate(size, align);
+      if (p == nullptr) {
+        const std::size_t g = h.growth_needed(size, align);
+        ASSERT_NE(g, impossible);
+        ASSERT_GT(g, 0u) << "seed " << seed << " step " << step << ": allocate failed, growth_needed says it fits";
+        const std::size_t chunk = (g + 0xffff) & ~std::size_t{0xffff};
+        const std::size_t used = offset_of(a, h.end());
+        if (used + chunk > a.capacity()) {
+          ++nulls;
+          continue;
+        }
+        h.grow(a.at(used + chunk));
+        ++grows;
+        p = h.allocate(size, align);
+        ASSERT_NE(p, nullptr) << "seed " << seed << " step " << step << ": allocate(" << size << ", " << align
+                              << ") failed after growing by growth_needed";
+      }
+      const auto addr = reinterpret_cast<std::uintptr_t>(p);
+      ASSERT_EQ(addr % align, 0u) << "seed " << seed << " step " << step;
+      ASSERT_GE(p, h.begin());
+      ASSERT_LE(addr + bs, reinterpret_cast<std::uintptr_t>(h.end()));
+      const auto next = live.lower_bound(addr);
+      if (next != live.end()) {
+        ASSERT_GE(next->first, addr + bs) << "seed " << seed << " step " << step << ": overlap";
+      }
+      if (next != live.begin()) {
+        const auto prev = std::prev(next);
+        ASSERT_LE(prev->first + prev->second.bs, addr) << "seed " << seed << " step " << step << ": overlap";
+      }
+      const auto pattern = static_cast<std::uint8_t>(rng());
+      fill(static_cast<std::byte*>(p), size, pattern);
+      live.emplace(addr, block{size, align, bs, pattern});
+      live_bytes += bs;
+    } else {
+      auto it = live.begin();
+      std::advance(it, static_cast<std::ptrdiff_t>(rand_below(live.size())));
+      auto* p = reinterpret_cast<std::byte*>(it->first);
+      ASSERT_EQ(first_mismatch(p, it->second.size, it->second.pattern), it->second.size)
+          << "seed " << seed << " step " << step << ": block " << static_cast<void*>(p) << " overwritten";
+      h.deallocate(p, it->second.size);
+      live_bytes -= it->second.bs;
+      live.erase(it);
+    }
+    ASSERT_EQ(h.allocated_bytes(), live_bytes) << "seed " << seed << " step " << step;
+    ASSERT_EQ(h.allocated_bytes() + h.free_bytes() + h.spare_bytes(), offset_of(a, h.end()))
+        << "seed " << seed << " step " << step;
+    if (step % 101 == 0 || step == 29999) {
+      ASSERT_NO_THROW(h.check()) << "seed " << seed << " step " << step;
+      std::vector<std::size_t> per_class(heap::size_class_count());
+      for (const auto& [addr, b] : live)
+        if (b.size <= small_threshold) ++per_class[runs_impl::class_of(b.size, b.align)];
+      for (std::size_t c = 0; c < per_class.size(); ++c)
+        ASSERT_EQ(h.class_stats(c).blocks, per_class[c]) << "seed " << seed << " step " << step << " class " << c;
+    }
+  }
+  EXPECT_GT(grows, 0u);
+  EXPECT_GT(nulls + grows, 0u);
+  for (const auto& [addr, b] : live) {
+    ASSERT_EQ(first_mismatch(reinterpret_cast<std::byte*>(addr), b.size, b.pattern), b.size);
+    h.deallocate(reinterpret_cast<void*>(addr), b.size);
+  }
+  ASSERT_NO_THROW(h.check());
+  EXPECT_EQ(h.allocated_bytes(), 0u);
+  EXPECT_EQ(h.spare_bytes(), 0u);
+  EXPECT_EQ(free_list(a), (block_list{{0, offset_of(a, h.end())}})) << "seed " << seed;
+}
+
+INSTANTIATE_TEST_SUITE_P(seeds, heap_classes_random, testing::Values(1, 7, 14, 20261201));
 
 }  // namespace

@@ -73,9 +73,9 @@ inline block_list free_list(arena& a) {
 inline void make_layout(arena& a, const block_list& ranges) {
   heap h = a.h();
   const auto total = static_cast<std::size_t>(static_cast<std::byte*>(h.end()) - a.base());
-  ASSERT_EQ(h.allocate(total, 1), a.base());
+  ASSERT_EQ(h.tree_allocate(total, 1), a.base());
   ASSERT_EQ(h.free_blocks(), 0u);
-  for (const auto& [off, size] : ranges) h.deallocate(a.at(off), size);
+  for (const auto& [off, size] : ranges) h.tree_deallocate(a.at(off), size);
   ASSERT_NO_THROW(h.check());
   ASSERT_EQ(free_list(a), ranges);
 }

@@ -316,6 +316,7 @@ inline void engine::commit() {
   log_position& pos = m_log.position();
   const std::uint64_t end = pos.offset + record_size(n);
   h->max_size = m_max_size;
+  h->last_sync = m_opt.sync == durability::full ? 1 : 2;  // for inspection (tmf info)
   h->log_base = pos.base_txn;
   h->log_end = end;
   seal_header(*h);
@@ -667,6 +668,10 @@ inline storage_stats engine::stats() {
   os::stat_file(m_fd, fi);
   heap hp = arena_heap();
   const bool ready = header()->root != 0;
+  std::vector<size_class_stats> classes;
+  for (std::size_t c = 0; c < heap::size_class_count(); ++c) {
+    classes.push_back(ready ? hp.class_stats(c) : size_class_stats{heap::class_block_size(c), 0, 0, 0});
+  }
   return {static_cast<std::size_t>(fi.size),
           static_cast<std::size_t>(header()->arena_size),
           ready ? hp.allocated_bytes() : 0,
@@ -677,7 +682,9 @@ inline storage_stats engine::stats() {
           m_rollbacks.load(),
           m_pages_logged.load(),
           m_dirty.kernel_tracking() ? "userfaultfd" : "mprotect",
-          m_last_commit_pages.load(std::memory_order_relaxed)};
+          m_last_commit_pages.load(std::memory_order_relaxed),
+          ready ? hp.spare_bytes() : 0,
+          std::move(classes)};
 }
 
 inline void engine::check() {
@@ -691,7 +698,7 @@ inline void engine::check() {
   const auto root = static_cast<std::uintptr_t>(h->root);
   const auto b = reinterpret_cast<std::uintptr_t>(m_base);
   if (root < b + page_size || root + h->root_size > b + h->arena_size) fail("root pointer outside the arena");
-  if (root % heap_quantum != 0 || (h->root_align != 0 && root % h->root_align != 0)) {
+  if (root % min_block_align != 0 || (h->root_align != 0 && root % h->root_align != 0)) {
     char buf[24];
     fail(std::string("root pointer ") + format_hex(root, buf) + " is not aligned as its type needs");
   }

@@ -214,7 +214,7 @@ inline void engine::map_and_verify() {
     throw error(errc::corrupted, "tmf: " + m_name + " is truncated: " + std::to_string(fi.size) +
                                      " bytes, its header says " + std::to_string(h.arena_size));
   if (h.root != 0 && (h.root < h.address + page_size || h.root + h.root_size > h.address + h.arena_size ||
-                      h.root % heap_quantum != 0 || (h.root_align != 0 && h.root % h.root_align != 0)))
+                      h.root % min_block_align != 0 || (h.root_align != 0 && h.root % h.root_align != 0)))
     throw error(errc::corrupted, "tmf: " + m_name + ": the Root pointer is outside the arena or misaligned");
   ensure_mapped(static_cast<std::size_t>(h.arena_size));
   if (auto ec = m_dirty.init(m_reserved / page_size)) throw_os(ec, "cannot reserve the dirty-page set");

@@ -24,7 +24,8 @@ namespace tmf::detail {
 
 inline constexpr char data_magic[8] = {'t', 'm', 'f', '-', 'd', 'a', 't', 'a'};
 /// Bumped on any change of the file or log layout; a mismatch is errc::incompatible_format.
-inline constexpr std::uint32_t format_version = 3;  // 2: log generations; 3: structural Root fingerprint
+inline constexpr std::uint32_t format_version = 4;  // 2: log generations; 3: structural Root fingerprint;
+                                                    // 4: size-class runs in the heap
 inline constexpr std::uint32_t byte_order_mark = 0x01020304;
 inline constexpr std::size_t root_name_capacity = 128;
 inline constexpr std::size_t heap_state_capacity = 192;
@@ -61,6 +62,7 @@ struct file_header {
   std::uint64_t log_base;    ///< the log generation the last commit was written to
   std::uint64_t log_end;     ///< the log offset right after that commit's record
   std::uint64_t root;        ///< address of the Root object; 0 until constructed
+  std::uint64_t last_sync;   ///< durability of the last commit's writer: 0 none yet, 1 full, 2 no_sync
   alignas(16) unsigned char heap[heap_state_capacity];
   std::uint64_t checksum;  ///< of every byte above
 };

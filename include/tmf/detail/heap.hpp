@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
-/// The heap: a best-fit free-block manager over one byte range (the arena).
+/// The heap: a best-fit free-block manager over one byte range (the arena), with a
+/// small-object front end (runs.hpp): requests of at most `small_threshold` bytes come from
+/// size-class runs, which the heap takes from and gives back to its trees.
 ///
 /// Free blocks carry their own bookkeeping: two compact Boost.Intrusive red-black tree hooks
 /// (one tree ordered by (size, address) for best fit, one by address for coalescing) and the
@@ -28,6 +30,7 @@
 #include "../error.hpp"
 #include "config.hpp"
 #include "os.hpp"  // fatal
+#include "runs.hpp"
 #include "sanitizer.hpp"
 
 namespace tmf::detail {
@@ -142,7 +145,10 @@ struct heap_state {
   std::byte* m_end = nullptr;      ///< arena end (quantum-aligned); moves up with grow()
   std::size_t m_free_bytes = 0;
   std::size_t m_free_blocks = 0;
-  std::size_t m_allocated_bytes = 0;
+  std::size_t m_allocated_bytes = 0;  ///< bytes of tree blocks handed out (runs and class table included)
+  runs_impl::class_table* m_classes = nullptr;  ///< made with the first small allocation
+  std::size_t m_run_bytes = 0;    ///< tree bytes held by runs and the class table
+  std::size_t m_small_bytes = 0;  ///< bytes of small blocks in use (class sizes)
 };
 
 static_assert(sizeof(heap_state) <= 192, "heap_state must fit its slot in the header page");
@@ -172,15 +178,37 @@ class heap {
   /// Binds to an existing state (created by `create`, possibly by another process).
   explicit heap(heap_state* s) noexcept : m_s(s) { TMF_ASSERT(s != nullptr); }
 
-  /// Returns a block of `block_size(size)` bytes aligned to `align`, or nullptr if no free
-  /// block fits (the caller grows the arena by `growth_needed` and retries), or if `align`
-  /// is not a power of two or exceeds `page_size`. Never throws.
-  /// O(log n) for `align <= heap_quantum`; larger alignments scan a bounded number of
-  /// candidates before taking a block that surely fits.
+  /// Returns a block of `block_size(size, align)` bytes aligned to `align`, or nullptr if
+  /// no free block fits (the caller grows the arena by `growth_needed` and retries; nothing
+  /// changed), or if `align` is not a power of two or exceeds `page_size`. Never throws.
+  /// Up to `small_threshold` bytes: O(1) from a run of the size class, unless a new run is
+  /// needed. Larger: O(log n) for `align <= heap_quantum`; larger alignments scan a bounded
+  /// number of candidates before taking a block that surely fits.
   void* allocate(std::size_t size, std::size_t align) noexcept {
     if (!std::has_single_bit(align) || align > page_size) return nullptr;
+    if (size <= small_threshold) return allocate_small(size, align);
+    return tree_allocate(size, align);
+  }
+
+  /// Frees a block returned by `allocate(size, align)` (any alignment; the same `size`).
+  /// Misuse is fatal: the process terminates with a message naming the address, the size and
+  /// what is wrong, before anything is modified. Large blocks: a pointer outside the arena or
+  /// misaligned, a block running past the arena end, or one overlapping a free block (double
+  /// free). Small blocks: an address in no run, not at a block boundary of its run, a size
+  /// beyond the run's class, or a block not in use (double free).
+  void deallocate(void* ptr, std::size_t size) noexcept {
+    if (size <= small_threshold)
+      deallocate_small(ptr, size);
+    else
+      tree_deallocate(ptr, size);
+  }
+
+  /// The trees alone, bypassing the size classes (the runs take their pages here; tests):
+  /// best fit of `tree_block_size(size)` bytes aligned to `align`, any power of two (the
+  /// caller checks it). nullptr if no free block fits.
+  void* tree_allocate(std::size_t size, std::size_t align) noexcept {
     if (size > arena_bytes()) return nullptr;  // also keeps the arithmetic below from overflowing
-    const std::size_t bs = block_size(size);
+    const std::size_t bs = tree_block_size(size);
     auto& by_size = m_s->m_by_size;
     auto it = by_size.lower_bound(bs, heap_impl::by_size_compare{});
     std::uintptr_t at = 0;
@@ -196,11 +224,9 @@ class heap {
     return reinterpret_cast<void*>(at);
   }
 
-  /// Frees a block returned by `allocate(size, align)` (any alignment; the same `size`).
-  /// A pointer outside the arena or misaligned, a block running past the arena end, or one
-  /// overlapping a free block (double free) is fatal: the process terminates with a message
-  /// naming the address, the size and what is wrong, before anything is modified.
-  void deallocate(void* ptr, std::size_t size) noexcept {
+  /// Frees a block of `tree_allocate(size, ...)`, coalescing with both neighbours; misuse
+  /// is fatal as for `deallocate`.
+  void tree_deallocate(void* ptr, std::size_t size) noexcept {
     const auto p = reinterpret_cast<std::uintptr_t>(ptr);
     const auto b = reinterpret_cast<std::uintptr_t>(m_s->m_begin);
     const auto e = reinterpret_cast<std::uintptr_t>(m_s->m_end);
@@ -208,7 +234,7 @@ class heap {
     if (p % heap_quantum != 0) misaligned(ptr, size);
     if (size > e - p) past_end(ptr, size, e);
     // e - p is a positive multiple of the quantum and >= size, hence >= bs: no overflow below.
-    const std::size_t bs = block_size(size);
+    const std::size_t bs = tree_block_size(size);
     auto& by_addr = m_s->m_by_addr;
     auto& by_size = m_s->m_by_size;
     const auto next_it = by_addr.upper_bound(heap_impl::addr_key{p}, heap_impl::by_addr_compare{});
@@ -245,6 +271,13 @@ class heap {
     m_s->m_allocated_bytes -= bs;
   }
 
+ private:
+  void* allocate_small(std::size_t size, std::size_t align) noexcept;
+  void deallocate_small(void* ptr, std::size_t size) noexcept;
+  runs_impl::run_header* new_run(std::size_t c) noexcept;
+  void release_run(runs_impl::run_header* r) noexcept;
+
+ public:
   /// Moves the arena end up to `new_end` (quantum-aligned, >= end()): extends the top free
   /// block if it touches the old end, else adds a new free block.
   void grow(void* new_end) noexcept {
@@ -300,7 +333,22 @@ class heap {
     constexpr std::size_t impossible = std::numeric_limits<std::size_t>::max();
     if (!std::has_single_bit(align) || align > page_size) return impossible;
     if (size > impossible - heap_quantum) return impossible;
-    const std::size_t bs = block_size(size);
+    // A small request: nothing if its class has a run with room, else a class table (if none
+    // yet) and a run anywhere in the top block.
+    if (size <= small_threshold && m_s->m_classes != nullptr &&
+        m_s->m_classes->m_class[runs_impl::class_of(size, align)].m_partial != nullptr)
+      return 0;
+    if (size <= small_threshold)
+      return tree_growth_needed(tree_block_size(sizeof(runs_impl::class_table)) + 2 * runs_impl::run_bytes, 1);
+    return tree_growth_needed(size, align);
+  }
+
+  /// `growth_needed` for `tree_allocate(size, align)` (align a power of two up to a page).
+  std::size_t tree_growth_needed(std::size_t size, std::size_t align) const noexcept {
+    constexpr std::size_t impossible = std::numeric_limits<std::size_t>::max();
+    if (!std::has_single_bit(align) || align > page_size) return impossible;
+    if (size > impossible - heap_quantum) return impossible;
+    const std::size_t bs = tree_block_size(size);
     const auto e = reinterpret_cast<std::uintptr_t>(m_s->m_end);
     std::uintptr_t start = e;
     const auto& by_addr = m_s->m_by_addr;
@@ -311,7 +359,8 @@ class heap {
     return needed_end <= e ? 0 : static_cast<std::size_t>(needed_end - e);
   }
 
-  /// Full audit of the trees (links, colours, order, bounds) and the counters.
+  /// Full audit of the trees (links, colours, order, bounds), the runs (headers, bitmaps
+  /// against their class, lists, placement outside free blocks) and the counters.
   /// Throws `tmf::error(errc::corrupted, "heap: ...")` naming what is wrong and where.
   /// Safe on corrupted state: every pointer is range-checked before it is followed.
   void check() const;
@@ -321,9 +370,23 @@ class heap {
   /// Arena end (moves up with grow()).
   void* end() const noexcept { return m_s->m_end; }
   /// Bytes in allocated blocks (each counted as block_size of its request).
-  std::size_t allocated_bytes() const noexcept { return m_s->m_allocated_bytes; }
-  /// Bytes in free blocks; allocated_bytes() + free_bytes() == end() - begin().
+  std::size_t allocated_bytes() const noexcept {
+    return m_s->m_allocated_bytes - m_s->m_run_bytes + m_s->m_small_bytes;
+  }
+  /// Bytes in free blocks; allocated_bytes() + free_bytes() + spare_bytes() == end() - begin().
   std::size_t free_bytes() const noexcept { return m_s->m_free_bytes; }
+  /// Bytes held by runs (and their class table) but not handed out: headers, free slots.
+  std::size_t spare_bytes() const noexcept { return m_s->m_run_bytes - m_s->m_small_bytes; }
+  /// The counters of size class `c` (< size_class_count()).
+  size_class_stats class_stats(std::size_t c) const noexcept {
+    const std::size_t bs = runs_impl::classes[c].size;
+    if (m_s->m_classes == nullptr) return {bs, 0, 0, 0};
+    const runs_impl::class_state& cs = m_s->m_classes->m_class[c];
+    return {bs, cs.m_runs, cs.m_blocks, cs.m_blocks * bs};
+  }
+  static constexpr std::size_t size_class_count() noexcept { return runs_impl::class_count; }
+  /// Bytes per block of size class `c` (< size_class_count()).
+  static constexpr std::size_t class_block_size(std::size_t c) noexcept { return runs_impl::classes[c].size; }
   /// Number of free blocks.
   std::size_t free_blocks() const noexcept { return m_s->m_free_blocks; }
   /// Size of the largest free block, 0 if none. O(1).
@@ -339,9 +402,15 @@ class heap {
     for (const auto& block : m_s->m_by_addr) f(reinterpret_cast<void*>(block.address()), block.m_size);
   }
 
-  /// The bytes a request of `size` occupies: max(quantum, size rounded up to the quantum).
-  /// Requires size <= SIZE_MAX - heap_quantum + 1.
-  static constexpr std::size_t block_size(std::size_t size) noexcept {
+  /// The bytes a request of `size` aligned to `align` (a power of two up to a page)
+  /// occupies: its size class up to `small_threshold`, else max(quantum, size rounded up to
+  /// the quantum). Requires size <= SIZE_MAX - heap_quantum + 1.
+  static constexpr std::size_t block_size(std::size_t size, std::size_t align = 1) noexcept {
+    if (size <= small_threshold) return runs_impl::classes[runs_impl::class_of(size, align)].size;
+    return tree_block_size(size);
+  }
+  /// The bytes a tree block for `size` occupies: max(quantum, size rounded up to the quantum).
+  static constexpr std::size_t tree_block_size(std::size_t size) noexcept {
     return size <= heap_quantum ? heap_quantum : (size + (heap_quantum - 1)) & ~(heap_quantum - 1);
   }
 
@@ -487,11 +556,124 @@ class heap {
   /// Walks `tree` in order, checking every link before following it (in the arena, aligned,
   /// parent links, red-black colours and black heights, header's leftmost/rightmost), and
   /// calls `visit(block)` for each node. Throws on the first problem.
+  void audit_runs(const std::vector<std::uintptr_t>& addresses, const std::vector<std::size_t>& sizes) const;
   template <class Tree, class Visit>
   void audit_tree(const Tree& tree, const char* name, std::size_t max_blocks, Visit&& visit) const;
 
+  [[noreturn, gnu::cold, gnu::noinline]] static void not_in_run(void* ptr, std::size_t size) noexcept {
+    auto m = free_error(ptr, size);
+    m << "no size-class run holds this address (freed twice, or not allocated with this size?)";
+    fatal(m.c_str());
+  }
+  [[noreturn, gnu::cold, gnu::noinline]] static void bad_small(void* ptr, std::size_t size,
+                                                               const runs_impl::run_header& r,
+                                                               const char* what) noexcept {
+    auto m = free_error(ptr, size);
+    m << what << " (run ";
+    m.hex(r.address()) << " of ";
+    m.dec(r.info().size) << "-byte blocks)";
+    fatal(m.c_str());
+  }
+
   heap_state* m_s;
 };
+
+// -- the small-object front end (runs.hpp) --------------------------------------------------
+
+inline void* heap::allocate_small(std::size_t size, std::size_t align) noexcept {
+  using namespace runs_impl;
+  const std::size_t c = class_of(size, align);
+  class_table* t = m_s->m_classes;
+  const bool made_table = t == nullptr;
+  if (made_table) {
+    void* p = tree_allocate(sizeof(class_table), heap_quantum);
+    if (p == nullptr) return nullptr;
+    t = ::new (p) class_table{};
+    t->m_magic = table_magic;
+    m_s->m_classes = t;
+    m_s->m_run_bytes += tree_block_size(sizeof(class_table));
+  }
+  class_state& cs = t->m_class[c];
+  run_header* r = cs.m_partial;
+  if (r == nullptr && (r = new_run(c)) == nullptr) {
+    if (made_table) {  // leave the heap as it was: nullptr means nothing changed
+      m_s->m_classes = nullptr;
+      m_s->m_run_bytes -= tree_block_size(sizeof(class_table));
+      tree_deallocate(t, sizeof(class_table));
+    }
+    return nullptr;
+  }
+  void* p = r->take();
+  if (r->m_used == r->info().count) {
+    unlink(cs.m_partial, r);
+    push_front(cs.m_full, r);
+  }
+  ++cs.m_blocks;
+  m_s->m_small_bytes += classes[c].size;
+  TMF_ASSERT(reinterpret_cast<std::uintptr_t>(p) % align == 0);
+  return p;
+}
+
+inline runs_impl::run_header* heap::new_run(std::size_t c) noexcept {
+  using namespace runs_impl;
+  void* p = tree_allocate(run_bytes, run_bytes);  // aligned: a block finds its header by masking
+  if (p == nullptr) return nullptr;
+  run_header* r = run_header::make(p, c);
+  class_table* t = m_s->m_classes;
+  push_front(t->m_class[c].m_partial, r);
+  ++t->m_class[c].m_runs;
+  ++t->m_runs;
+  m_s->m_run_bytes += run_bytes;
+  return r;
+}
+
+inline void heap::release_run(runs_impl::run_header* r) noexcept {
+  using namespace runs_impl;
+  class_table* t = m_s->m_classes;
+  class_state& cs = t->m_class[r->m_class];
+  unlink(cs.m_partial, r);
+  --cs.m_runs;
+  --t->m_runs;
+  m_s->m_run_bytes -= run_bytes;
+  r->m_magic = 0;  // coalescing may leave these bytes as they are: a stale pointer must not see a run
+  r->m_self = nullptr;
+  tree_deallocate(r, run_bytes);
+  if (t->m_runs == 0) {  // no small block left: the table goes too, so an empty heap is one block again
+    m_s->m_classes = nullptr;
+    m_s->m_run_bytes -= tree_block_size(sizeof(class_table));
+    t->m_magic = 0;
+    tree_deallocate(t, sizeof(class_table));
+  }
+}
+
+inline void heap::deallocate_small(void* ptr, std::size_t size) noexcept {
+  using namespace runs_impl;
+  const auto p = reinterpret_cast<std::uintptr_t>(ptr);
+  const auto b = reinterpret_cast<std::uintptr_t>(m_s->m_begin);
+  const auto e = reinterpret_cast<std::uintptr_t>(m_s->m_end);
+  if (p < b || p >= e) outside_arena(ptr, size, b, e);
+  const std::uintptr_t h = p & ~static_cast<std::uintptr_t>(run_bytes - 1);
+  if (h < b || e - h < run_bytes || m_s->m_classes == nullptr) not_in_run(ptr, size);
+  auto* r = reinterpret_cast<run_header*>(h);
+  if (r->m_magic != run_magic || r->m_self != r || r->m_class >= class_count) not_in_run(ptr, size);
+  const class_info& ci = r->info();
+  const std::uintptr_t off = p - h;
+  if (off < ci.offset || (off - ci.offset) % ci.size != 0 || (off - ci.offset) / ci.size >= ci.count)
+    bad_small(ptr, size, *r, "address is not a block of its run");
+  if (size > ci.size) bad_small(ptr, size, *r, "size exceeds its run's class");
+  const std::size_t i = (off - ci.offset) / ci.size;
+  if (!r->in_use(i)) bad_small(ptr, size, *r, "block not in use (double free?)");
+  class_state& cs = m_s->m_classes->m_class[r->m_class];
+  const bool was_full = r->m_used == ci.count;
+  r->give(i);
+  if (was_full) {
+    unlink(cs.m_full, r);
+    push_front(cs.m_partial, r);
+  }
+  --cs.m_blocks;
+  m_s->m_small_bytes -= ci.size;
+  if (r->m_used == 0) release_run(r);
+}
 
 }  // namespace tmf::detail
 

@@ -91,6 +91,116 @@ void heap::audit_tree(const Tree& tree, const char* name, std::size_t max_blocks
   }
 }
 
+/// The runs: the class table, then every run of every class's two lists (placement, header,
+/// bitmap against the class, links), and the run counters. `addresses`/`sizes`: the free
+/// blocks in address order, already audited.
+inline void heap::audit_runs(const std::vector<std::uintptr_t>& addresses, const std::vector<std::size_t>& sizes) const {
+  using heap_impl::corrupted;
+  using heap_impl::hex_string;
+  using namespace runs_impl;
+  const auto b = reinterpret_cast<std::uintptr_t>(m_s->m_begin);
+  const auto e = reinterpret_cast<std::uintptr_t>(m_s->m_end);
+  // [a, a + n) must lie in the arena and meet no free block.
+  const auto held = [&](std::uintptr_t a, std::size_t n, const char* what) {
+    if (a < b || a >= e || n > e - a) {
+      corrupted(std::string(what) + " " + hex_string(a) + " of " + std::to_string(n) + " bytes is outside the arena [" +
+                hex_string(b) + ", " + hex_string(e) + ")");
+    }
+    auto it = std::upper_bound(addresses.begin(), addresses.end(), a);
+    if (it != addresses.end() && *it < a + n) {
+      corrupted(std::string(what) + " " + hex_string(a) + " overlaps free block " + hex_string(*it));
+    }
+    if (it != addresses.begin()) {
+      const auto i = static_cast<std::size_t>(std::prev(it) - addresses.begin());
+      if (addresses[i] + sizes[i] > a)
+        corrupted(std::string(what) + " " + hex_string(a) + " overlaps free block " + hex_string(addresses[i]));
+    }
+  };
+  const class_table* t = m_s->m_classes;
+  if (t == nullptr) {
+    if (m_s->m_run_bytes != 0 || m_s->m_small_bytes != 0) {
+      corrupted("no class table, but the run counters are " + std::to_string(m_s->m_run_bytes) + " and " +
+                std::to_string(m_s->m_small_bytes) + " bytes");
+    }
+    return;
+  }
+  const auto ta = reinterpret_cast<std::uintptr_t>(t);
+  if (ta % heap_quantum != 0) corrupted("class table " + hex_string(ta) + " is not quantum-aligned");
+  held(ta, tree_block_size(sizeof(class_table)), "class table");
+  if (t->m_magic != table_magic) corrupted("class table " + hex_string(ta) + " has a bad magic number");
+
+  const std::size_t max_runs = (e - b) / run_bytes;
+  std::vector<std::uintptr_t> runs;
+  std::size_t total_runs = 0, small_bytes = 0;
+  for (std::size_t c = 0; c < class_count; ++c) {
+    const class_state& cs = t->m_class[c];
+    const class_info& ci = classes[c];
+    std::size_t n_runs = 0, n_blocks = 0;
+    for (int full = 0; full < 2; ++full) {
+      const std::string list = std::string(full ? "full" : "partial") + " run list of the " +
+                               std::to_string(ci.size) + "-byte class";
+      const run_header* prev = nullptr;
+      for (const run_header* r = full ? cs.m_full : cs.m_partial; r != nullptr; r = r->m_next) {
+        const auto ra = reinterpret_cast<std::uintptr_t>(r);
+        if (n_runs++ >= max_runs) corrupted(list + ": more runs than the arena holds (a cycle?)");
+        if (ra % run_bytes != 0) corrupted(list + ": run " + hex_string(ra) + " is not aligned to its size");
+        held(ra, run_bytes, "run");
+        if (r->m_magic != run_magic || r->m_self != r)
+          corrupted(list + ": run " + hex_string(ra) + " has a bad magic number or self link");
+        if (r->m_class != c) {
+          corrupted(list + ": run " + hex_string(ra) + " says class " + std::to_string(r->m_class) + ", expected " +
+                    std::to_string(c));
+        }
+        if (r->m_prev != prev) corrupted(list + ": run " + hex_string(ra) + " has a wrong back link");
+        std::size_t used = 0;
+        for (std::size_t w = 0; w < bitmap_words; ++w) {
+          const std::size_t lo = w * 64;
+          const std::uint64_t pad =
+              lo + 64 <= ci.count ? 0 : lo >= ci.count ? ~std::uint64_t{0} : ~std::uint64_t{0} << (ci.count - lo);
+          if ((r->m_bits[w] & pad) != pad)
+            corrupted(list + ": run " + hex_string(ra) + " has bits past its " + std::to_string(ci.count) + " blocks clear");
+          used += static_cast<std::size_t>(std::popcount(r->m_bits[w] & ~pad));
+          if (w < r->m_hint && r->m_bits[w] != ~std::uint64_t{0})
+            corrupted(list + ": run " + hex_string(ra) + " has a free block below its search hint");
+        }
+        if (r->m_hint >= bitmap_words) corrupted(list + ": run " + hex_string(ra) + " has its search hint out of range");
+        if (used != r->m_used || used == 0 || (full ? used != ci.count : used == ci.count)) {
+          corrupted(list + ": run " + hex_string(ra) + " counts " + std::to_string(r->m_used) + " blocks in use, its bitmap " +
+                    std::to_string(used) + " of " + std::to_string(ci.count));
+        }
+        n_blocks += used;
+        runs.push_back(ra);
+        prev = r;
+      }
+    }
+    if (n_runs != cs.m_runs || n_blocks != cs.m_blocks) {
+      corrupted("the " + std::to_string(ci.size) + "-byte class counts " + std::to_string(cs.m_runs) + " runs and " +
+                std::to_string(cs.m_blocks) + " blocks, its lists hold " + std::to_string(n_runs) + " and " +
+                std::to_string(n_blocks));
+    }
+    total_runs += n_runs;
+    small_bytes += n_blocks * ci.size;
+  }
+  std::sort(runs.begin(), runs.end());
+  if (std::adjacent_find(runs.begin(), runs.end()) != runs.end()) corrupted("a run is in two lists");
+  if (!runs.empty() && ta + tree_block_size(sizeof(class_table)) > runs.front() &&
+      ta < runs.back() + run_bytes) {
+    const auto it = std::upper_bound(runs.begin(), runs.end(), ta);
+    if ((it != runs.begin() && *std::prev(it) + run_bytes > ta) ||
+        (it != runs.end() && *it < ta + tree_block_size(sizeof(class_table))))
+      corrupted("class table " + hex_string(ta) + " overlaps a run");
+  }
+  if (t->m_runs != total_runs || total_runs == 0) {
+    corrupted("class table counts " + std::to_string(t->m_runs) + " runs, the lists hold " + std::to_string(total_runs));
+  }
+  const std::size_t run_bytes_total = total_runs * run_bytes + tree_block_size(sizeof(class_table));
+  if (m_s->m_run_bytes != run_bytes_total || m_s->m_small_bytes != small_bytes ||
+      m_s->m_allocated_bytes < m_s->m_run_bytes) {
+    corrupted("run byte counters are " + std::to_string(m_s->m_run_bytes) + " and " + std::to_string(m_s->m_small_bytes) +
+              ", the runs hold " + std::to_string(run_bytes_total) + " and " + std::to_string(small_bytes));
+  }
+}
+
 inline void heap::check() const {
   using heap_impl::corrupted;
   using heap_impl::free_block;
@@ -104,6 +214,7 @@ inline void heap::check() const {
 
   // Address tree: each block sane, strictly ascending, no overlaps, no uncoalesced neighbours.
   std::vector<std::uintptr_t> addresses;
+  std::vector<std::size_t> sizes;
   std::size_t bytes = 0;
   const free_block* prev = nullptr;
   audit_tree(m_s->m_by_addr, "address tree", max_blocks, [&](const free_block& block) {
@@ -132,6 +243,7 @@ inline void heap::check() const {
       }
     }
     addresses.push_back(a);
+    sizes.push_back(size);
     bytes += size;
     prev = &block;
   });
@@ -156,6 +268,8 @@ inline void heap::check() const {
     corrupted("size tree holds " + std::to_string(count) + " blocks, address tree " +
               std::to_string(addresses.size()));
   }
+
+  audit_runs(addresses, sizes);
 
   // Counters.
   if (m_s->m_free_blocks != count) {
