@@ -120,9 +120,12 @@ TEST_F(TmfCommand, GoodFile) {
   r = tmf("stats " + file.path().string());
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("free blocks by size"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("size classes"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" runs "), std::string::npos) << "the strings' size classes are not listed:\n" << r.out;
   r = tmf("stats --json " + file.path().string());
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("\"free_by_size\": [{\"min_bytes\": "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"size_classes\": [{\"block_size\": "), std::string::npos) << r.out;
 
   r = tmf("check " + file.path().string());
   EXPECT_EQ(r.status, 0) << r.err;

@@ -205,6 +205,14 @@ int cmd_stats(const std::filesystem::path& file, bool json) {
                   static_cast<unsigned long long>(c.bytes));
       first = false;
     }
+    std::printf("], \"spare_bytes\": %zu, \"size_classes\": [", st.spare_bytes);
+    first = true;
+    for (const auto& c : st.size_classes) {
+      if (c.runs == 0) continue;
+      std::printf("%s{\"block_size\": %zu, \"runs\": %zu, \"blocks\": %zu, \"bytes\": %zu}", first ? "" : ", ",
+                  c.block_size, c.runs, c.blocks, c.bytes);
+      first = false;
+    }
     std::printf("]}\n");
     return exit_ok;
   }
@@ -216,11 +224,16 @@ int cmd_stats(const std::filesystem::path& file, bool json) {
   std::printf("free                %zu bytes in %zu blocks, the largest %zu bytes\n", st.free_bytes, st.free_blocks,
               st.largest_free_block);
   std::printf("fragmentation       %.1f%% (1 - largest free block / free bytes)\n", 100.0 * frag);
-  std::printf("free blocks by size (size classes of the small-object front end: none in this format)\n");
+  std::printf("free blocks by size\n");
   for (const auto& c : classes) {
     if (c.blocks == 0) continue;
     std::printf("  >= %-12s %8llu blocks %14llu bytes\n", human(c.min).c_str(), static_cast<unsigned long long>(c.blocks),
                 static_cast<unsigned long long>(c.bytes));
+  }
+  std::printf("size classes        %zu bytes spare in runs (headers and free slots)\n", st.spare_bytes);
+  for (const auto& c : st.size_classes) {
+    if (c.runs == 0) continue;
+    std::printf("  %6zu B  %6zu runs %10zu blocks %14zu bytes in use\n", c.block_size, c.runs, c.blocks, c.bytes);
   }
   return exit_ok;
 }
