@@ -85,7 +85,14 @@ struct prng {
 /// way, those during the log write of a commit); starvation lets them overtake forever.
 /// Lives in an anonymous shared mapping for the process tests.
 struct wait_gauge {
-  static constexpr std::uint64_t starvation_bound = 20000;  // overtakes of one wait (a fair lock: hundreds)
+  // Overtakes of one wait that count as starvation. Readers of other processes read during
+  // the writer's whole write() and commit() but the apply (readers.hpp), and a read
+  // transaction makes no system call (well under a microsecond): a writer descheduled for a
+  // few milliseconds on a busy machine is overtaken tens of thousands of times without being
+  // starved. Starvation is a stream of reads that never lets the writer through, so the bound
+  // is large (reached in about a second of such a stream) rather than near a fair lock's
+  // hundreds.
+  static constexpr std::uint64_t starvation_bound = 1000000;
   std::atomic<std::uint64_t> waiting{0};    // the id of the writer's current wait, 0 if none
   std::atomic<std::uint64_t> next_wait{0};
   std::atomic<std::uint64_t> overtakes{0};  // of the current wait
