@@ -143,6 +143,9 @@ class engine {
   bool exclude_readers(bool wait) noexcept;
   void admit_readers() noexcept { clear_word(m_writer_flag); }
   bool settle_view(bool wait);
+  bool repair_after_dead_writer(bool wait);
+  /// False when a dead writer left the data file behind the log's apply marker.
+  bool view_applied() const noexcept { return !m_log.is_open() || m_log.marker_txn() <= header()->txn; }
   bool readers_open() const noexcept;
   void drop_private_if_caught_up();
   void maybe_checkpoint() noexcept;
@@ -454,7 +457,7 @@ inline bool engine::begin_read(bool wait) {
       // Entered. Without a reader table, the other processes are kept out below. With one,
       // the view is ready unless a dead writer left the data file behind the log's apply
       // marker, or the private pages of a read-only recovery may be dropped.
-      if (!m_table.is_open() || !m_log.is_open() || m_log.marker_txn() <= header()->txn) break;
+      if (!m_table.is_open() || view_applied()) break;
       leave_lane(lane, m_writer_flag, *m_pending);
       if (!settle_view(wait)) return false;
       continue;
@@ -544,12 +547,19 @@ inline bool engine::settle_view(bool wait) {
     drop_private_if_caught_up();
     if (!m_private_txn.load()) return true;
   }
-  if (!m_log.is_open() || m_log.marker_txn() <= header()->txn) return true;
+  if (view_applied()) return true;
   // An apply in another process (this one has no writer now) is not a dead writer's: the
   // caller waits for it on the pending word.
   bool free = false;
   if (auto ec = os::lock_would_succeed(m_fd, lock_apply, os::lock_kind::shared, free)) throw_os(ec, "apply lock");
   if (!free) return true;
+  return repair_after_dead_writer(wait);
+}
+
+/// Replays the commit a dead writer left half-applied (the data file behind the log's
+/// apply marker), under the writer lock. False if `wait` is false and the lock is taken.
+/// \throws error{errc::read_only} in a read-only process, which cannot repair.
+inline bool engine::repair_after_dead_writer(bool wait) {
   if (!m_writable)
     throw error(errc::read_only,
                 "tmf: " + m_name + " needs recovery (a writer died while committing); open it writable once");
@@ -571,17 +581,9 @@ inline bool engine::first_reader_lock(bool wait) {
       throw_os(ec, "apply lock");
     }
     if (m_private_txn.load()) drop_private_if_caught_up();
-    if (!m_log.is_open() || m_log.marker_txn() <= header()->txn) return true;
+    if (view_applied()) return true;
     m_apply_shared.unlock();
-    if (!m_writable)
-      throw error(errc::read_only,
-                  "tmf: " + m_name + " needs recovery (a writer died while committing); open it writable once");
-    byte_lock writer;
-    if (auto ec = writer.lock(m_fd, lock_writer, os::lock_kind::exclusive, wait)) {
-      if (would_block(ec)) return false;
-      throw_os(ec, "write lock");
-    }
-    m_log.position() = recovery::replay_pending(files());
+    if (!repair_after_dead_writer(wait)) return false;
   }
 }
 
