@@ -626,6 +626,17 @@ inline void engine::ensure_mapped(std::size_t size) {
   const std::size_t have = mapped();
   if (size <= have) return;
   if (size > m_reserved) throw error(errc::corrupted, "tmf: " + m_name + " grew beyond this process's reservation");
+  // Views begin at multiples of os::map_granularity (the page on Linux, 64 KiB on Windows):
+  // map whole granules, first extending a writable file whose arena ends inside one.
+  const std::size_t granule = os::map_granularity;
+  if (size % granule != 0) {
+    const std::size_t want = std::min(m_reserved, (size + granule - 1) / granule * granule);
+    os::file_info fi;
+    if (auto ec = os::stat_file(m_fd, fi)) throw_os(ec, "cannot stat " + m_name);
+    if (fi.size < want && m_writable)
+      if (auto ec = os::allocate(m_fd, fi.size, want - fi.size)) throw_os(ec, "cannot extend " + m_name);
+    if (fi.size >= want || m_writable) size = want;
+  }
   if (auto ec = os::map_file(m_base + have, size - have, m_fd, have)) throw_os(ec, "cannot map " + m_name);
   // The new mapping replaced reserved space: kernel tracking must register it afresh.
   if (m_uffd.is_open())
