@@ -22,6 +22,12 @@ TMF_DEPS_DEMO=(cmake g++ make libboost-dev)
 # python3 reads Google Benchmark's JSON (a shell script cannot parse JSON without another tool).
 TMF_DEPS_PLOT=(gnuplot-nox python3)
 
+# shellcheck disable=SC2034
+# The windows stage of scripts/test.sh (installed by that stage only, without recommended
+# packages): the mingw-w64 cross compiler with posix threads and its Windows headers and
+# libraries, and Wine 8 (64-bit) to run the cross-built tests.
+TMF_DEPS_WINDOWS=(g++-mingw-w64-x86-64 mingw-w64-x86-64-dev wine wine64)
+
 # tmf_missing_packages PKG...: prints the packages that are not installed, one per line.
 tmf_missing_packages() {
   local pkg status
@@ -50,7 +56,9 @@ tmf_require_packages() {
   fi
   if [[ "$(id -u)" -eq 0 ]]; then
     echo "deps: installing ${missing[*]}" >&2
-    if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; }; then
+    local no_recommends=()
+    [[ "${TMF_DEPS_NO_RECOMMENDS:-}" != 1 ]] || no_recommends=(--no-install-recommends)
+    if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${no_recommends[@]}" "${missing[@]}"; }; then
       echo "deps: apt-get failed to install: ${missing[*]}" >&2
       exit 1
     fi

@@ -26,7 +26,15 @@
 
 #include <sys/types.h>
 #include <unistd.h>
-#if !defined(_WIN32)
+#if defined(_WIN32)
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#else
 #include <sys/wait.h>
 #endif
 
@@ -84,12 +92,30 @@ inline std::filesystem::path lock_path(const std::filesystem::path& path) {
   return std::filesystem::path(path.string() + "-lock");
 }
 
-/// Removes a storage file, its log and its lock file; missing files are not an error.
-inline void remove_storage(const std::filesystem::path& path) {
+inline void remove_storage(const std::filesystem::path& path);
+
+/// Removes a file; a missing file is not an error.
+inline void remove_file(const std::filesystem::path& path) {
   std::error_code ec;
+#if defined(_WIN32)
+  // A file still open elsewhere keeps its name until closed ("delete pending"): renamed
+  // first, its name is free at once, as after unlink(2).
+  static unsigned counter = 0;
+  std::filesystem::path gone = path;
+  gone += ".removed-" + std::to_string(::GetCurrentProcessId()) + "-" + std::to_string(++counter);
+  std::filesystem::rename(path, gone, ec);
+  if (!ec) {
+    std::filesystem::remove(gone, ec);
+    return;
+  }
+#endif
   std::filesystem::remove(path, ec);
-  std::filesystem::remove(log_path(path), ec);
-  std::filesystem::remove(lock_path(path), ec);
+}
+
+inline void remove_storage(const std::filesystem::path& path) {
+  remove_file(path);
+  remove_file(log_path(path));
+  remove_file(lock_path(path));
 }
 
 /// A test's storage path, removed (with its log and lock file) on construction and destruction.
@@ -114,6 +140,34 @@ class scoped_path {
  private:
   std::filesystem::path path_;
 };
+
+/// Sets (or with nullptr, removes) an environment variable of this process.
+inline void set_env(const char* name, const char* value) {
+#if defined(_WIN32)
+  ::_putenv_s(name, value ? value : "");
+#else
+  if (value)
+    ::setenv(name, value, 1);
+  else
+    ::unsetenv(name);
+#endif
+}
+
+/// std::aligned_alloc, which Windows's C library lacks; free with aligned_free.
+inline void* aligned_alloc(std::size_t align, std::size_t size) {
+#if defined(_WIN32)
+  return ::_aligned_malloc(size, align);
+#else
+  return std::aligned_alloc(align, size);
+#endif
+}
+inline void aligned_free(void* p) {
+#if defined(_WIN32)
+  ::_aligned_free(p);
+#else
+  std::free(p);
+#endif
+}
 
 /// The whole content of a file (to check that a failed open left it byte-for-byte untouched).
 inline std::vector<char> read_bytes(const std::filesystem::path& path) {

@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_support.hpp"
+
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -33,12 +35,12 @@ class arena {
  public:
   explicit arena(std::size_t size, std::size_t capacity = std::size_t{4} << 20)
       : m_capacity(capacity),
-        m_buffer(static_cast<std::byte*>(std::aligned_alloc(page_size, capacity))),
+        m_buffer(static_cast<std::byte*>(tmf_test::aligned_alloc(page_size, capacity))),
         m_state(std::make_unique<state_bytes>()) {
     std::memset(m_buffer, 0xee, capacity);  // garbage: the heap must not rely on zeroed memory
     heap::create(state(), m_buffer, m_buffer + size);
   }
-  ~arena() { std::free(m_buffer); }
+  ~arena() { tmf_test::aligned_free(m_buffer); }
   arena(const arena&) = delete;
   arena& operator=(const arena&) = delete;
 

@@ -127,7 +127,7 @@ TEST(DirtySetKernel, ScanFindsExactlyTheWrittenPagesAcrossTransactions) {
   mapped_file m(pages * page_size);
   auto* base = static_cast<unsigned char*>(m.base);
   os::file pagemap, uffd;
-  ASSERT_FALSE(os::open_pagemap(pagemap));
+  if (auto ec = os::open_pagemap(pagemap)) GTEST_SKIP() << "no pagemap, so no kernel write tracking here: " << ec.message();
   if (auto ec = open_kernel_tracker(uffd, pagemap, base, m.bytes))
     GTEST_SKIP() << "no kernel write tracking here: " << ec.message();
   dirty_set d;
@@ -162,7 +162,7 @@ TEST(DirtySetKernel, ResetWithoutCollectLeavesNothingForTheNextScan) {
   mapped_file m(chunk_pages * page_size);
   auto* base = static_cast<unsigned char*>(m.base);
   os::file pagemap, uffd;
-  ASSERT_FALSE(os::open_pagemap(pagemap));
+  if (auto ec = os::open_pagemap(pagemap)) GTEST_SKIP() << "no pagemap, so no kernel write tracking here: " << ec.message();
   if (auto ec = open_kernel_tracker(uffd, pagemap, base, m.bytes))
     GTEST_SKIP() << "no kernel write tracking here: " << ec.message();
   dirty_set d;
@@ -278,8 +278,8 @@ struct small_root {
 
 /// Sets TMF_TRACKER for the scope.
 struct tracker_env {
-  explicit tracker_env(const char* v) { ::setenv("TMF_TRACKER", v, 1); }
-  ~tracker_env() { ::unsetenv("TMF_TRACKER"); }
+  explicit tracker_env(const char* v) { tmf_test::set_env("TMF_TRACKER", v); }
+  ~tracker_env() { tmf_test::set_env("TMF_TRACKER", nullptr); }
 };
 
 // stats() names the tracker and counts the pages of the last commit; TMF_TRACKER=fallback

@@ -529,7 +529,10 @@ inline std::error_code map_file(void* addr, std::size_t size, const file& f, std
   while (at < end && !ec) {
     const std::uint64_t view_end = (off / view_size + 1) * view_size;  // aligned in the file
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(view_end - off, end - at));
-    HANDLE s = ::CreateFileMappingW(f.native(), nullptr, PAGE_READONLY, 0, 0, nullptr);
+    // The section ends where the view does: a section pins the file's size against truncation.
+    const std::uint64_t section_end = off + n;
+    HANDLE s = ::CreateFileMappingW(f.native(), nullptr, PAGE_READONLY, static_cast<DWORD>(section_end >> 32),
+                                    static_cast<DWORD>(section_end), nullptr);
     void* v = s ? ::MapViewOfFileEx(s, FILE_MAP_COPY, static_cast<DWORD>(off >> 32), static_cast<DWORD>(off), n,
                                     reinterpret_cast<void*>(at))
                 : nullptr;
@@ -567,7 +570,7 @@ inline std::error_code map_whole(const file& f, std::size_t size, bool writable,
   std::size_t n = size;
   if (!writable && fi.size < size) n = static_cast<std::size_t>(fi.size);
   if (n == 0) return std::make_error_code(std::errc::invalid_argument);
-  const std::uint64_t max = writable ? std::max<std::uint64_t>(size, fi.size) : 0;
+  const std::uint64_t max = n;  // a section pins the file's size against truncation: no longer than the view
   HANDLE s = ::CreateFileMappingW(f.native(), nullptr, writable ? PAGE_READWRITE : PAGE_READONLY,
                                   static_cast<DWORD>(max >> 32), static_cast<DWORD>(max), nullptr);
   if (!s) return last_error();
