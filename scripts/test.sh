@@ -17,7 +17,7 @@
 #   debug    what a user types: -DCMAKE_BUILD_TYPE=Debug and nothing else; everything built
 #            (tests, examples, tools, benchmarks), warnings on but not fatal; nothing run.
 #            Fails only if the build fails; the warnings are counted (build/debug/build.log)
-#   windows  (opt-in: --stage windows) cross-built for 64-bit Windows with mingw-w64
+#   windows  cross-built for 64-bit Windows with mingw-w64
 #            (cmake/toolchain-mingw-w64.cmake, -O1, GoogleTest from source): the tests listed in
 #            TMF_WINDOWS_TESTS (tests/CMakeLists.txt) and the examples, run under Wine
 #            (ctest through CMAKE_CROSSCOMPILING_EMULATOR, a Wine prefix in build/windows/wine,
@@ -39,8 +39,8 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-all_stages=(release asan tsan m32 clang debug)
-opt_in_stages=(windows)  # run only when named with --stage
+all_stages=(release asan tsan m32 clang debug windows)
+opt_in_stages=()  # stages run only when named with --stage
 stages=()
 usage() { sed -n '4,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -231,6 +231,7 @@ run_stage() {
   if [[ "$stage" == windows ]]; then
     # One wineserver for the whole stage (a Wine process then starts in ~0.1 s instead of
     # seconds); it exits by itself 30 s after its last client.
+    mkdir -p "$root/build/windows/wine"
     env "${stage_env[@]}" wineserver -p30 || true
     env "${stage_env[@]}" wineboot -i >/dev/null 2>&1 || true
   fi
