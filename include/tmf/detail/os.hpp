@@ -114,11 +114,11 @@ struct buffer {
 };
 
 /// What a storage does to its files (reported to the test hook).
-enum class io_op { read, write, sync, allocate, truncate };
+enum class io_op { read, write, sync, allocate, truncate, punch };
 
 #if defined(TMF_TESTING_IO_HOOK)
-/// If set, called before every read, write, sync, allocate and truncate of a file with its
-/// offset and length (and the bytes of a write); a non-empty return makes the operation
+/// If set, called before every read, write, sync, allocate, truncate (offset: the new size)
+/// and hole punch of a file with its offset and length (and the bytes of a write); a non-empty return makes the operation
 /// fail with that error without doing it. Not thread-safe to change while storages are in
 /// use. Exists only where TMF_TESTING_IO_HOOK is defined.
 using io_hook_fn = std::error_code (*)(io_op op, const file& f, std::uint64_t offset, std::uint64_t length,
@@ -327,7 +327,7 @@ inline std::error_code allocate(const file& f, std::uint64_t off, std::uint64_t 
 /// system cannot (then nothing changed).
 inline std::error_code punch_hole(const file& f, std::uint64_t off, std::uint64_t len) noexcept {
   if (len == 0) return {};
-  if (auto ec = call_hook(io_op::truncate, f, off, len, nullptr)) return ec;  // gives space back, like truncate
+  if (auto ec = call_hook(io_op::punch, f, off, len, nullptr)) return ec;
   while (::fallocate64(f.native(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off64_t>(off),
                        static_cast<off64_t>(len)) != 0)
     if (errno != EINTR) return last_error();
