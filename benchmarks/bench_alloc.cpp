@@ -14,6 +14,7 @@
 #include <random>
 #include <vector>
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <benchmark/benchmark.h>
@@ -171,9 +172,9 @@ void BM_give_back_cycle_boost_ipc(benchmark::State& state) {
         b = static_cast<std::byte*>(sm->allocate(cycle_block));
         touch_pages(b);
       }
-      mf.flush(0, 0, false);  // msync(MS_SYNC): durable, as tmf's durability::full
+      ::msync(mf.get_address(), mf.get_size(), MS_SYNC);  // durable, as tmf's durability::full
       for (auto* b : blocks) sm->deallocate(b);
-      mf.flush(0, 0, false);
+      ::msync(mf.get_address(), mf.get_size(), MS_SYNC);
     }
   } catch (const bip::bad_alloc&) {
     state.SkipWithError("boost: bad_alloc");
