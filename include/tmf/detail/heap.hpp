@@ -381,6 +381,15 @@ class heap {
     return m_s->m_end;
   }
 
+  /// Marks every free block as possibly holed in all its whole pages past its node's page
+  /// (compaction, before it punches them): they are allocated again before reuse.
+  void record_holes() noexcept {
+    for (auto& block : m_s->m_by_addr) {
+      const std::uintptr_t he = heap_impl::align_down(block.end_address(), page_size);
+      if (he > heap_impl::holes_begin(block.address()) && block.m_holes_end != he) block.m_holes_end = he;
+    }
+  }
+
   /// Bytes in the free block that touches end(), 0 if none does.
   std::size_t top_free_bytes() const noexcept {
     const auto& by_addr = m_s->m_by_addr;
