@@ -311,6 +311,7 @@ inline void engine::end_write() noexcept {
   if (forked()) return;  // the parent's locks are not ours
   TMF_ASSERT(is_writer_thread());
   if (has_changes() && !m_poison) ++m_rollbacks;
+  m_freed.clear();
   // After a failed apply the private copies are the committed state: keep them.
   if (m_dirty.reset(m_base, mapped(), !m_poison))
     fatal("cannot drop private pages at the end of a writer (madvise/mprotect failed)");
@@ -525,7 +526,8 @@ inline void engine::released_pages(void* ctx, std::uintptr_t begin, std::uintptr
 /// Undoes the transaction; the header page stays writable for the writer's next one.
 inline void engine::rollback_pages() noexcept {
   if (has_changes()) ++m_rollbacks;
-  m_freed.clear();  // the frees are undone
+  m_freed.clear();  // the frees are undone, and so is a cut of the arena
+  m_cut_to = 0;
   if (m_dirty.reset(m_base, mapped(), true, dirty_set::header_page::keep_discard))
     fatal("cannot drop private pages on rollback (madvise/mprotect failed)");
 }
@@ -771,10 +773,13 @@ inline void engine::grow(std::size_t need) {
   std::size_t target = cur + std::min(step, m_reserved - cur);
   os::file_info fi;
   if (os::stat_file(m_fd, fi)) throw std::bad_alloc();
-  if (fi.size < target && os::allocate(m_fd, fi.size, target - fi.size)) {
+  // From the arena's end, not the file's: past a cut whose truncation failed, the file may
+  // hold holes (give_back), which the new free space must not inherit.
+  const std::uint64_t from = std::min<std::uint64_t>(fi.size, cur);
+  if (os::allocate(m_fd, from, target - from)) {
     // Not enough disk for the comfortable step: try the bare need.
     target = cur + (need + page_size - 1) / page_size * page_size;
-    if (fi.size < target && os::allocate(m_fd, fi.size, target - fi.size)) throw std::bad_alloc();
+    if (os::allocate(m_fd, from, target - from)) throw std::bad_alloc();
   }
   try {
     ensure_mapped(target);
