@@ -14,6 +14,9 @@
 #include <random>
 #include <vector>
 
+#include <sys/mman.h>
+#include <sys/stat.h>
+
 #include <benchmark/benchmark.h>
 #include <tmf/tmf.hpp>
 
@@ -110,6 +113,78 @@ void BM_alloc_boost_ipc_nolock(benchmark::State& state) {
   boost_batches<unlocked_mapped_file>(state, "alloc-nolock.bip");
 }
 BENCHMARK(BM_alloc_boost_ipc_nolock);
+
+// -- giving freed space back (options::give_back_bytes) --------------------------------------
+// A cycle: allocate 64 blocks of 64 KiB (4 MiB), store one byte per page, commit; free them
+// all, commit. With give_back (the default, give_back_bytes = 1 MiB) the freeing commit
+// checkpoints (a data-file fdatasync) and punches the 4 MiB out of the file, and the next
+// cycle's allocations fallocate the holes again; give_back_bytes = 0 keeps the pages.
+// Peer: Boost.Interprocess managed_mapped_file, the same blocks, a synchronous flush (msync
+// MS_SYNC) after each half; it never gives space back.
+// Counter disk_MiB: the data file's disk usage after the freeing half.
+
+constexpr std::size_t cycle_blocks = 64, cycle_block = std::size_t{64} << 10;
+
+struct cycle_root {
+  std::byte* blocks[cycle_blocks] = {};
+};
+
+void touch_pages(std::byte* p) {
+  for (std::size_t off = 0; off < cycle_block; off += 4096) p[off] = std::byte{1};
+}
+
+void BM_give_back_cycle_tmf(benchmark::State& state) {
+  tmf_bench::scoped_file f("giveback.tmf");
+  tmf::options o;
+  o.sync = tmf::durability::full;
+  o.give_back_bytes = state.range(0) != 0 ? std::size_t{1} << 20 : 0;
+  tmf::storage<cycle_root> store(f.path(), o);
+  auto w = store.write();
+  tmf::allocator<std::byte> a = w.get_allocator();
+  {  // a live block above the cycle's: the freed space stays inside the arena (no truncation)
+    for (auto& b : w->blocks) b = a.allocate(cycle_block);
+    benchmark::DoNotOptimize(a.allocate(cycle_block));
+    for (auto& b : w->blocks) a.deallocate(b, cycle_block);
+    w.commit();
+  }
+  for (auto _ : state) {
+    for (auto& b : w->blocks) {
+      b = a.allocate(cycle_block);
+      touch_pages(b);
+    }
+    w.commit();
+    for (auto& b : w->blocks) a.deallocate(b, cycle_block);
+    w.commit();
+  }
+  state.counters["disk_MiB"] = static_cast<double>(store.stats().disk_bytes) / (1 << 20);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_give_back_cycle_tmf)->ArgName("give_back")->Arg(1)->Arg(0);
+
+void BM_give_back_cycle_boost_ipc(benchmark::State& state) {
+  tmf_bench::scoped_file f("giveback.bip");
+  bip::managed_mapped_file mf(bip::create_only, f.c_str(), std::size_t{16} << 20);
+  auto* sm = mf.get_segment_manager();
+  std::byte* blocks[cycle_blocks];
+  try {
+    for (auto _ : state) {
+      for (auto& b : blocks) {
+        b = static_cast<std::byte*>(sm->allocate(cycle_block));
+        touch_pages(b);
+      }
+      ::msync(mf.get_address(), mf.get_size(), MS_SYNC);  // durable, as tmf's durability::full
+      for (auto* b : blocks) sm->deallocate(b);
+      ::msync(mf.get_address(), mf.get_size(), MS_SYNC);
+    }
+  } catch (const bip::bad_alloc&) {
+    state.SkipWithError("boost: bad_alloc");
+    return;
+  }
+  struct stat st {};
+  if (::stat(f.c_str(), &st) == 0) state.counters["disk_MiB"] = static_cast<double>(st.st_blocks) * 512 / (1 << 20);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_give_back_cycle_boost_ipc);
 
 }  // namespace
 

@@ -193,9 +193,9 @@ int cmd_stats(const std::filesystem::path& file, bool json) {
   }
   const double frag = st.free_bytes == 0 ? 0.0 : 1.0 - static_cast<double>(st.largest_free_block) / static_cast<double>(st.free_bytes);
   if (json) {
-    std::printf("{\"file\": %s, \"file_bytes\": %zu, \"arena_bytes\": %zu, \"allocated_bytes\": %zu, \"free_bytes\": %zu, "
+    std::printf("{\"file\": %s, \"file_bytes\": %zu, \"disk_bytes\": %zu, \"arena_bytes\": %zu, \"allocated_bytes\": %zu, \"free_bytes\": %zu, "
                 "\"free_blocks\": %zu, \"largest_free_block\": %zu, \"fragmentation\": %.4f, \"free_by_size\": [",
-                json_string(file.string()).c_str(), st.file_bytes, st.arena_bytes, st.allocated_bytes, st.free_bytes,
+                json_string(file.string()).c_str(), st.file_bytes, st.disk_bytes, st.arena_bytes, st.allocated_bytes, st.free_bytes,
                 st.free_blocks, st.largest_free_block, frag);
     bool first = true;
     for (const auto& c : classes) {
@@ -217,7 +217,8 @@ int cmd_stats(const std::filesystem::path& file, bool json) {
     return exit_ok;
   }
   std::printf("file                %s\n", file.string().c_str());
-  std::printf("data file           %zu bytes\n", st.file_bytes);
+  std::printf("data file           %zu bytes, %zu on disk (%s; freed extents are punched out)\n", st.file_bytes,
+              st.disk_bytes, human(st.disk_bytes).c_str());
   std::printf("arena               %zu bytes (%s)\n", st.arena_bytes, human(st.arena_bytes).c_str());
   std::printf("allocated           %zu bytes (%.1f%% of the arena)\n", st.allocated_bytes,
               st.arena_bytes ? 100.0 * static_cast<double>(st.allocated_bytes) / static_cast<double>(st.arena_bytes) : 0.0);

@@ -39,6 +39,17 @@ struct options {
   /// (tmf extension) Log bytes after which a commit also checkpoints: syncs the data file
   /// and restarts the log. Larger: fewer data-file syncs, longer recovery and bigger log.
   std::size_t checkpoint_bytes = std::size_t{64} << 20;
+  /// (tmf extension) Giving freed space back to the file system. A freed extent of at
+  /// least 64 KiB has its whole pages (past its first, which holds the heap's bookkeeping)
+  /// punched out of the data file once the freeing commit is durable in the data file
+  /// itself: at the next checkpoint, or right after the commit that brings the bytes
+  /// waiting to be punched to `give_back_bytes` (that commit then checkpoints: one more
+  /// data-file sync). 0: never punch (the pages stay allocated until storage::compact).
+  std::size_t give_back_bytes = std::size_t{1} << 20;
+  /// (tmf extension) A commit that leaves a free block of more than this many bytes at the
+  /// end of the arena cuts the arena back (to a 64 KiB boundary), checkpoints and truncates
+  /// the data file. 0: never truncate (storage::compact still does).
+  std::size_t truncate_bytes = std::size_t{64} << 20;
 };
 
 /// The counters of one size class of the heap's small-object runs.
@@ -69,6 +80,10 @@ struct storage_stats {
   /// allocated_bytes + free_bytes + spare_bytes + the header page == arena_bytes.
   std::size_t spare_bytes;
   std::vector<size_class_stats> size_classes;  ///< every size class, smallest first
+  std::size_t disk_bytes = 0;  ///< disk space the data file occupies (its allocated blocks)
+  /// Bytes this storage object punched out of the data file or cut off its end
+  /// (options::give_back_bytes, options::truncate_bytes); holes are counted when punched.
+  std::uint64_t given_back_bytes = 0;
 };
 
 }  // namespace tmf

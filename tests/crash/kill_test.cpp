@@ -183,6 +183,10 @@ class kill_harness {
     tmf::options o;
     o.sync = m_ctl.below(2) == 0 ? tmf::durability::full : tmf::durability::no_sync;
     if (m_ctl.below(5) < 2) o.checkpoint_bytes = 256u << 10;
+    if (m_ctl.below(2) == 0) {  // freed blobs punched at once, a free top over 1 MiB truncated
+      o.give_back_bytes = 64u << 10;
+      o.truncate_bytes = 1u << 20;
+    }
     return o;
   }
 

@@ -112,6 +112,10 @@ tmf::options storage_options(const scenario& sc) {
   tmf::options o;
   o.sync = tmf::durability::full;
   o.checkpoint_bytes = sc.checkpoint_bytes;
+  // Freed space given back at once: a commit that frees >= 64 KiB checkpoints and punches,
+  // and a free top of the arena over 512 KiB is cut off (the file truncated, then regrown).
+  o.give_back_bytes = 64u << 10;
+  o.truncate_bytes = 512u << 10;
   return o;
 }
 
@@ -244,7 +248,7 @@ verifier make_verifier(const recorded& r) {
 }
 
 struct scenario_result {
-  std::uint64_t ops = 0, commits = 0, syncs = 0, cuts = 0, combinations = 0, failures = 0;
+  std::uint64_t ops = 0, commits = 0, syncs = 0, punches = 0, truncates = 0, cuts = 0, combinations = 0, failures = 0;
 };
 
 /// Records the scenario and verifies `target` combinations (at least every sync boundary).
@@ -263,6 +267,11 @@ scenario_result run_scenario(const scenario& sc, std::uint64_t target) {
 
   res.syncs = static_cast<std::uint64_t>(
       std::count_if(r.t.ops.begin(), r.t.ops.end(), [](const trace_op& op) { return op.op == io_op::sync; }));
+  for (const trace_op& op : r.t.ops) {
+    if (op.file != data_file) continue;
+    if (op.op == io_op::punch) ++res.punches;
+    if (op.op == io_op::truncate) ++res.truncates;
+  }
   const std::vector<std::size_t> pending_at = unsynced_counts(r.t);  // without building images
   constexpr std::size_t combos_per_cut = 8;
   auto combos_at = [&](std::size_t k) { return pending_at[k] == 0 ? std::size_t{1} : combos_per_cut; };
@@ -372,8 +381,11 @@ TEST(PowerLoss, RandomCutsRecoverACommittedState) {
     scenario_result res = run_scenario(sc, (total * percent + 99) / 100);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     std::cout << "powerloss: " << sc.name << ": " << res.commits << " commits, " << res.ops << " file operations ("
-              << res.syncs << " fdatasyncs); " << res.cuts << " cut points, " << res.combinations
+              << res.syncs << " fdatasyncs, " << res.punches << " hole punches, " << res.truncates
+              << " truncations of the data file); " << res.cuts << " cut points, " << res.combinations
               << " combinations verified, " << res.failures << " failures, " << secs << " s" << std::endl;
+    // The workload frees and reuses extents of >= 64 KiB: punched and allocated again.
+    EXPECT_GT(res.punches, 0u) << sc.name << ": no hole was punched (seed " << sc.seed << ")";
     sum.cuts += res.cuts;
     sum.combinations += res.combinations;
     sum.failures += res.failures;

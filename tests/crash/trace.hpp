@@ -12,7 +12,7 @@
 /// to that file's last fdatasync before k is durable (applied to the baseline); each later
 /// operation is, as a `fate` decides, kept, dropped, or (a write) torn: only some of its
 /// 512-byte sectors (absolute file offsets) reach the disk. An unsynced allocate/truncate may
-/// or may not have happened. Later writes land over earlier ones in trace order, so every
+/// or may not have happened, and so may an unsynced hole punch (a hole reads as zeros). Later writes land over earlier ones in trace order, so every
 /// sector ends up as one of the versions it went through. `image_builder` writes the files
 /// so rebuilt; `random_fate` draws random combinations (a random subset of sectors, a prefix
 /// or a suffix).
@@ -90,6 +90,7 @@ inline const char* op_name(io_op op) {
     case io_op::sync: return "sync";
     case io_op::allocate: return "allocate";
     case io_op::truncate: return "truncate";
+    case io_op::punch: return "punch";
     case io_op::read: return "read";
   }
   return "?";
@@ -313,6 +314,11 @@ class image_builder {
             b = e;
           }
           flush();
+        } else if (op.op == io_op::punch) {
+          if (fa.happened(i) && op.offset < size) {  // a hole reads as zeros
+            const std::vector<unsigned char> zeros(static_cast<std::size_t>(std::min(op.length, size - op.offset)));
+            pwrite_exact(fd, zeros.data(), zeros.size(), op.offset);
+          }
         } else if (fa.happened(i)) {
           const std::uint64_t target = op.op == io_op::truncate ? op.offset : std::max(size, op.offset + op.length);
           check_io(::ftruncate(fd, static_cast<off_t>(target)), "ftruncate");
@@ -368,6 +374,10 @@ class image_builder {
         if (d.size() < op.offset + op.length) d.resize(op.offset + op.length);
         break;
       case io_op::truncate: d.resize(op.offset); break;
+      case io_op::punch:  // the file keeps its size; the range reads as zeros
+        if (op.offset < d.size())
+          std::memset(d.data() + op.offset, 0, static_cast<std::size_t>(std::min<std::uint64_t>(op.length, d.size() - op.offset)));
+        break;
       case io_op::sync:
       case io_op::read: break;
     }

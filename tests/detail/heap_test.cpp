@@ -847,3 +847,98 @@ TEST_P(heap_classes_random, matches_a_model) {
 INSTANTIATE_TEST_SUITE_P(seeds, heap_classes_random, testing::Values(1, 7, 14, 20261201));
 
 }  // namespace
+
+// -- holes (heap_backing): freed extents reported to be punched, refilled before reuse ---------
+
+namespace {
+
+/// A fake file behind the heap: which pages are holes. `released` punches at once (the
+/// engine waits for the commit to be durable); `reserve` fills, or fails when told to.
+struct hole_model {
+  std::vector<bool> hole;  // per page of the buffer
+  std::uintptr_t base = 0;
+  bool fail = false;
+  std::size_t reserves = 0, released_bytes = 0;
+  heap_impl::heap_backing backing{&reserve, &released, this, std::size_t{64} << 10};
+
+  static bool reserve(void* ctx, std::uintptr_t b, std::uintptr_t e) noexcept {
+    auto* m = static_cast<hole_model*>(ctx);
+    if (m->fail) return false;
+    ++m->reserves;
+    for (std::uintptr_t p = b; p < e; p += page_size) m->hole[(p - m->base) / page_size] = false;
+    return true;
+  }
+  static void released(void* ctx, std::uintptr_t b, std::uintptr_t e) noexcept {
+    auto* m = static_cast<hole_model*>(ctx);
+    m->released_bytes += e - b;
+    for (std::uintptr_t p = b; p < e; p += page_size) m->hole[(p - m->base) / page_size] = true;
+  }
+  /// Whether any page overlapping [p, p+n) is a hole.
+  bool any_hole(const void* p, std::size_t n) const {
+    const auto a = reinterpret_cast<std::uintptr_t>(p) - base;
+    for (std::size_t pg = a / page_size; pg * page_size < a + n; ++pg)
+      if (hole[pg]) return true;
+    return false;
+  }
+};
+
+TEST(heap_holes, freed_extents_are_released_and_refilled_before_they_are_handed_out) {
+  arena a(std::size_t{4} << 20);
+  hole_model m;
+  m.hole.assign(a.capacity() / page_size, false);
+  m.base = reinterpret_cast<std::uintptr_t>(a.base());
+  heap h(a.state(), &m.backing);
+  std::mt19937_64 g(42);
+  std::vector<std::pair<void*, std::size_t>> live;
+  for (int round = 0; round < 2000; ++round) {
+    if (live.empty() || g() % 3 != 0) {
+      const std::size_t size = (g() % 4 == 0) ? 8 + g() % 2048 : (std::size_t{1} << 10) + g() % (std::size_t{200} << 10);
+      void* p = h.allocate(size, g() % 5 == 0 ? page_size : 16);
+      if (p == nullptr) continue;
+      // Every node of a free block (written by the heap) and every block handed out is backed.
+      ASSERT_FALSE(m.any_hole(p, size)) << "round " << round << ": a hole was handed out (" << size << " bytes)";
+      std::memset(p, 0x5a, size);
+      live.emplace_back(p, size);
+    } else {
+      const std::size_t i = g() % live.size();
+      h.deallocate(live[i].first, live[i].second);
+      live[i] = live.back();
+      live.pop_back();
+    }
+    h.for_each_free_block([&](void* p, std::size_t) {
+      EXPECT_FALSE(m.any_hole(p, sizeof(heap_impl::free_block))) << "a free block's node lies in a hole";
+    });
+    if (round % 100 == 0) {
+      ASSERT_NO_THROW(h.check()) << "round " << round;
+    }
+  }
+  EXPECT_GT(m.released_bytes, std::size_t{1} << 20) << "large frees were not released";
+  EXPECT_GT(m.reserves, 0u) << "no hole was ever refilled";
+  for (auto& [p, n] : live) h.deallocate(p, n);
+  h.check();
+  EXPECT_EQ(h.free_blocks(), 1u);
+}
+
+TEST(heap_holes, an_allocation_whose_holes_cannot_be_filled_fails_and_changes_nothing) {
+  arena a(std::size_t{2} << 20);
+  hole_model m;
+  m.hole.assign(a.capacity() / page_size, false);
+  m.base = reinterpret_cast<std::uintptr_t>(a.base());
+  heap h(a.state(), &m.backing);
+  void* p = h.allocate(std::size_t{1} << 20, 16);
+  ASSERT_NE(p, nullptr);
+  h.deallocate(p, std::size_t{1} << 20);  // merged with the rest: the whole arena released
+  EXPECT_GE(m.released_bytes, (std::size_t{1} << 20) - page_size);
+  const block_list before = free_list(a);
+  m.fail = true;  // a full disk
+  EXPECT_EQ(h.allocate(std::size_t{256} << 10, 16), nullptr);
+  EXPECT_EQ(free_list(a), before);
+  h.check();
+  m.fail = false;
+  void* q2 = h.allocate(std::size_t{256} << 10, 16);
+  ASSERT_NE(q2, nullptr);
+  EXPECT_FALSE(m.any_hole(q2, std::size_t{256} << 10));
+  h.check();
+}
+
+}  // namespace

@@ -60,7 +60,7 @@ class engine {
   // -- accessors --------------------------------------------------------------------------
   unsigned char* base() const noexcept { return m_base; }
   file_header* header() const noexcept { return reinterpret_cast<file_header*>(m_base); }
-  heap arena_heap() const noexcept { return heap(reinterpret_cast<heap_state*>(header()->heap)); }
+  heap arena_heap() const noexcept { return heap(reinterpret_cast<heap_state*>(header()->heap), &m_backing); }
   const std::filesystem::path& path() const noexcept { return m_path; }
   std::size_t size() const noexcept { return static_cast<std::size_t>(header()->arena_size); }
   bool writable() const noexcept { return m_writable; }
@@ -103,6 +103,9 @@ class engine {
     if (!is_writer_thread()) fatal("deallocate in a storage by a thread without its writer");
     arena_heap().deallocate(p, size);
   }
+  /// Punches the pages waiting to be given back and truncates a cut arena, once the data
+  /// file is known durable (after a checkpoint). Writer lock held, no transaction open.
+  void give_back() noexcept;
   /// First write transaction of a new file: the heap is created in place (its trees point
   /// to themselves, so it cannot be built before the file is mapped).
   void init_heap() noexcept {
@@ -149,6 +152,9 @@ class engine {
   bool readers_open() const noexcept;
   void drop_private_if_caught_up();
   void maybe_checkpoint() noexcept;
+  void maybe_cut_arena() noexcept;
+  static bool reserve_pages(void* ctx, std::uintptr_t begin, std::uintptr_t end) noexcept;
+  static void released_pages(void* ctx, std::uintptr_t begin, std::uintptr_t end) noexcept;
   void settle_unknown() noexcept;
 
   // opening (engine_open.hpp) and closing
@@ -215,6 +221,22 @@ class engine {
   std::error_code m_poison_cause;       ///< the I/O error behind m_poison
   log_position m_unknown;               ///< with errc::commit_unknown: where its record is (offset, seen_txn = its txn)
   std::atomic<std::uint64_t> m_commits{0}, m_rollbacks{0}, m_pages_logged{0}, m_last_commit_pages{0};
+  // Giving space back (options::give_back_bytes, truncate_bytes).
+  heap_impl::heap_backing m_backing{&reserve_pages, &released_pages, this, give_back_min};
+  using page_range = std::pair<std::uintptr_t, std::uintptr_t>;
+  std::vector<page_range> m_freed;        ///< pages this transaction freed, to punch after it is durable
+  std::vector<page_range> m_to_punch;     ///< committed frees waiting for a checkpoint
+  std::size_t m_to_punch_bytes = 0;
+  std::uint64_t m_cut_to = 0;             ///< a committed cut of the arena: truncate the file to it
+  bool m_reserve_failed = false;          ///< the last allocation found no disk for a hole
+  bool m_punch_unsupported = false;       ///< the file system cannot punch holes
+  std::atomic<std::uint64_t> m_given_back{0};
+
+ public:
+  /// Freed extents of at least this many bytes are punched out of the data file.
+  static constexpr std::size_t give_back_min = std::size_t{64} << 10;
+  /// The arena is cut back to a multiple of this (the growth granule).
+  static constexpr std::size_t cut_granule = std::size_t{64} << 10;
 };
 
 // -- write transactions -------------------------------------------------------------------
@@ -289,6 +311,7 @@ inline void engine::end_write() noexcept {
   if (forked()) return;  // the parent's locks are not ours
   TMF_ASSERT(is_writer_thread());
   if (has_changes() && !m_poison) ++m_rollbacks;
+  m_freed.clear();
   // After a failed apply the private copies are the committed state: keep them.
   if (m_dirty.reset(m_base, mapped(), !m_poison))
     fatal("cannot drop private pages at the end of a writer (madvise/mprotect failed)");
@@ -306,6 +329,7 @@ inline void engine::commit() {
     ++m_commits;  // nothing changed: nothing to log
     return;
   }
+  maybe_cut_arena();
   file_header* h = header();
   const std::uint64_t txn = h->txn + 1;
   h->txn = txn;  // dirties page 0 first, so that it is in the list collected below
@@ -340,6 +364,14 @@ inline void engine::commit() {
   pos = {pos.base_txn, pos.generation, end, txn};
   apply_committed(txn, n);
   ++m_commits;
+  if (!m_freed.empty()) {
+    try {
+      m_to_punch.insert(m_to_punch.end(), m_freed.begin(), m_freed.end());
+      for (const auto& [b, e] : m_freed) m_to_punch_bytes += e - b;
+    } catch (const std::bad_alloc&) {  // they stay on disk (storage::compact punches them)
+    }
+    m_freed.clear();
+  }
   maybe_checkpoint();
 }
 
@@ -396,15 +428,106 @@ inline void engine::apply_committed(std::uint64_t txn, std::size_t n) noexcept {
 
 inline void engine::maybe_checkpoint() noexcept {
   const log_position& pos = m_log.position();
-  if (m_poison || pos.offset - log_start <= m_opt.checkpoint_bytes) return;
+  const bool give = m_cut_to != 0 || (m_opt.give_back_bytes != 0 && m_to_punch_bytes >= m_opt.give_back_bytes);
+  if (m_poison || (pos.offset - log_start <= m_opt.checkpoint_bytes && !give)) return;
   std::error_code cause;
-  if (recovery::checkpoint(files(), m_checkpoint, pos.seen_txn, log_start + m_opt.checkpoint_bytes, cause))
+  if (recovery::checkpoint(files(), m_checkpoint, pos.seen_txn, log_start + m_opt.checkpoint_bytes, cause)) {
     poison(errc::needs_reopen, cause);
+    return;
+  }
+  give_back();
+}
+
+/// Inside a commit, before its pages are collected: a free block of more than
+/// truncate_bytes at the end of the arena is cut off (the file is truncated once this
+/// commit is durable in the data file, give_back).
+inline void engine::maybe_cut_arena() noexcept {
+  if (m_opt.truncate_bytes == 0) return;
+  heap hp = arena_heap();
+  if (hp.top_free_bytes() <= m_opt.truncate_bytes) return;
+  void* end = hp.trim_top(cut_granule);
+  const auto arena = static_cast<std::uint64_t>(static_cast<unsigned char*>(end) - m_base);
+  if (arena == header()->arena_size) return;
+  header()->arena_size = arena;
+  m_cut_to = arena;
+}
+
+/// After a checkpoint that synced the data file: every free recorded in m_to_punch and a
+/// cut of the arena are durable in the data file itself, so a crash can no longer bring
+/// back a state in which those pages are live. Each range is checked against the heap as
+/// it is now (a later transaction may have reused it) and only pages still inside a free
+/// block that records holes there are punched. No private copy of them exists in this
+/// process: a commit drops every private page but the header page, so the mapping reads
+/// the holes as zeros, and other processes' mappings follow the file.
+inline void engine::give_back() noexcept {
+  if (m_poison || m_checkpoint.data_sync_failed || header()->root == 0) return;
+  if (m_cut_to != 0) {
+    os::file_info fi;
+    if (!os::stat_file(m_fd, fi) && fi.size > m_cut_to && m_cut_to == header()->arena_size)
+      if (!os::truncate(m_fd, m_cut_to)) m_given_back += fi.size - m_cut_to;
+    m_cut_to = 0;
+  }
+  if (m_to_punch.empty()) return;
+  std::vector<page_range> ranges;
+  ranges.swap(m_to_punch);
+  m_to_punch_bytes = 0;
+  if (m_punch_unsupported || m_opt.give_back_bytes == 0) return;
+  std::sort(ranges.begin(), ranges.end());
+  heap hp = arena_heap();
+  // Adjacent pieces (consecutive frees coalesce into one block) are punched together: one
+  // system call per run of pages, not one per freed block.
+  std::uintptr_t run_b = 0, run_e = 0;
+  auto punch = [&] {
+    if (run_e <= run_b || m_punch_unsupported) return;
+    std::error_code ec = os::punch_hole(m_fd, run_b - reinterpret_cast<std::uintptr_t>(m_base), run_e - run_b);
+    if (ec == std::errc::operation_not_supported)
+      m_punch_unsupported = true;
+    else if (!ec)
+      m_given_back += run_e - run_b;
+    // Another error: the pages stay allocated, which is harmless.
+  };
+  std::uintptr_t done = 0;  // ranges overlap where a block grew by coalescing: punch once
+  for (auto [b, e] : ranges) {
+    b = std::max(b, done);
+    if (b >= e) continue;
+    done = e;
+    hp.for_each_hole(b, e, [&](std::uintptr_t pb, std::uintptr_t pe) {
+      if (pb <= run_e && pe > run_e && run_e > run_b) {
+        run_e = pe;
+        return;
+      }
+      punch();
+      run_b = pb;
+      run_e = pe;
+    });
+  }
+  punch();
+}
+
+/// heap_backing::reserve: allocates the data file's pages [begin, end) again (they may be holes).
+inline bool engine::reserve_pages(void* ctx, std::uintptr_t begin, std::uintptr_t end) noexcept {
+  auto* e = static_cast<engine*>(ctx);
+  const auto base = reinterpret_cast<std::uintptr_t>(e->m_base);
+  if (!os::allocate(e->m_fd, begin - base, end - begin)) return true;
+  e->m_reserve_failed = true;
+  return false;
+}
+
+/// heap_backing::released: pages this transaction freed, to punch once it is durable.
+inline void engine::released_pages(void* ctx, std::uintptr_t begin, std::uintptr_t end) noexcept {
+  auto* e = static_cast<engine*>(ctx);
+  if (e->m_opt.give_back_bytes == 0 || e->m_punch_unsupported) return;
+  try {
+    e->m_freed.emplace_back(begin, end);
+  } catch (const std::bad_alloc&) {  // not punched: harmless
+  }
 }
 
 /// Undoes the transaction; the header page stays writable for the writer's next one.
 inline void engine::rollback_pages() noexcept {
   if (has_changes()) ++m_rollbacks;
+  m_freed.clear();  // the frees are undone, and so is a cut of the arena
+  m_cut_to = 0;
   if (m_dirty.reset(m_base, mapped(), true, dirty_set::header_page::keep_discard))
     fatal("cannot drop private pages on rollback (madvise/mprotect failed)");
 }
@@ -611,10 +734,13 @@ inline void* engine::allocate(std::size_t size, std::size_t align) {
   check_fork();
   if (!is_writer_thread()) throw error(errc::no_writer, "tmf: allocation in " + m_name + " by a thread without its writer");
   heap hp = arena_heap();
+  m_reserve_failed = false;
   if (void* p = hp.allocate(size, align)) return p;
-  if (align > page_size || (align & (align - 1)) != 0) throw std::bad_alloc();
+  // No disk for the holes of the block that fits (a full disk): as when growth fails.
+  if (m_reserve_failed || align > page_size || (align & (align - 1)) != 0) throw std::bad_alloc();
   grow(hp.growth_needed(size, align));
   void* p = hp.allocate(size, align);
+  if (p == nullptr && m_reserve_failed) throw std::bad_alloc();
   TMF_ASSERT(p != nullptr);
   return p;
 }
@@ -658,10 +784,13 @@ inline void engine::grow(std::size_t need) {
   std::size_t target = cur + std::min(step, m_reserved - cur);
   os::file_info fi;
   if (os::stat_file(m_fd, fi)) throw std::bad_alloc();
-  if (fi.size < target && os::allocate(m_fd, fi.size, target - fi.size)) {
+  // From the arena's end, not the file's: past a cut whose truncation failed, the file may
+  // hold holes (give_back), which the new free space must not inherit.
+  const std::uint64_t from = std::min<std::uint64_t>(fi.size, cur);
+  if (os::allocate(m_fd, from, target - from)) {
     // Not enough disk for the comfortable step: try the bare need.
     target = cur + (need + page_size - 1) / page_size * page_size;
-    if (fi.size < target && os::allocate(m_fd, fi.size, target - fi.size)) throw std::bad_alloc();
+    if (os::allocate(m_fd, from, target - from)) throw std::bad_alloc();
   }
   try {
     ensure_mapped(target);
@@ -697,7 +826,9 @@ inline storage_stats engine::stats() {
           m_dirty.kernel_tracking() ? "userfaultfd" : "mprotect",
           m_last_commit_pages.load(std::memory_order_relaxed),
           ready ? hp.spare_bytes() : 0,
-          std::move(classes)};
+          std::move(classes),
+          static_cast<std::size_t>(fi.disk_bytes),
+          m_given_back.load()};
 }
 
 inline void engine::check() {

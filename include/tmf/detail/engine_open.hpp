@@ -331,8 +331,9 @@ inline void engine::close_all(bool checkpoint_if_last) noexcept {
         std::error_code cause;
         // An empty log generation means the data file was synced when it began.
         if (last && (m_log.position().offset != log_start || m_checkpoint.data_sync_failed))
-          recovery::checkpoint(files(), m_checkpoint, m_log.position().seen_txn, log_start + m_opt.checkpoint_bytes,
-                               cause);
+          if (!recovery::checkpoint(files(), m_checkpoint, m_log.position().seen_txn,
+                                    log_start + m_opt.checkpoint_bytes, cause))
+            give_back();
         // A cleanly closed log keeps one growth step of space.
         if (last && m_log.position().offset == log_start && !m_checkpoint.data_sync_failed)
           m_log.shrink_to(log_growth_step, 0);

@@ -50,6 +50,10 @@ using hook = bi::set_base_hook<bi::tag<Tag>, bi::optimize_size<true>, bi::link_m
 /// The bookkeeping written at the start of every free block; the block's address is the node's.
 struct free_block : hook<by_size_tag>, hook<by_addr_tag> {
   std::size_t m_size;  ///< bytes in the block: a multiple of heap_quantum, at least one quantum
+  /// 0: the block has no holes. Else the file may have holes (punched pages, heap_backing)
+  /// in the block's pages that lie after its first page (which holds this node) and below
+  /// this address: such pages are allocated again before they are handed out.
+  std::uintptr_t m_holes_end;
 
   std::uintptr_t address() const noexcept { return reinterpret_cast<std::uintptr_t>(this); }
   std::uintptr_t end_address() const noexcept { return address() + m_size; }
@@ -87,12 +91,37 @@ using size_tree = bi::set<free_block, bi::base_hook<hook<by_size_tag>>, bi::comp
 using addr_tree = bi::set<free_block, bi::base_hook<hook<by_addr_tag>>, bi::compare<by_addr_compare>,
                           bi::constant_time_size<false>>;
 
+/// The file behind a heap, when there is one (engine.hpp): freed extents of at least
+/// `punch_min` bytes become holes in the file after their commit is durable, and pages of
+/// a block that may have holes are allocated again before they are handed out.
+struct heap_backing {
+  /// Makes `[begin, end)` (page-aligned) backed by disk again. False if it cannot (disk full):
+  /// the allocation then fails with nothing changed.
+  bool (*reserve)(void* ctx, std::uintptr_t begin, std::uintptr_t end) noexcept;
+  /// The pages `[begin, end)` (page-aligned) lie in a free block that now records holes
+  /// below `end`: the owner punches them once the transaction is durable, if still free.
+  void (*released)(void* ctx, std::uintptr_t begin, std::uintptr_t end) noexcept;
+  void* ctx;
+  /// Freed extents smaller than this stay on disk (in bytes; whole pages are punched).
+  std::size_t punch_min;
+};
+
+/// A free block as it was before a free coalesced it (heap::released).
+struct freed_part {
+  std::uintptr_t begin, end, holes_end;
+};
+
 /// Past this many candidates, an over-aligned request jumps to a block that surely fits.
 inline constexpr int aligned_scan_limit = 32;
 
 inline std::uintptr_t align_up(std::uintptr_t v, std::size_t align) noexcept {
   return (v + (align - 1)) & ~static_cast<std::uintptr_t>(align - 1);
 }
+inline std::uintptr_t align_down(std::uintptr_t v, std::size_t align) noexcept {
+  return v & ~static_cast<std::uintptr_t>(align - 1);
+}
+/// The first page of a free block at `a` that may be a hole: the page after its node's.
+inline std::uintptr_t holes_begin(std::uintptr_t a) noexcept { return align_down(a, page_size) + page_size; }
 
 /// A fixed-size message builder for the fatal path (no allocation there).
 class message {
@@ -176,7 +205,10 @@ class heap {
   }
 
   /// Binds to an existing state (created by `create`, possibly by another process).
-  explicit heap(heap_state* s) noexcept : m_s(s) { TMF_ASSERT(s != nullptr); }
+  /// With `backing`, frees may leave holes and allocations fill them (heap_backing).
+  explicit heap(heap_state* s, const heap_impl::heap_backing* backing = nullptr) noexcept : m_s(s), m_backing(backing) {
+    TMF_ASSERT(s != nullptr);
+  }
 
   /// Returns a block of `block_size(size, align)` bytes aligned to `align`, or nullptr if
   /// no free block fits (the caller grows the arena by `growth_needed` and retries; nothing
@@ -219,6 +251,7 @@ class heap {
       it = find_aligned(it, bs, align, at);
       if (it == by_size.end()) return nullptr;
     }
+    if (it->m_holes_end != 0 && !refill(*it, at, bs)) return nullptr;
     carve(*it, at, bs);
     TMF_ASSERT(at % align == 0);
     return reinterpret_cast<void*>(at);
@@ -248,27 +281,48 @@ class heap {
 
     const bool merge_prev = prev != nullptr && prev->end_address() == p;
     const bool merge_next = next != nullptr && next->address() == p + bs;
+    // Holes the merged block inherits (the freed bytes themselves have none), and its parts
+    // as they were, for released().
+    std::uintptr_t holes = 0;
+    heap_impl::freed_part parts[3];
+    int part_count = 0;
+    if (merge_prev) {
+      holes = prev->m_holes_end;
+      parts[part_count++] = {prev->address(), p, prev->m_holes_end};
+    }
+    parts[part_count++] = {p, p + bs, 0};
+    if (merge_next) {
+      holes = std::max(holes, next->m_holes_end);
+      parts[part_count++] = {next->address(), next->end_address(), next->m_holes_end};
+    }
+    heap_impl::free_block* merged_block;
     if (merge_prev && merge_next) {
       const std::size_t merged = prev->m_size + bs + next->m_size;
       by_size.erase(by_size.iterator_to(*next));
       by_addr.erase(next_it);
       resize(*prev, *prev, merged);
       --m_s->m_free_blocks;
+      merged_block = prev;
     } else if (merge_prev) {
       resize(*prev, *prev, prev->m_size + bs);
+      merged_block = prev;
     } else if (merge_next) {
       const std::size_t merged = bs + next->m_size;
       heap_impl::free_block* block = make_block(p, 0);  // [p, p+bs) does not touch next's node
       by_addr.replace_node(next_it, *block);            // same place in address order
       resize(*next, *block, merged);
+      merged_block = block;
     } else {
       heap_impl::free_block* block = make_block(p, bs);
       by_addr.insert_before(next_it, *block);  // the position is known: no search
       insert_by_size(*block);
       ++m_s->m_free_blocks;
+      merged_block = block;
     }
+    merged_block->m_holes_end = holes;
     m_s->m_free_bytes += bs;
     m_s->m_allocated_bytes -= bs;
+    if (m_backing != nullptr) released(*merged_block, parts, part_count);
   }
 
  private:
@@ -319,10 +373,45 @@ class heap {
       --m_s->m_free_blocks;
     } else {
       resize(top, top, top.m_size - cut);
+      if (top.m_holes_end > ne) top.m_holes_end = ne;
+      if (top.m_holes_end != 0 && top.m_holes_end <= heap_impl::holes_begin(top.address())) top.m_holes_end = 0;
     }
     m_s->m_end = reinterpret_cast<std::byte*>(ne);
     m_s->m_free_bytes -= cut;
     return m_s->m_end;
+  }
+
+  /// Marks every free block as possibly holed in all its whole pages past its node's page
+  /// (compaction, before it punches them): they are allocated again before reuse.
+  void record_holes() noexcept {
+    for (auto& block : m_s->m_by_addr) {
+      const std::uintptr_t he = heap_impl::align_down(block.end_address(), page_size);
+      if (he > heap_impl::holes_begin(block.address()) && block.m_holes_end != he) block.m_holes_end = he;
+    }
+  }
+
+  /// Bytes in the free block that touches end(), 0 if none does.
+  std::size_t top_free_bytes() const noexcept {
+    const auto& by_addr = m_s->m_by_addr;
+    if (by_addr.empty() || by_addr.rbegin()->end_address() != reinterpret_cast<std::uintptr_t>(m_s->m_end)) return 0;
+    return by_addr.rbegin()->m_size;
+  }
+
+  /// Calls `f(begin, end)` for each page-aligned piece of `[b, e)` that lies in a free
+  /// block's pages which may be holes (after its node's page, below its recorded holes'
+  /// end, whole pages only): what may be punched out of the file now. O(log n + pieces).
+  template <class F>
+  void for_each_hole(std::uintptr_t b, std::uintptr_t e, F&& f) const {
+    const auto& by_addr = m_s->m_by_addr;
+    auto it = by_addr.upper_bound(heap_impl::addr_key{b}, heap_impl::by_addr_compare{});
+    if (it != by_addr.begin()) --it;
+    for (; it != by_addr.end() && it->address() < e; ++it) {
+      if (it->m_holes_end == 0) continue;
+      const std::uintptr_t pb = std::max(b, heap_impl::holes_begin(it->address()));
+      const std::uintptr_t pe =
+          std::min({e, heap_impl::align_up(it->m_holes_end, page_size), heap_impl::align_down(it->end_address(), page_size)});
+      if (pb < pe) f(pb, pe);
+    }
   }
 
   /// Bytes to add at end() (a multiple of the quantum) so that `allocate(size, align)` is sure
@@ -422,7 +511,45 @@ class heap {
   static heap_impl::free_block* make_block(std::uintptr_t at, std::size_t size) noexcept {
     auto* block = ::new (reinterpret_cast<void*>(at)) heap_impl::free_block;
     block->m_size = size;
+    block->m_holes_end = 0;
     return block;
+  }
+
+  /// Before [at, at+bs) is carved out of `block`, which may have holes: allocates the pages
+  /// it and the node of the tail left after it occupy, below the block's holes. False
+  /// (nothing changed) if there is no backing to do it with or it fails.
+  bool refill(const heap_impl::free_block& block, std::uintptr_t at, std::size_t bs) noexcept {
+    using heap_impl::align_down;
+    using heap_impl::align_up;
+    const std::uintptr_t tail = at + bs;
+    const std::uintptr_t last = tail < block.end_address() ? tail + heap_quantum : tail;  // the tail's node
+    const std::uintptr_t b = std::max(align_down(at, page_size), heap_impl::holes_begin(block.address()));
+    const std::uintptr_t e = std::min(align_up(last, page_size), block.m_holes_end);
+    if (b >= e) return true;
+    if (m_backing == nullptr) return false;
+    return m_backing->reserve(m_backing->ctx, b, e);
+  }
+
+  /// After a free left `block` (made of `parts`: the freed extent and the free neighbours
+  /// it coalesced with, as they were): if the block holds at least `punch_min` bytes, the
+  /// pages of each part that may still be on disk (all of them, or those from the part's
+  /// recorded holes' end on) are reported to be punched, clipped to the block's pages past
+  /// its node page, and the block records holes up to its last whole page. Reported ranges
+  /// may cover pages already punched (rounded outwards): punching a hole again is harmless.
+  void released(heap_impl::free_block& block, const heap_impl::freed_part* parts, int count) noexcept {
+    using heap_impl::align_down;
+    using heap_impl::align_up;
+    if (block.m_size < m_backing->punch_min) return;
+    const std::uintptr_t hb = heap_impl::holes_begin(block.address());
+    const std::uintptr_t he = align_down(block.end_address(), page_size);
+    if (he <= hb) return;
+    for (int i = 0; i < count; ++i) {
+      const heap_impl::freed_part& part = parts[i];
+      const std::uintptr_t b = std::max(hb, align_down(part.holes_end != 0 ? part.holes_end : part.begin, page_size));
+      const std::uintptr_t e = std::min(he, align_up(part.end, page_size));
+      if (b < e) m_backing->released(m_backing->ctx, b, e);
+    }
+    block.m_holes_end = std::max(block.m_holes_end, he);
   }
 
   void insert_by_size(heap_impl::free_block& block) noexcept {
@@ -490,6 +617,10 @@ class heap {
     auto& by_size = m_s->m_by_size;
     const std::uintptr_t tail = at + bs;
     const std::size_t tail_size = block.end_address() - tail;
+    const std::uintptr_t holes = block.m_holes_end;
+    // The pages below the holes' end that the carve hands out were allocated (refill); the
+    // tail keeps the holes above them, the leading gap those below `at`.
+    const std::uintptr_t tail_holes = holes > heap_impl::holes_begin(tail) ? holes : 0;
     if (at == block.address()) {
       if (tail_size == 0) {
         by_size.erase(by_size.iterator_to(block));
@@ -499,12 +630,16 @@ class heap {
         heap_impl::free_block* rest = make_block(tail, 0);
         by_addr.replace_node(by_addr.iterator_to(block), *rest);  // same place in address order
         resize(block, *rest, tail_size);
+        rest->m_holes_end = tail_holes;
       }
     } else {
       const auto after = std::next(by_addr.iterator_to(block));
       resize(block, block, at - block.address());
+      if (holes != 0) block.m_holes_end = std::min(holes, at);
+      if (block.m_holes_end <= heap_impl::holes_begin(block.address())) block.m_holes_end = 0;
       if (tail_size != 0) {
         heap_impl::free_block* rest = make_block(tail, tail_size);
+        rest->m_holes_end = tail_holes;
         by_addr.insert_before(after, *rest);
         insert_by_size(*rest);
         ++m_s->m_free_blocks;
@@ -576,6 +711,7 @@ class heap {
   }
 
   heap_state* m_s;
+  const heap_impl::heap_backing* m_backing;
 };
 
 // -- the small-object front end (runs.hpp) --------------------------------------------------

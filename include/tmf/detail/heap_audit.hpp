@@ -228,6 +228,11 @@ inline void heap::check() const {
       corrupted("free block " + hex_string(a) + " of " + std::to_string(size) +
                 " bytes runs past the arena end " + hex_string(e));
     }
+    if (block.m_holes_end != 0 &&
+        (block.m_holes_end <= heap_impl::holes_begin(a) || block.m_holes_end - a > size)) {
+      corrupted("free block " + hex_string(a) + " of " + std::to_string(size) + " bytes records holes up to " +
+                hex_string(block.m_holes_end) + ", outside its pages");
+    }
     if (prev != nullptr) {
       const std::uintptr_t pa = prev->address();
       if (a <= pa) {

@@ -13,8 +13,9 @@
 /// compaction only gives back space the heap does not use. In one write transaction the top
 /// free block is cut back to a page boundary and the arena shrinks (committed like any
 /// change); after the commit the data file is truncated to the new arena and the pages that
-/// lie wholly inside free blocks (past each block's first quantum, which holds its tree node)
-/// are punched out. A page reused later is written back by the commit that uses it.
+/// lie wholly inside free blocks (past each block's first page, which holds its tree node)
+/// are punched out. The same commit marks the free blocks as holed, so a page reused later
+/// is allocated again before it is handed out.
 #ifndef TMF_DETAIL_MAINTENANCE_HPP
 #define TMF_DETAIL_MAINTENANCE_HPP
 
@@ -148,10 +149,11 @@ inline compact_result compact_storage(engine& e) {
     heap hp = e.arena_heap();
     void* end = hp.trim_top(page_size);
     const auto arena = static_cast<std::uint64_t>(static_cast<unsigned char*>(end) - e.base());
-    if (arena != h->arena_size) {
-      h->arena_size = arena;
-      e.commit();
-    }
+    if (arena != h->arena_size) h->arena_size = arena;
+    // The free blocks record the holes about to be punched, so that their pages are
+    // allocated again before reuse (a full disk is then std::bad_alloc, not a failed apply).
+    hp.record_holes();
+    e.commit();  // nothing to log if nothing changed
     // Committed (durably with durability::full): the tail is no longer part of any state a
     // recovery can reach, except records that replay over it and extend the file again.
     if (fi.size > arena)
@@ -160,8 +162,8 @@ inline compact_result compact_storage(engine& e) {
     const auto b = reinterpret_cast<std::uintptr_t>(e.base());
     hp.for_each_free_block([&](void* p, std::size_t size) {
       const auto a = reinterpret_cast<std::uintptr_t>(p);
-      // The first quantum holds the block's tree node: its page stays.
-      const std::uintptr_t first = (a - b + heap_quantum + page_size - 1) / page_size * page_size;
+      // The first page holds the block's tree node: it stays (as heap_impl::holes_begin).
+      const std::uintptr_t first = (a - b) / page_size * page_size + page_size;
       const std::uintptr_t last = (a - b + size) / page_size * page_size;
       if (last > first) holes.emplace_back(first, last - first);
     });

@@ -74,11 +74,11 @@ struct buffer {
 };
 
 /// What a storage does to its files (reported to the test hook).
-enum class io_op { read, write, sync, allocate, truncate };
+enum class io_op { read, write, sync, allocate, truncate, punch };
 
 #if defined(TMF_TESTING_IO_HOOK)
-/// If set, called before every read, write, sync, allocate and truncate of a file with its
-/// offset and length (and the bytes of a write); a non-empty return makes the operation
+/// If set, called before every read, write, sync, allocate, truncate (offset: the new size)
+/// and hole punch of a file with its offset and length (and the bytes of a write); a non-empty return makes the operation
 /// fail with that error without doing it. Not thread-safe to change while storages are in
 /// use. Exists only where TMF_TESTING_IO_HOOK is defined.
 using io_hook_fn = std::error_code (*)(io_op op, const file& f, std::uint64_t offset, std::uint64_t length,

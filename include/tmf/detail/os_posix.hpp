@@ -279,7 +279,7 @@ inline std::error_code allocate(const file& f, std::uint64_t off, std::uint64_t 
 /// system cannot (then nothing changed).
 inline std::error_code punch_hole(const file& f, std::uint64_t off, std::uint64_t len) noexcept {
   if (len == 0) return {};
-  if (auto ec = call_hook(io_op::truncate, f, off, len, nullptr)) return ec;  // gives space back, like truncate
+  if (auto ec = call_hook(io_op::punch, f, off, len, nullptr)) return ec;
   while (::fallocate64(f.native(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off64_t>(off),
                        static_cast<off64_t>(len)) != 0)
     if (errno != EINTR) return last_error();
