@@ -74,6 +74,26 @@ struct btree_set_params {
                 "tmf::btree_set: elements move between nodes; K needs a noexcept move constructor");
 };
 
+/// Whether a tree keeps a copy of its keys in an array of their own in each node (see
+/// btree_layout): for scalar keys of at most 8 bytes under std::less / std::greater, where a
+/// copy orders as the original and a linear scan of a few adjacent cache lines beats a
+/// binary search that misses the cache at every probe among large values.
+template <class P>
+inline constexpr bool btree_key_cache = [] {
+  using K = typename P::key_type;
+  using C = typename P::key_compare;
+  constexpr bool scalar = (std::is_arithmetic_v<K> || std::is_enum_v<K> || std::is_pointer_v<K>) && sizeof(K) <= 8;
+  constexpr bool plain_order = std::is_same_v<C, std::less<>> || std::is_same_v<C, std::less<K>> ||
+                               std::is_same_v<C, std::greater<>> || std::is_same_v<C, std::greater<K>>;
+  // A set's value is its key: a copy would only halve the node's capacity.
+  return scalar && plain_order && !P::is_set;
+}();
+
+/// The node layout of a tree with parameters P.
+template <class P>
+using btree_layout_for =
+    btree_layout<typename P::value_type, P::node_size, std::conditional_t<btree_key_cache<P>, typename P::key_type, void>>;
+
 template <class P>
 class btree;
 
@@ -81,7 +101,7 @@ class btree;
 /// value of the rightmost leaf (or a null node in an empty tree).
 template <class P, bool Const>
 class btree_iterator {
-  using layout = btree_layout<typename P::value_type, P::node_size>;
+  using layout = btree_layout_for<P>;
   friend class btree<P>;
   friend class btree_iterator<P, !Const>;
 
@@ -183,18 +203,29 @@ class btree {
   using insert_return = std::conditional_t<P::multi, iterator, std::pair<iterator, bool>>;
 
   /// Values per leaf and per internal node.
-  static constexpr std::size_t leaf_capacity = btree_layout<value_type, P::node_size>::leaf_capacity;
-  static constexpr std::size_t internal_capacity = btree_layout<value_type, P::node_size>::internal_capacity;
+  static constexpr std::size_t leaf_capacity = btree_layout_for<P>::leaf_capacity;
+  static constexpr std::size_t internal_capacity = btree_layout_for<P>::internal_capacity;
   /// Bytes of one node (the page size, or a multiple for very large values).
-  static constexpr std::size_t node_bytes = btree_layout<value_type, P::node_size>::node_bytes;
+  static constexpr std::size_t node_bytes = btree_layout_for<P>::node_bytes;
+  /// Whether each node keeps a copy of its keys (scalar keys; see btree_key_cache).
+  static constexpr bool cached_keys = btree_layout_for<P>::cached_keys;
 
  protected:
-  using layout = btree_layout<value_type, P::node_size>;
+  using layout = btree_layout_for<P>;
   using node = btree_node;
   using alloc_traits = std::allocator_traits<allocator_type>;
   using value_alloc = typename alloc_traits::template rebind_alloc<value_type>;
   using value_traits = std::allocator_traits<value_alloc>;
-  using block_alloc = typename alloc_traits::template rebind_alloc<typename layout::block>;
+  /// Nodes from std::allocator are aligned to a cache line, not to a page: an over-aligned
+  /// request of a page costs glibc's memalign about a page of padding per node (twice the
+  /// memory, twice the page faults). Every other allocator (tmf's: a node is a page of the
+  /// file, so that an insert dirties one page) gets page-aligned nodes.
+  static constexpr std::size_t block_align =
+      std::is_same_v<allocator_type, std::allocator<value_type>> && layout::node_align > 64 ? 64 : layout::node_align;
+  struct alignas(block_align) block {
+    unsigned char bytes[layout::node_bytes];
+  };
+  using block_alloc = typename alloc_traits::template rebind_alloc<block>;
   using block_traits = std::allocator_traits<block_alloc>;
   static_assert(std::is_pointer_v<typename block_traits::pointer>,
                 "tmf::btree: allocators with fancy pointers are not supported");
@@ -597,7 +628,33 @@ class btree {
   }
   static value_type* slot(node* n, std::size_t i) noexcept { return layout::values(n) + i; }
 
+  // The key cache (cached_keys): keys(n)[i] is a copy of the key of value i of n. Every
+  // change of a node's values updates it: shift_keys along with a shift, set_key and
+  // refresh_keys after values arrive.
+  static void set_key(node* n, std::size_t i) noexcept {
+    if constexpr (layout::cached_keys) layout::keys(n)[i] = P::key(layout::values(n)[i]);
+  }
+  static void refresh_keys(node* n, std::size_t from, std::size_t to) noexcept {
+    if constexpr (layout::cached_keys)
+      for (std::size_t i = from; i < to; ++i) layout::keys(n)[i] = P::key(layout::values(n)[i]);
+  }
+  /// Moves `k` keys of `n` from index `from` to index `to` (the ranges may overlap).
+  static void shift_keys(node* n, std::size_t to, std::size_t from, std::size_t k) noexcept {
+    if constexpr (layout::cached_keys)
+      if (k != 0) std::memmove(layout::keys(n) + to, layout::keys(n) + from, k * sizeof(typename layout::key_slot));
+  }
+
   iterator mutable_iterator(const_iterator it) const noexcept { return iterator(it.m_node, it.m_pos); }
+
+  /// The key of the value at `it` (not end()): its copy in the key cache when there is one
+  /// (the values' cache line is not read).
+  static const key_type& key_at(const_iterator it) noexcept {
+    if constexpr (layout::cached_keys) {
+      return layout::keys(it.m_node)[it.m_pos];
+    } else {
+      return P::key(*it);
+    }
+  }
 
   // --- nodes ----------------------------------------------------------------------------------
 
@@ -608,7 +665,7 @@ class btree {
   }
   void delete_node(node* n) noexcept {
     block_alloc a(m_alloc);
-    block_traits::deallocate(a, reinterpret_cast<typename layout::block*>(n), 1);
+    block_traits::deallocate(a, reinterpret_cast<block*>(n), 1);
   }
   void destroy_subtree(node* n) noexcept {
     if (!n->leaf)
@@ -625,6 +682,23 @@ class btree {
   /// First index in `n` whose key is not less than `k` (Upper: greater than `k`).
   template <bool Upper, class K>
   std::size_t node_search(const node* n, const K& k) const {
+    if constexpr (layout::cached_keys) {
+      // Binary steps down to 32 keys (4 cache lines of 8-byte keys), then a branch-free count
+      // of the keys below `k`: its loads are independent, so their cache misses overlap.
+      const auto* keys = layout::keys(n);
+      std::size_t lo = 0, hi = n->count;
+      while (hi - lo > 32) {
+        const std::size_t mid = (lo + hi) / 2;
+        if (Upper ? !m_comp(k, keys[mid]) : m_comp(keys[mid], k)) {
+          lo = mid + 1;
+        } else {
+          hi = mid;
+        }
+      }
+      std::size_t below = 0;
+      for (std::size_t i = lo; i < hi; ++i) below += static_cast<std::size_t>(Upper ? !m_comp(k, keys[i]) : m_comp(keys[i], k));
+      return lo + below;
+    }
     const value_type* v = layout::values(n);
     std::size_t lo = 0, hi = n->count;
     while (lo < hi) {
@@ -674,14 +748,14 @@ class btree {
     if (!m_root) return {end(), false};
     const iterator leaf_pos = descend<false>(k);
     const iterator it = normalize(leaf_pos);
-    if (it != end() && !m_comp(k, P::key(*it))) return {it, true};
+    if (it != end() && !m_comp(k, key_at(it))) return {it, true};
     return {leaf_pos, false};
   }
   template <class K>
   const_iterator find_impl(const K& k) const {
     if (!m_root) return end();
     const iterator it = normalize(descend<false>(k));
-    if (it != end() && !m_comp(k, P::key(*it))) return it;
+    if (it != end() && !m_comp(k, key_at(it))) return it;
     return end();
   }
   template <class K>
@@ -721,7 +795,9 @@ class btree {
     std::size_t pos = static_cast<std::size_t>(it.m_pos);
     if (n->count == leaf_capacity) split_for_insert(n, pos);
     move_values(slot(n, pos + 1), slot(n, pos), n->count - pos);
+    shift_keys(n, pos + 1, pos, n->count - pos);
     t.relocate_to(slot(n, pos));
+    set_key(n, pos);
     ++n->count;
     ++m_size;
     return iterator(n, static_cast<int>(pos));
@@ -770,6 +846,8 @@ class btree {
     layout::set_child(parent, at + 1, dest);
     n->count = static_cast<std::uint16_t>(left - 1);
     if (!n->leaf) layout::move_children(dest, 0, n, left, dest_count + 1);
+    refresh_keys(dest, 0, dest->count);
+    refresh_keys(parent, at, parent->count);
   }
 
   // --- bulk loading: values appended in order along the right spine -----------------------------
@@ -781,6 +859,7 @@ class btree {
     node* leaf = m_rightmost;
     if (leaf->count < leaf_capacity) {
       t.relocate_to(slot(leaf, leaf->count));
+      set_key(leaf, leaf->count);
       ++leaf->count;
       ++m_size;
       return;
@@ -813,6 +892,7 @@ class btree {
       c = fresh[i];
     }
     t.relocate_to(slot(p, p->count));
+    set_key(p, p->count);
     ++p->count;
     layout::set_child(p, p->count, c);
     ++m_size;
@@ -843,6 +923,7 @@ class btree {
       --it;
       value_traits::destroy(a, slot(internal.m_node, internal.m_pos));
       relocate(a, slot(internal.m_node, internal.m_pos), slot(it.m_node, it.m_pos));
+      set_key(internal.m_node, static_cast<std::size_t>(internal.m_pos));
       internal_delete = true;
     } else {
       value_traits::destroy(a, slot(it.m_node, it.m_pos));
@@ -850,6 +931,7 @@ class btree {
     node* n = it.m_node;
     const std::size_t pos = it.m_pos;
     move_values(slot(n, pos), slot(n, pos + 1), n->count - pos - 1);
+    shift_keys(n, pos, pos + 1, n->count - pos - 1);
     --n->count;
     --m_size;
     iterator res = rebalance_after_erase(it);
@@ -959,13 +1041,16 @@ class btree {
     node* parent = left->parent;
     const std::size_t at = layout::position(left);
     value_alloc a(m_alloc);
+    const std::size_t old_count = left->count;
     relocate(a, slot(left, left->count), slot(parent, at));
     move_values(slot(left, left->count + 1u), slot(right, 0), right->count);
     if (!left->leaf) layout::move_children(left, left->count + 1u, right, 0, right->count + 1u);
     left->count = static_cast<std::uint16_t>(left->count + 1u + right->count);
+    refresh_keys(left, old_count, left->count);
     // Remove the separator and the right child from the parent.
     move_values(slot(parent, at), slot(parent, at + 1), parent->count - at - 1u);
     layout::move_children(parent, at + 1, parent, at + 2, parent->count - at - 1u);
+    shift_keys(parent, at, at + 1, parent->count - at - 1u);
     --parent->count;
     if (m_rightmost == right) m_rightmost = left;
     delete_node(right);
@@ -986,6 +1071,9 @@ class btree {
     }
     left->count = static_cast<std::uint16_t>(left->count + k);
     right->count = static_cast<std::uint16_t>(right->count - k);
+    refresh_keys(left, left->count - k, left->count);
+    refresh_keys(right, 0, right->count);
+    set_key(parent, at);
   }
 
   /// Moves `k` values (k >= 1) from the back of `left` through the parent to `right`.
@@ -1003,6 +1091,8 @@ class btree {
     }
     left->count = static_cast<std::uint16_t>(left->count - k);
     right->count = static_cast<std::uint16_t>(right->count + k);
+    refresh_keys(right, 0, right->count);
+    set_key(parent, at);
   }
 
   // --- whole-tree helpers -----------------------------------------------------------------------
@@ -1065,6 +1155,12 @@ class btree {
       const value_type& last = v[n->count - 1];
       const bool bad = P::multi ? m_comp(P::key(*hi), P::key(last)) : !m_comp(P::key(last), P::key(*hi));
       if (bad) fail("a node's last value is not below its upper separator" + where);
+    }
+    if constexpr (layout::cached_keys) {
+      const auto* keys = layout::keys(n);
+      for (std::size_t i = 0; i < n->count; ++i)
+        if (std::memcmp(&keys[i], &P::key(v[i]), sizeof keys[i]) != 0)
+          fail("the key copy at index " + std::to_string(i) + " differs from its value's key" + where);
     }
     a.values += n->count;
     if (n->leaf) {
