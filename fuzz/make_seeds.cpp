@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// Writes the seed corpora of the fuzz targets: make_seeds <dir> fills <dir>/fuzz_header,
-/// <dir>/fuzz_log, <dir>/fuzz_heap and <dir>/fuzz_untyped (existing seeds of the same names are overwritten).
+/// <dir>/fuzz_log, <dir>/fuzz_heap, <dir>/fuzz_untyped and <dir>/fuzz_btree (existing seeds of the same
+/// names are overwritten).
 /// The storage seeds come from the same deterministic template the targets build (see
 /// fuzz_common.hpp), so they stay valid as long as the file format and the template do;
 /// regenerate them after a format change:  make_seeds fuzz/corpus  (target make_fuzz_seeds).
@@ -161,6 +162,39 @@ void untyped_seeds(const std::filesystem::path& dir, const template_files& t) {
   put(dir, "truncated_file", 2, prefix(t.data_last, td::page_size + 100));
 }
 
+void btree_seeds(const std::filesystem::path& dir) {
+  // A configuration byte (bit 0 multimap, bit 1 string values, bit 2 descending), then ops
+  // (see fuzz_btree.cpp); put() adds the configuration byte.
+  // Ascending, then descending keys, enough for splits on three levels, then erasures.
+  bytes grow;
+  for (int k = 0; k < 120; ++k) grow.insert(grow.end(), {0, static_cast<unsigned char>(k)});
+  for (int k = 255; k > 135; --k) grow.insert(grow.end(), {0, static_cast<unsigned char>(k)});
+  grow.insert(grow.end(), {8, 60, 9, 100, 30, 7, 10, 200, 6, 0, 6, 255, 5, 17, 14, 3, 1, 9, 0, 0});
+  for (int k = 0; k < 256; k += 2) grow.insert(grow.end(), {5, static_cast<unsigned char>(k)});
+  grow.insert(grow.end(), {9, 50, 20, 7, 0, 255});
+  put(dir, "grow_shrink_map", 0, grow);
+  put(dir, "grow_shrink_multimap_strings", 3, grow);
+  put(dir, "grow_shrink_map_descending", 4, grow);
+  // Bulk construction, merges both ways, copy/move/swap, lookups, erase while iterating.
+  const bytes bulk = {12, 200, 1, 1, 8, 100, 8, 255, 10, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+                      18, 19, 20, 10, 31, 200, 201, 202, 203, 15, 0, 15, 1, 15, 2, 15, 3, 30, 1, 2, 3, 14, 3, 1,
+                      12, 90, 0, 0, 9, 40, 40, 13, 50, 1, 13, 60, 0, 7, 10, 200, 11, 12, 3, 2, 8};
+  put(dir, "bulk_merge_map", 0, bulk);
+  put(dir, "bulk_merge_multimap", 1, bulk);
+  put(dir, "bulk_merge_map_strings_descending", 6, bulk);
+  put(dir, "bulk_merge_multimap_strings_descending", 7, bulk);
+  // A pseudo-random mix (fixed generator: reproducible).
+  bytes mix;
+  std::uint32_t x = 4242;
+  for (int i = 0; i < 1500; ++i) {
+    x = x * 1103515245u + 12345u;
+    mix.push_back(static_cast<unsigned char>(x >> 16));
+  }
+  put(dir, "random_mix_map", 0, mix);
+  put(dir, "random_mix_multimap", 1, mix);
+  put(dir, "random_mix_map_strings", 2, mix);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -170,12 +204,13 @@ int main(int argc, char** argv) {
   }
   const std::filesystem::path out = argv[1];
   const template_files t = make_template(process_path("seeds-template"));
-  for (const char* target : {"fuzz_header", "fuzz_log", "fuzz_heap", "fuzz_untyped"})
+  for (const char* target : {"fuzz_header", "fuzz_log", "fuzz_heap", "fuzz_untyped", "fuzz_btree"})
     std::filesystem::create_directories(out / target);
   header_seeds(out / "fuzz_header", t);
   log_seeds(out / "fuzz_log", t);
   heap_seeds(out / "fuzz_heap");
   untyped_seeds(out / "fuzz_untyped", t);
+  btree_seeds(out / "fuzz_btree");
   std::cout << "seeds written to " << out << " (template: " << t.data_last.size() << "-byte data file, "
             << t.log.size() << "-byte log)\n";
   return 0;

@@ -8,7 +8,7 @@
 #
 # Usage: scripts/fuzz.sh [seconds] [target...]
 #   seconds  per target (default 60)
-#   target   fuzz_header, fuzz_log, fuzz_heap, fuzz_untyped (default: all four)
+#   target   fuzz_header, fuzz_log, fuzz_heap, fuzz_untyped, fuzz_btree (default: all five)
 # Environment: TMF_JOBS (default 2) build jobs; TMF_FUZZ_NICE (default 0) niceness of the runs;
 #   TMF_FUZZ_ARGS extra libFuzzer arguments (e.g. "-jobs=2 -workers=2").
 # Work files: build/fuzz/run/<target>/{corpus,artifacts,files,log}; a crash leaves its input in
@@ -20,7 +20,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(fuzz_header fuzz_log fuzz_heap fuzz_untyped)
+[[ ${#targets[@]} -gt 0 ]] || targets=(fuzz_header fuzz_log fuzz_heap fuzz_untyped fuzz_btree)
 [[ "$seconds" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: seconds must be a number, not '$seconds'" >&2; exit 2; }
 
 build="$root/build/fuzz"

@@ -14,7 +14,14 @@
 ///
 /// Nodes are `NodeSize` bytes (4 KiB by default, the storage page), page-aligned, allocated
 /// through the container's allocator (a node holds about `NodeSize / sizeof(value_type)`
-/// values), so that an insert in a storage dirties one leaf page and rarely its parents. The
+/// values), so that an insert in a storage dirties one leaf page and rarely its parents.
+/// A map whose keys are scalars of up to 8 bytes (integers, enums, pointers) ordered by
+/// std::less or std::greater also keeps a copy of each key in an array of its own at the
+/// start of the node (`NodeSize / (sizeof(key_type) + sizeof(value_type))` values a node):
+/// a lookup reads a few adjacent cache lines of keys per node instead of one line per probe.
+/// With std::allocator, nodes are aligned to a cache line only (a page-aligned request costs
+/// the C library about a page of padding per node); any other allocator gets page-aligned
+/// nodes. The
 /// container object holds the root, the first and last leaves and the size; an empty
 /// container holds no node and no pointer, and nothing points outside the allocator's memory:
 /// a container in a storage is valid in every process, empty or not. Lookups and iteration

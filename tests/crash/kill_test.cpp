@@ -50,17 +50,20 @@ namespace {
 
 using namespace tmf_test::crash;  // NOLINT(google-build-using-namespace)
 
-/// Up to 12 operations a transaction over lists, strings, counters and big blobs (10-300 KiB:
-/// many pages, the file grows) of at most 6.
+/// Up to 12 operations a transaction over lists, strings, counters, big blobs (10-300 KiB:
+/// many pages, the file grows) of at most 6, and a btree_map of up to 64Ki keys (bursts of up
+/// to 64 inserts or erasures: splits and merges of its page-sized nodes).
 constexpr workload kill_workload{
     .max_ops = 12,
     .weight = {.list_put = 3, .list_append = 1, .list_erase = 2, .string_put = 2, .string_append = 1,
-               .string_erase = 1, .counter_add = 3, .counter_erase = 1, .blob_put = 1, .blob_poke = 1},
+               .string_erase = 1, .counter_add = 3, .counter_erase = 1, .blob_put = 1, .blob_poke = 1,
+               .tree_put = 2, .tree_erase = 1},
     .list_keys = 256, .list_len = 48, .long_list_odds = 10, .long_list_extra = 3000, .list_append_max = 40,
     .max_strings = 200, .string_len = 60, .long_string_odds = 8, .long_string_extra = 2000,
     .counter_keys = 1024,
     .blob_keys = 1u << 20, .blob_min = 10u << 10, .blob_range = 290u << 10,
     .max_blobs = 6, .blob_erase_odds = 4,
+    .tree_keys = 1u << 16, .tree_burst = 64,
 };
 
 // -- processes ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #ifndef TMF_TESTS_CRASH_WORKLOAD_HPP
 #define TMF_TESTS_CRASH_WORKLOAD_HPP
 
+#include <tmf/btree.hpp>
 #include <tmf/tmf.hpp>
 
 #include <algorithm>
@@ -66,6 +67,7 @@ struct disk_root {
   tmf::vector<tmf::string> strings;
   tmf::unordered_map<std::uint64_t, std::uint64_t> counters;
   tmf::map<std::uint64_t, tmf::vector<unsigned char>> blobs;  // content: see blob_desc
+  tmf::btree_map<std::uint64_t, std::uint64_t> tree;          // page-sized nodes: splits and merges
 };
 
 /// A blob of the model, described rather than stored (powerloss keeps a model per
@@ -82,6 +84,7 @@ struct model_root {
   std::vector<std::string> strings;
   std::unordered_map<std::uint64_t, std::uint64_t> counters;
   std::map<std::uint64_t, blob_desc> blobs;
+  std::map<std::uint64_t, std::uint64_t> tree;
 };
 
 inline void blob_fill(unsigned char* p, std::size_t size, std::uint64_t salt) noexcept {
@@ -135,6 +138,8 @@ struct workload {
     unsigned blob_erase = 0;
     unsigned blob_rewrite = 0;   ///< rewrite a whole blob in place: pages without allocation
     unsigned blob_poke = 0;      ///< 8 scattered stores into a blob, no allocation
+    unsigned tree_put = 0;       ///< insert or assign up to tree_burst random keys: leaf splits
+    unsigned tree_erase = 0;     ///< erase up to tree_burst entries in a row: merges, rebalancing
   };
 
   std::uint64_t max_ops = 1;  ///< operations per transaction: 1 to max_ops
@@ -155,6 +160,8 @@ struct workload {
   /// bytes (0: no cap).
   std::uint64_t blob_keys = 1, blob_min = 0, blob_range = 1, long_blob_odds = 0, long_blob_extra = 0;
   std::uint64_t max_blobs = std::numeric_limits<std::uint64_t>::max(), blob_erase_odds = 0, blob_cap = 0;
+  /// The B-tree: keys below tree_keys, 1 + below(tree_burst) entries per operation.
+  std::uint64_t tree_keys = 1, tree_burst = 1;
 };
 
 /// An entry of `m` at or after `key`, else the first (m must not be empty).
@@ -174,12 +181,12 @@ void apply_ops(Root& r, const workload& t, std::uint64_t seed, std::uint64_t n, 
     return;
   }
   enum class op { list_put, list_append, list_erase, list_poke, string_put, string_append, string_erase,
-                  counter_add, counter_erase, blob_put, blob_erase, blob_rewrite, blob_poke };
+                  counter_add, counter_erase, blob_put, blob_erase, blob_rewrite, blob_poke, tree_put, tree_erase };
   using w = workload::weights;
   static constexpr unsigned w::*weight_of[] = {  // in the order of `op`
       &w::list_put,    &w::list_append,   &w::list_erase,   &w::list_poke,     &w::string_put,
       &w::string_append, &w::string_erase, &w::counter_add, &w::counter_erase, &w::blob_put,
-      &w::blob_erase,  &w::blob_rewrite,  &w::blob_poke};
+      &w::blob_erase,  &w::blob_rewrite,  &w::blob_poke,    &w::tree_put,      &w::tree_erase};
   std::uint64_t total = 0;
   for (auto k : weight_of) total += t.weight.*k;
   const int ops = 1 + static_cast<int>(g.below(t.max_ops));
@@ -285,6 +292,20 @@ void apply_ops(Root& r, const workload& t, std::uint64_t seed, std::uint64_t n, 
         }
         break;
       }
+      case op::tree_put: {
+        const std::uint64_t k = 1 + g.below(t.tree_burst);
+        for (std::uint64_t j = 0; j < k; ++j) {
+          const std::uint64_t key = g.below(t.tree_keys);
+          r.tree.insert_or_assign(key, g.next());
+        }
+        break;
+      }
+      case op::tree_erase: {  // erase while iterating: erase() returns the next entry
+        if (r.tree.empty()) break;
+        auto it = pick(r.tree, g.below(t.tree_keys));
+        for (std::uint64_t k = 1 + g.below(t.tree_burst); k > 0 && it != r.tree.end(); --k) it = r.tree.erase(it);
+        break;
+      }
     }
   }
 }
@@ -361,6 +382,22 @@ inline std::string compare(const disk_root& d, const model_root& m) {
         break;
       }
     }
+  }
+  try {
+    d.tree.check();
+  } catch (const std::exception& e) {
+    out << "tree.check(): " << e.what() << "; ";
+  }
+  if (d.tree.size() != m.tree.size()) {
+    out << "tree.size " << d.tree.size() << " != " << m.tree.size() << "; ";
+  } else {
+    auto a = d.tree.begin();
+    for (auto b = m.tree.begin(); b != m.tree.end(); ++a, ++b)
+      if (a->first != b->first || a->second != b->second) {
+        out << "tree entry " << std::distance(m.tree.begin(), b) << " is {" << a->first << ", " << a->second
+            << "}, the model's {" << b->first << ", " << b->second << "}; ";
+        break;
+      }
   }
   return out.str();
 }

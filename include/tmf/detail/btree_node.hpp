@@ -25,19 +25,37 @@ struct btree_node {
 };
 
 /// Sizes and offsets of a node holding `Value`s in blocks of NodeSize bytes (a power of two).
-template <class Value, std::size_t NodeSize>
+///
+/// With `Key` not void (small scalar keys, see btree_key_cache), a node also keeps a copy of
+/// each value's key in an array of its own, before the values: a search reads a few adjacent
+/// cache lines of keys instead of one line per probe among the values. The key array has
+/// room for leaf_capacity keys in every node (internal nodes use the first
+/// internal_capacity), so that the values start at the same offset in leaves and internal
+/// nodes.
+template <class Value, std::size_t NodeSize, class Key = void>
 struct btree_layout {
   static_assert(NodeSize >= 64 && (NodeSize & (NodeSize - 1)) == 0, "tmf::btree: NodeSize must be a power of two >= 64");
 
+  static constexpr bool cached_keys = !std::is_void_v<Key>;
+  using key_slot = std::conditional_t<cached_keys, Key, unsigned char>;
+  static constexpr std::size_t key_bytes = cached_keys ? sizeof(key_slot) : 0;
+
   static constexpr std::size_t round_up(std::size_t v, std::size_t a) noexcept { return (v + a - 1) / a * a; }
-  static constexpr std::size_t values_offset = round_up(sizeof(btree_node), alignof(Value));
+  static constexpr std::size_t keys_offset = round_up(sizeof(btree_node), alignof(key_slot));
+  /// Where the values start when the key array holds `n` keys.
+  static constexpr std::size_t values_offset_for(std::size_t n) noexcept {
+    return round_up(keys_offset + n * key_bytes, alignof(Value));
+  }
 
   static constexpr std::size_t leaf_capacity_of(std::size_t bytes) noexcept {
-    return (bytes - values_offset) / sizeof(Value);
+    std::size_t n = (bytes - keys_offset) / (key_bytes + sizeof(Value));
+    while (n > 0 && values_offset_for(n) + n * sizeof(Value) > bytes) --n;
+    return n;
   }
   static constexpr std::size_t internal_capacity_of(std::size_t bytes) noexcept {
+    const std::size_t values_at = values_offset_for(leaf_capacity_of(bytes));
     std::size_t n = leaf_capacity_of(bytes);
-    while (n > 0 && round_up(values_offset + n * sizeof(Value), alignof(btree_node*)) + (n + 1) * sizeof(btree_node*) > bytes)
+    while (n > 0 && round_up(values_at + n * sizeof(Value), alignof(btree_node*)) + (n + 1) * sizeof(btree_node*) > bytes)
       --n;
     return n;
   }
@@ -51,13 +69,19 @@ struct btree_layout {
   static constexpr std::size_t leaf_capacity = leaf_capacity_of(node_bytes) < 65535 ? leaf_capacity_of(node_bytes) : 65535;
   static constexpr std::size_t internal_capacity =
       internal_capacity_of(node_bytes) < 65535 ? internal_capacity_of(node_bytes) : 65535;
+  static constexpr std::size_t values_offset = values_offset_for(cached_keys ? leaf_capacity : 0);
   static constexpr std::size_t children_offset =
       round_up(values_offset + internal_capacity * sizeof(Value), alignof(btree_node*));
+  static_assert(values_offset + leaf_capacity * sizeof(Value) <= node_bytes);
+  static_assert(children_offset + (internal_capacity + 1) * sizeof(btree_node*) <= node_bytes);
 
-  /// The unit the node allocator hands out.
-  struct alignas(node_align) block {
-    unsigned char bytes[node_bytes];
-  };
+  /// The key array (cached_keys only).
+  static key_slot* keys(btree_node* n) noexcept {
+    return reinterpret_cast<key_slot*>(reinterpret_cast<unsigned char*>(n) + keys_offset);
+  }
+  static const key_slot* keys(const btree_node* n) noexcept {
+    return reinterpret_cast<const key_slot*>(reinterpret_cast<const unsigned char*>(n) + keys_offset);
+  }
 
   static Value* values(btree_node* n) noexcept {
     return reinterpret_cast<Value*>(reinterpret_cast<unsigned char*>(n) + values_offset);

@@ -1,18 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
-/// The B-tree behind tmf::btree_map, btree_set, btree_multimap and btree_multiset.
+/// The B-tree behind tmf::btree_map, btree_set, btree_multimap and btree_multiset: the
+/// container core (construction, insertion, erasure, lookup, the audit).
 ///
 /// A classic B-tree (values in internal nodes too, as in absl::btree_map) whose nodes are
 /// page-sized blocks from the container's allocator. The container object holds the root,
 /// the leftmost and rightmost leaves and the size; an empty tree holds no node and no
 /// pointer at all, so it is valid in a storage after a restart. Nothing points outside the
 /// allocator's memory and the container object.
+///
+/// The layers below: btree_node.hpp (the node layout), btree_params.hpp (map or set, key
+/// copies), btree_nodes.hpp (moving values, in-node search, split, merge, rebalancing),
+/// btree_iterator.hpp. This file owns the nodes (allocation, freeing), the root, the size and
+/// the leftmost and rightmost leaves, and decides which structural step each change needs.
 #ifndef TMF_DETAIL_BTREE_TREE_HPP
 #define TMF_DETAIL_BTREE_TREE_HPP
 
 #include <algorithm>
-#include <compare>
-#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -27,140 +31,12 @@
 #include <utility>
 
 #include "../error.hpp"
+#include "btree_iterator.hpp"
 #include "btree_node.hpp"
+#include "btree_nodes.hpp"
+#include "btree_params.hpp"
 
 namespace tmf::detail {
-
-template <class C>
-concept btree_transparent = requires { typename C::is_transparent; };
-
-/// What distinguishes a map from a set: value type, key extraction, moving a value out.
-template <class K, class V, class Compare, class Alloc, bool Multi, std::size_t NodeSize>
-struct btree_map_params {
-  using key_type = K;
-  using mapped_type = V;
-  using value_type = std::pair<const K, V>;
-  using key_compare = Compare;
-  using allocator_type = Alloc;
-  static constexpr bool multi = Multi;
-  static constexpr bool is_set = false;
-  static constexpr std::size_t node_size = NodeSize;
-  static const K& key(const value_type& v) noexcept { return v.first; }
-  /// Builds `*dst` from `src`, moving the key too: `src` lives in the tree's own storage and
-  /// is destroyed right after (the const of the key protects users, not the tree).
-  template <class A>
-  static void move_construct(A& a, value_type* dst, value_type& src) {
-    std::allocator_traits<A>::construct(a, dst, std::move(const_cast<K&>(src.first)), std::move(src.second));
-  }
-  static_assert(std::is_nothrow_move_constructible_v<K> && std::is_nothrow_move_constructible_v<V>,
-                "tmf::btree_map: elements move between nodes; K and V need noexcept move constructors");
-};
-
-template <class K, class Compare, class Alloc, bool Multi, std::size_t NodeSize>
-struct btree_set_params {
-  using key_type = K;
-  using value_type = K;
-  using key_compare = Compare;
-  using allocator_type = Alloc;
-  static constexpr bool multi = Multi;
-  static constexpr bool is_set = true;
-  static constexpr std::size_t node_size = NodeSize;
-  static const K& key(const value_type& v) noexcept { return v; }
-  template <class A>
-  static void move_construct(A& a, value_type* dst, value_type& src) {
-    std::allocator_traits<A>::construct(a, dst, std::move(src));
-  }
-  static_assert(std::is_nothrow_move_constructible_v<K>,
-                "tmf::btree_set: elements move between nodes; K needs a noexcept move constructor");
-};
-
-template <class P>
-class btree;
-
-/// A position in a tree: a node and an index in it. The end iterator is one past the last
-/// value of the rightmost leaf (or a null node in an empty tree).
-template <class P, bool Const>
-class btree_iterator {
-  using layout = btree_layout<typename P::value_type, P::node_size>;
-  friend class btree<P>;
-  friend class btree_iterator<P, !Const>;
-
- public:
-  using iterator_category = std::bidirectional_iterator_tag;
-  using iterator_concept = std::bidirectional_iterator_tag;
-  using value_type = typename P::value_type;
-  using difference_type = std::ptrdiff_t;
-  using reference = std::conditional_t<Const, const value_type&, value_type&>;
-  using pointer = std::conditional_t<Const, const value_type*, value_type*>;
-
-  btree_iterator() noexcept = default;
-  /// iterator -> const_iterator.
-  template <bool C = Const, std::enable_if_t<C, int> = 0>
-  btree_iterator(const btree_iterator<P, false>& other) noexcept : m_node(other.m_node), m_pos(other.m_pos) {}
-
-  reference operator*() const noexcept { return layout::values(m_node)[m_pos]; }
-  pointer operator->() const noexcept { return layout::values(m_node) + m_pos; }
-
-  btree_iterator& operator++() noexcept {
-    if (m_node->leaf && ++m_pos < static_cast<int>(m_node->count)) return *this;
-    increment_slow();
-    return *this;
-  }
-  btree_iterator operator++(int) noexcept {
-    btree_iterator t = *this;
-    ++*this;
-    return t;
-  }
-  btree_iterator& operator--() noexcept {
-    if (m_node->leaf && --m_pos >= 0) return *this;
-    decrement_slow();
-    return *this;
-  }
-  btree_iterator operator--(int) noexcept {
-    btree_iterator t = *this;
-    --*this;
-    return t;
-  }
-
-  friend bool operator==(const btree_iterator& a, const btree_iterator& b) noexcept {
-    return a.m_node == b.m_node && a.m_pos == b.m_pos;
-  }
-
- private:
-  btree_iterator(btree_node* n, int pos) noexcept : m_node(n), m_pos(pos) {}
-
-  void increment_slow() noexcept {
-    if (m_node->leaf) {  // m_pos == count: climb to the first ancestor with a value to the right
-      const btree_iterator save = *this;
-      while (m_pos == static_cast<int>(m_node->count) && m_node->parent != nullptr) {
-        m_pos = static_cast<int>(layout::position(m_node));
-        m_node = m_node->parent;
-      }
-      if (m_pos == static_cast<int>(m_node->count)) *this = save;  // it was the last value: end()
-    } else {  // the leftmost value of the subtree to the right
-      m_node = layout::child(m_node, static_cast<std::size_t>(m_pos) + 1);
-      while (!m_node->leaf) m_node = layout::child(m_node, 0);
-      m_pos = 0;
-    }
-  }
-  void decrement_slow() noexcept {
-    if (m_node->leaf) {  // m_pos == -1
-      const btree_iterator save = *this;
-      while (m_pos < 0 && m_node->parent != nullptr) {
-        m_pos = static_cast<int>(layout::position(m_node)) - 1;
-        m_node = m_node->parent;
-      }
-      if (m_pos < 0) *this = save;
-    } else {  // the rightmost value of the subtree to the left
-      m_node = layout::child(m_node, static_cast<std::size_t>(m_pos));
-      while (!m_node->leaf) m_node = layout::child(m_node, m_node->count);
-      m_pos = static_cast<int>(m_node->count) - 1;
-    }
-  }
-
-  btree_node* m_node = nullptr;
-  int m_pos = 0;
-};
 
 /// The tree and everything the four containers share.
 template <class P>
@@ -183,25 +59,35 @@ class btree {
   using insert_return = std::conditional_t<P::multi, iterator, std::pair<iterator, bool>>;
 
   /// Values per leaf and per internal node.
-  static constexpr std::size_t leaf_capacity = btree_layout<value_type, P::node_size>::leaf_capacity;
-  static constexpr std::size_t internal_capacity = btree_layout<value_type, P::node_size>::internal_capacity;
+  static constexpr std::size_t leaf_capacity = btree_layout_for<P>::leaf_capacity;
+  static constexpr std::size_t internal_capacity = btree_layout_for<P>::internal_capacity;
   /// Bytes of one node (the page size, or a multiple for very large values).
-  static constexpr std::size_t node_bytes = btree_layout<value_type, P::node_size>::node_bytes;
+  static constexpr std::size_t node_bytes = btree_layout_for<P>::node_bytes;
+  /// Whether each node keeps a copy of its keys (scalar keys; see btree_key_cache).
+  static constexpr bool cached_keys = btree_layout_for<P>::cached_keys;
 
  protected:
-  using layout = btree_layout<value_type, P::node_size>;
+  using layout = btree_layout_for<P>;
   using node = btree_node;
   using alloc_traits = std::allocator_traits<allocator_type>;
   using value_alloc = typename alloc_traits::template rebind_alloc<value_type>;
   using value_traits = std::allocator_traits<value_alloc>;
-  using block_alloc = typename alloc_traits::template rebind_alloc<typename layout::block>;
+  using nodes = btree_nodes<P>;
+  /// Nodes from std::allocator are aligned to a cache line, not to a page: an over-aligned
+  /// request of a page costs glibc's memalign about a page of padding per node (twice the
+  /// memory, twice the page faults). Every other allocator (tmf's: a node is a page of the
+  /// file, so that an insert dirties one page) gets page-aligned nodes.
+  static constexpr std::size_t block_align =
+      std::is_same_v<allocator_type, std::allocator<value_type>> && layout::node_align > 64 ? 64 : layout::node_align;
+  struct alignas(block_align) block {
+    unsigned char bytes[layout::node_bytes];
+  };
+  using block_alloc = typename alloc_traits::template rebind_alloc<block>;
   using block_traits = std::allocator_traits<block_alloc>;
   static_assert(std::is_pointer_v<typename block_traits::pointer>,
                 "tmf::btree: allocators with fancy pointers are not supported");
   static_assert(std::is_same_v<typename alloc_traits::value_type, value_type>,
                 "tmf::btree: the allocator's value_type must be the container's value_type");
-  static constexpr bool trivial_values =
-      std::is_trivially_copy_constructible_v<value_type> && std::is_trivially_destructible_v<value_type>;
 
  public:
   // -------------------------------------------------------------------------------------------
@@ -562,7 +448,7 @@ class btree {
     value_type& get() noexcept { return *ptr(); }
     /// Moves the value into `dst` (raw slot); this holder is then empty.
     void relocate_to(value_type* dst) noexcept {
-      btree::relocate(m_alloc, dst, ptr());
+      nodes::relocate(m_alloc, dst, ptr());
       m_live = false;
     }
 
@@ -573,29 +459,12 @@ class btree {
     bool m_live = true;
   };
 
-  static void relocate(value_alloc& a, value_type* dst, value_type* src) noexcept {
-    if constexpr (trivial_values) {
-      std::memcpy(static_cast<void*>(dst), static_cast<const void*>(src), sizeof(value_type));
-    } else {
-      P::move_construct(a, dst, *src);
-      value_traits::destroy(a, src);
-    }
-  }
-  /// Relocates `n` values from `src` to `dst`; the ranges may overlap.
+  static value_type* slot(node* n, std::size_t i) noexcept { return nodes::slot(n, i); }
+  /// Relocates `n` values from `src` to `dst` (see btree_nodes).
   void move_values(value_type* dst, value_type* src, std::size_t n) noexcept {
-    if (n == 0 || dst == src) return;
-    if constexpr (trivial_values) {
-      std::memmove(static_cast<void*>(dst), static_cast<const void*>(src), n * sizeof(value_type));
-    } else {
-      value_alloc a(m_alloc);
-      if (std::less<>{}(dst, src)) {
-        for (std::size_t i = 0; i < n; ++i) relocate(a, dst + i, src + i);
-      } else {
-        for (std::size_t i = n; i-- > 0;) relocate(a, dst + i, src + i);
-      }
-    }
+    value_alloc a(m_alloc);
+    nodes::move_values(a, dst, src, n);
   }
-  static value_type* slot(node* n, std::size_t i) noexcept { return layout::values(n) + i; }
 
   iterator mutable_iterator(const_iterator it) const noexcept { return iterator(it.m_node, it.m_pos); }
 
@@ -608,42 +477,24 @@ class btree {
   }
   void delete_node(node* n) noexcept {
     block_alloc a(m_alloc);
-    block_traits::deallocate(a, reinterpret_cast<typename layout::block*>(n), 1);
+    block_traits::deallocate(a, reinterpret_cast<block*>(n), 1);
   }
   void destroy_subtree(node* n) noexcept {
     if (!n->leaf)
       for (std::size_t i = 0; i <= n->count; ++i) destroy_subtree(layout::child(n, i));
-    if constexpr (!std::is_trivially_destructible_v<value_type>) {
-      value_alloc a(m_alloc);
-      for (std::size_t i = 0; i < n->count; ++i) value_traits::destroy(a, slot(n, i));
-    }
+    value_alloc a(m_alloc);
+    nodes::destroy_values(a, n);
     delete_node(n);
   }
 
   // --- lookup ---------------------------------------------------------------------------------
 
-  /// First index in `n` whose key is not less than `k` (Upper: greater than `k`).
-  template <bool Upper, class K>
-  std::size_t node_search(const node* n, const K& k) const {
-    const value_type* v = layout::values(n);
-    std::size_t lo = 0, hi = n->count;
-    while (lo < hi) {
-      const std::size_t mid = (lo + hi) / 2;
-      const bool go_right = Upper ? !m_comp(k, P::key(v[mid])) : m_comp(P::key(v[mid]), k);
-      if (go_right) {
-        lo = mid + 1;
-      } else {
-        hi = mid;
-      }
-    }
-    return lo;
-  }
   /// The leaf position where a search for `k` ends.
   template <bool Upper, class K>
   iterator descend(const K& k) const {
     node* n = m_root;
     for (;;) {
-      const std::size_t pos = node_search<Upper>(n, k);
+      const std::size_t pos = nodes::template search<Upper>(m_comp, n, k);
       if (n->leaf) return iterator(n, static_cast<int>(pos));
       n = layout::child(n, pos);
     }
@@ -674,14 +525,14 @@ class btree {
     if (!m_root) return {end(), false};
     const iterator leaf_pos = descend<false>(k);
     const iterator it = normalize(leaf_pos);
-    if (it != end() && !m_comp(k, P::key(*it))) return {it, true};
+    if (it != end() && !m_comp(k, nodes::key_at(it.m_node, static_cast<std::size_t>(it.m_pos)))) return {it, true};
     return {leaf_pos, false};
   }
   template <class K>
   const_iterator find_impl(const K& k) const {
     if (!m_root) return end();
     const iterator it = normalize(descend<false>(k));
-    if (it != end() && !m_comp(k, P::key(*it))) return it;
+    if (it != end() && !m_comp(k, nodes::key_at(it.m_node, static_cast<std::size_t>(it.m_pos)))) return it;
     return end();
   }
   template <class K>
@@ -721,7 +572,9 @@ class btree {
     std::size_t pos = static_cast<std::size_t>(it.m_pos);
     if (n->count == leaf_capacity) split_for_insert(n, pos);
     move_values(slot(n, pos + 1), slot(n, pos), n->count - pos);
+    nodes::shift_keys(n, pos + 1, pos, n->count - pos);
     t.relocate_to(slot(n, pos));
+    nodes::set_key(n, pos);
     ++n->count;
     ++m_size;
     return iterator(n, static_cast<int>(pos));
@@ -742,34 +595,13 @@ class btree {
       parent = n->parent;
     }
     node* dest = new_node(n->leaf);
-    split(n, pos, dest);
+    value_alloc a(m_alloc);
+    nodes::split(a, n, pos, dest);
     if (m_rightmost == n) m_rightmost = dest;
     if (pos > n->count) {
       pos -= n->count + 1u;
       n = dest;
     }
-  }
-
-  /// Moves the upper part of the full node `n` into the new node `dest` and its median into
-  /// the parent (which has room). Appending at either end leaves the other side full, so that
-  /// sorted insertions fill nodes.
-  void split(node* n, std::size_t insert_pos, node* dest) {
-    const std::size_t c = n->count;
-    const std::size_t dest_count = insert_pos == 0 ? c - 1 : insert_pos == layout::capacity(n) ? 0 : c / 2;
-    const std::size_t left = c - dest_count;  // values staying in n, the median included
-    move_values(slot(dest, 0), slot(n, left), dest_count);
-    dest->count = static_cast<std::uint16_t>(dest_count);
-    node* parent = n->parent;
-    const std::size_t at = layout::position(n);
-    // The median goes up into the parent at `at`; dest becomes the parent's child at + 1.
-    move_values(slot(parent, at + 1), slot(parent, at), parent->count - at);
-    layout::move_children(parent, at + 2, parent, at + 1, parent->count - at);
-    value_alloc a(m_alloc);
-    relocate(a, slot(parent, at), slot(n, left - 1));
-    ++parent->count;
-    layout::set_child(parent, at + 1, dest);
-    n->count = static_cast<std::uint16_t>(left - 1);
-    if (!n->leaf) layout::move_children(dest, 0, n, left, dest_count + 1);
   }
 
   // --- bulk loading: values appended in order along the right spine -----------------------------
@@ -781,6 +613,7 @@ class btree {
     node* leaf = m_rightmost;
     if (leaf->count < leaf_capacity) {
       t.relocate_to(slot(leaf, leaf->count));
+      nodes::set_key(leaf, leaf->count);
       ++leaf->count;
       ++m_size;
       return;
@@ -813,6 +646,7 @@ class btree {
       c = fresh[i];
     }
     t.relocate_to(slot(p, p->count));
+    nodes::set_key(p, p->count);
     ++p->count;
     layout::set_child(p, p->count, c);
     ++m_size;
@@ -826,7 +660,8 @@ class btree {
       node* c = layout::child(n, n->count);
       if (c->count < layout::min_count(c)) {
         node* left = layout::child(n, n->count - 1u);
-        rebalance_left_to_right((left->count - c->count) / 2, left, c);
+        value_alloc a(m_alloc);
+        nodes::move_left_to_right(a, (left->count - c->count) / 2, left, c);
       }
       n = c;
     }
@@ -842,7 +677,8 @@ class btree {
       const iterator internal = it;
       --it;
       value_traits::destroy(a, slot(internal.m_node, internal.m_pos));
-      relocate(a, slot(internal.m_node, internal.m_pos), slot(it.m_node, it.m_pos));
+      nodes::relocate(a, slot(internal.m_node, internal.m_pos), slot(it.m_node, it.m_pos));
+      nodes::set_key(internal.m_node, static_cast<std::size_t>(internal.m_pos));
       internal_delete = true;
     } else {
       value_traits::destroy(a, slot(it.m_node, it.m_pos));
@@ -850,6 +686,7 @@ class btree {
     node* n = it.m_node;
     const std::size_t pos = it.m_pos;
     move_values(slot(n, pos), slot(n, pos + 1), n->count - pos - 1);
+    nodes::shift_keys(n, pos, pos + 1, n->count - pos - 1);
     --n->count;
     --m_size;
     iterator res = rebalance_after_erase(it);
@@ -937,7 +774,8 @@ class btree {
       if (right->count > layout::min_count(right) && (n->count == 0 || it.m_pos > 0)) {
         std::size_t to_move = (right->count - n->count) / 2u;
         to_move = std::min<std::size_t>(to_move, right->count - 1u);
-        rebalance_right_to_left(to_move, n, right);
+        value_alloc a(m_alloc);
+        nodes::move_right_to_left(a, to_move, n, right);
         return false;
       }
     }
@@ -946,7 +784,8 @@ class btree {
       if (left->count > layout::min_count(left) && (n->count == 0 || it.m_pos < static_cast<int>(n->count))) {
         std::size_t to_move = (left->count - n->count) / 2u;
         to_move = std::min<std::size_t>(to_move, left->count - 1u);
-        rebalance_left_to_right(to_move, left, n);
+        value_alloc a(m_alloc);
+        nodes::move_left_to_right(a, to_move, left, n);
         it.m_pos += static_cast<int>(to_move);
         return false;
       }
@@ -954,55 +793,12 @@ class btree {
     return false;
   }
 
-  /// Moves the separator and all of `right` into `left`, then frees `right`.
+  /// Merges `right` into its left sibling `left`, then frees it.
   void merge_nodes(node* left, node* right) noexcept {
-    node* parent = left->parent;
-    const std::size_t at = layout::position(left);
     value_alloc a(m_alloc);
-    relocate(a, slot(left, left->count), slot(parent, at));
-    move_values(slot(left, left->count + 1u), slot(right, 0), right->count);
-    if (!left->leaf) layout::move_children(left, left->count + 1u, right, 0, right->count + 1u);
-    left->count = static_cast<std::uint16_t>(left->count + 1u + right->count);
-    // Remove the separator and the right child from the parent.
-    move_values(slot(parent, at), slot(parent, at + 1), parent->count - at - 1u);
-    layout::move_children(parent, at + 1, parent, at + 2, parent->count - at - 1u);
-    --parent->count;
+    nodes::merge(a, left, right);
     if (m_rightmost == right) m_rightmost = left;
     delete_node(right);
-  }
-
-  /// Moves `k` values (k >= 1) from the front of `right` through the parent to `left`.
-  void rebalance_right_to_left(std::size_t k, node* left, node* right) noexcept {
-    node* parent = left->parent;
-    const std::size_t at = layout::position(left);
-    value_alloc a(m_alloc);
-    relocate(a, slot(left, left->count), slot(parent, at));
-    move_values(slot(left, left->count + 1u), slot(right, 0), k - 1);
-    relocate(a, slot(parent, at), slot(right, k - 1));
-    move_values(slot(right, 0), slot(right, k), right->count - k);
-    if (!left->leaf) {
-      layout::move_children(left, left->count + 1u, right, 0, k);
-      layout::move_children(right, 0, right, k, right->count - k + 1u);
-    }
-    left->count = static_cast<std::uint16_t>(left->count + k);
-    right->count = static_cast<std::uint16_t>(right->count - k);
-  }
-
-  /// Moves `k` values (k >= 1) from the back of `left` through the parent to `right`.
-  void rebalance_left_to_right(std::size_t k, node* left, node* right) noexcept {
-    node* parent = left->parent;
-    const std::size_t at = layout::position(left);
-    value_alloc a(m_alloc);
-    move_values(slot(right, k), slot(right, 0), right->count);
-    relocate(a, slot(right, k - 1), slot(parent, at));
-    move_values(slot(right, 0), slot(left, left->count - k + 1u), k - 1);
-    relocate(a, slot(parent, at), slot(left, left->count - k));
-    if (!left->leaf) {
-      layout::move_children(right, k, right, 0, right->count + 1u);
-      layout::move_children(right, 0, left, left->count - k + 1u, k);
-    }
-    left->count = static_cast<std::uint16_t>(left->count - k);
-    right->count = static_cast<std::uint16_t>(right->count + k);
   }
 
   // --- whole-tree helpers -----------------------------------------------------------------------
@@ -1066,6 +862,12 @@ class btree {
       const bool bad = P::multi ? m_comp(P::key(*hi), P::key(last)) : !m_comp(P::key(last), P::key(*hi));
       if (bad) fail("a node's last value is not below its upper separator" + where);
     }
+    if constexpr (layout::cached_keys) {
+      const auto* keys = layout::keys(n);
+      for (std::size_t i = 0; i < n->count; ++i)
+        if (std::memcmp(&keys[i], &P::key(v[i]), sizeof keys[i]) != 0)
+          fail("the key copy at index " + std::to_string(i) + " differs from its value's key" + where);
+    }
     a.values += n->count;
     if (n->leaf) {
       if (a.first_leaf == nullptr) {
@@ -1101,21 +903,6 @@ class btree {
   [[no_unique_address]] key_compare m_comp;
   [[no_unique_address]] allocator_type m_alloc;
 };
-
-/// The three-way comparison std containers use: <=> when the type has it, else <.
-struct btree_synth_three_way {
-  template <class T, class U>
-  constexpr auto operator()(const T& t, const U& u) const {
-    if constexpr (std::three_way_comparable_with<T, U>) {
-      return t <=> u;
-    } else {
-      if (t < u) return std::weak_ordering::less;
-      if (u < t) return std::weak_ordering::greater;
-      return std::weak_ordering::equivalent;
-    }
-  }
-};
-
 }  // namespace tmf::detail
 
 #endif  // TMF_DETAIL_BTREE_TREE_HPP
