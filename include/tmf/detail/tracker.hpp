@@ -21,13 +21,14 @@
 ///
 /// Kernel tracking (Linux >= 6.7, probed at open by `open_kernel_tracker`, forced off with
 /// TMF_TRACKER=fallback): the mapping is registered with a userfaultfd in asynchronous
-/// write-protect mode. Page protection then only guards whole `chunk_size` chunks: the
-/// writer's first store to a chunk faults once, the handler write-protects the chunk's pages
-/// in the userfaultfd sense (no signal on a later store: the kernel clears the mark itself)
-/// and makes the chunk writable. At commit one PAGEMAP_SCAN per touched chunk returns the
-/// written pages and marks them again; then the private copies are dropped (the marks stay,
-/// as pte markers) and the chunks read-only again. Cost: one fault per chunk and per
-/// transaction, a scan per chunk; never proportional to the arena. Any thread's store into
+/// write-protect mode. Page protection then only guards whole chunks of `tracked_chunk_pages`
+/// (64 KiB): the writer's first store to a chunk faults once, the handler write-protects the
+/// chunk's pages in the userfaultfd sense (no signal on a later store: the kernel clears the
+/// mark itself) and makes the chunk writable; the second chunk of one `chunk_size` region
+/// takes the region's other chunks too. At commit one PAGEMAP_SCAN per run of touched chunks
+/// returns the written pages and marks them again; then the private copies are dropped (the
+/// marks stay, as pte markers) and the chunks read-only again. Cost: at most two faults per
+/// region and transaction, a scan per run; never proportional to the arena. Any thread's store into
 /// a chunk the writer made writable is accepted (and logged) while the transaction runs, as
 /// a store into a page the writer wrote is on the fallback path.
 #ifndef TMF_DETAIL_TRACKER_HPP
@@ -49,6 +50,16 @@ namespace tmf::detail {
 
 inline constexpr std::size_t chunk_size = std::size_t{2} << 20;
 inline constexpr std::size_t chunk_pages = chunk_size / page_size;
+/// The chunk of kernel tracking (one protection fault per transaction and chunk written):
+/// smaller than the fallback's, so that a small commit makes only a few pages writable and
+/// read-only again (a 2 MiB mprotect and UFFDIO_WRITEPROTECT per commit cost ~25% of a
+/// one-page commit).
+inline constexpr std::size_t tracked_chunk_pages = 16;
+static_assert(chunk_pages % tracked_chunk_pages == 0);
+/// Kernel tracking: chunks of one `chunk_size` region written in a transaction before the
+/// first store to a further one takes all the region's chunks at once (scattered writes then
+/// fault twice per region, not once per chunk).
+inline constexpr std::size_t region_after = 1;
 /// Pages unprotected one by one in a transaction before whole chunks are used instead.
 inline constexpr std::size_t isolated_page_budget = 12000;
 /// A fault on the page after a written one unprotects this many aligned pages at once:
@@ -67,7 +78,8 @@ class dirty_set {
   /// Reserves room for a range of `max_pages` pages (virtual memory, committed on use).
   std::error_code init(std::size_t max_pages) noexcept {
     m_max_pages = max_pages;
-    m_chunks = (max_pages + chunk_pages - 1) / chunk_pages;
+    // Room for the smaller chunks of kernel tracking, which may be switched on later.
+    m_chunks = (max_pages + tracked_chunk_pages - 1) / tracked_chunk_pages;
     m_bitmap_bytes = round_up8((max_pages + 63) / 64 * 8);
     m_list_bytes = round_up8(max_pages * sizeof(std::uint64_t));
     m_chunk_bitmap_bytes = round_up8((m_chunks + 63) / 64 * 8);
@@ -99,7 +111,7 @@ class dirty_set {
   /// and records it. Returns false if the kernel refused even a whole chunk.
   bool on_fault(unsigned char* base, std::size_t mapped, std::size_t page) noexcept {
     if (page >= m_max_pages) return false;
-    std::size_t chunk = page / chunk_pages;
+    std::size_t chunk = page / m_chunk_pages;
     if (m_uffd) return widen_tracked(base, mapped, chunk);
     if (!test(m_chunk_bitmap, chunk) && m_count + m_block_count < isolated_page_budget) {
       const std::size_t block = page / block_pages;
@@ -120,13 +132,13 @@ class dirty_set {
   /// or every page of the chunk if pagemap cannot be read) and sorts the list.
   std::error_code collect(unsigned char* base, std::size_t mapped, const os::file& pagemap) noexcept {
     if (m_uffd) {
-      for (std::size_t i = 0; i < m_chunk_count; ++i) scan_chunk(base, mapped, static_cast<std::size_t>(m_chunk_list[i]));
+      scan_chunks(base, mapped);
       std::sort(m_list, m_list + m_count);
       m_collected = true;
       return {};
     }
     std::size_t mapped_pages = mapped / page_size;
-    std::uint64_t entries[chunk_pages];
+    std::uint64_t entries[chunk_pages];  // the fallback's m_chunk_pages
     auto scan = [&](std::size_t first, std::size_t span) {
       std::size_t n = std::min(span, mapped_pages - std::min(first, mapped_pages));
       bool known = pagemap.is_open() && !os::read_pagemap(pagemap, base + first * page_size, entries, n);
@@ -138,10 +150,10 @@ class dirty_set {
         }
       }
     };
-    for (std::size_t i = 0; i < m_chunk_count; ++i) scan(static_cast<std::size_t>(m_chunk_list[i]) * chunk_pages, chunk_pages);
+    for (std::size_t i = 0; i < m_chunk_count; ++i) scan(static_cast<std::size_t>(m_chunk_list[i]) * m_chunk_pages, m_chunk_pages);
     for (std::size_t i = 0; i < m_block_count; ++i) {
       const std::size_t first = static_cast<std::size_t>(m_block_list[i]) * block_pages;
-      if (!test(m_chunk_bitmap, first / chunk_pages)) scan(first, block_pages);  // else the chunk's scan did it
+      if (!test(m_chunk_bitmap, first / m_chunk_pages)) scan(first, block_pages);  // else the chunk's scan did it
     }
     std::sort(m_list, m_list + m_count);
     return {};
@@ -199,7 +211,7 @@ class dirty_set {
     // Pages inside a whole chunk are covered by the chunk's run below: re-protecting them
     // one by one would split the chunk into thousands of mappings.
     auto wide = [&](std::uint64_t page) {
-      return test(m_chunk_bitmap, static_cast<std::size_t>(page) / chunk_pages) ||
+      return test(m_chunk_bitmap, static_cast<std::size_t>(page) / m_chunk_pages) ||
              test(m_block_bitmap, static_cast<std::size_t>(page) / block_pages);
     };
     const bool keep_header = header != header_page::release && m_count > 0 && m_list[0] == 0 && !wide(0);
@@ -223,12 +235,12 @@ class dirty_set {
     std::sort(m_block_list, m_block_list + m_block_count);
     for (std::size_t b = 0; b < m_block_count; ++b) {
       const std::size_t first = static_cast<std::size_t>(m_block_list[b]) * block_pages;
-      if (!test(m_chunk_bitmap, first / chunk_pages)) run(first, block_pages);  // else the chunk's run does it
+      if (!test(m_chunk_bitmap, first / m_chunk_pages)) run(first, block_pages);  // else the chunk's run does it
       clear(m_block_bitmap, static_cast<std::size_t>(m_block_list[b]));
     }
     flush_span();
     for (std::size_t c = 0; c < m_chunk_count; ++c) {
-      run(static_cast<std::size_t>(m_chunk_list[c]) * chunk_pages, chunk_pages);
+      run(static_cast<std::size_t>(m_chunk_list[c]) * m_chunk_pages, m_chunk_pages);
       flush_span();
       clear(m_chunk_bitmap, static_cast<std::size_t>(m_chunk_list[c]));
     }
@@ -244,6 +256,8 @@ class dirty_set {
   void use_kernel_tracking(const os::file* uffd, const os::file* pagemap) noexcept {
     m_uffd = uffd;
     m_scan = pagemap;
+    m_chunk_pages = tracked_chunk_pages;
+    m_chunk_bytes = tracked_chunk_pages * page_size;
   }
   bool kernel_tracking() const noexcept { return m_uffd != nullptr; }
 
@@ -257,7 +271,7 @@ class dirty_set {
   std::size_t chunk_count() const noexcept { return m_chunk_count; }
   std::size_t block_count() const noexcept { return m_block_count; }
   bool contains(std::size_t page) const noexcept {
-    return page < m_max_pages && (test(m_bitmap, page) || test(m_chunk_bitmap, page / chunk_pages) ||
+    return page < m_max_pages && (test(m_bitmap, page) || test(m_chunk_bitmap, page / m_chunk_pages) ||
                                   test(m_block_bitmap, page / block_pages));
   }
 
@@ -276,25 +290,64 @@ class dirty_set {
 
   /// Kernel tracking, handler side: the writer's first store to `chunk` in this transaction.
   bool widen_tracked(unsigned char* base, std::size_t mapped, std::size_t chunk) noexcept {
-    const std::size_t begin = chunk * chunk_size;
+    const std::size_t begin = chunk * m_chunk_bytes;
     if (begin >= mapped) return false;
-    const std::size_t bytes = std::min(chunk_size, mapped - begin);
+    const std::size_t bytes = std::min(m_chunk_bytes, mapped - begin);
     if (test(m_chunk_bitmap, chunk)) return !os::protect(base + begin, bytes, true);  // growth mapped more of it
-    // Marks first, then writable: no store can slip in between unseen. Pages read (mapped
-    // from the page cache) since the chunk's last scan carry no mark and would look written.
-    if (os::write_protect(*m_uffd, base + begin, bytes) || os::protect(base + begin, bytes, true)) return false;
-    set(m_chunk_bitmap, chunk);
-    m_chunk_list[m_chunk_count++] = chunk;
+    // The second chunk written in one `chunk_size` region takes the region's other chunks
+    // too: scattered writes fault twice per region, and a small commit touches only 64 KiB.
+    const std::size_t per_region = chunk_pages / m_chunk_pages;
+    const std::size_t first = chunk / per_region * per_region;
+    std::size_t in_region = 0;
+    for (std::size_t c = first; c < first + per_region; ++c) in_region += test(m_chunk_bitmap, c);
+    if (in_region < region_after) return track_chunks(base, mapped, chunk, chunk + 1);
+    for (std::size_t c = first; c < first + per_region && c * m_chunk_bytes < mapped;) {
+      if (test(m_chunk_bitmap, c)) {
+        ++c;
+        continue;
+      }
+      std::size_t d = c + 1;
+      while (d < first + per_region && d * m_chunk_bytes < mapped && !test(m_chunk_bitmap, d)) ++d;
+      // Could not take them all: the faulting chunk alone will do.
+      if (!track_chunks(base, mapped, c, d)) return test(m_chunk_bitmap, chunk) || track_chunks(base, mapped, chunk, chunk + 1);
+      c = d;
+    }
     return true;
   }
 
-  /// Kernel tracking: records the pages of `chunk` written since its last scan, and marks
-  /// them again. If the scan fails, every page of the chunk counts as written (logging a page
-  /// that did not change is harmless: it equals the file).
-  void scan_chunk(unsigned char* base, std::size_t mapped, std::size_t chunk) noexcept {
-    const std::size_t first = chunk * chunk_pages;
+  /// Kernel tracking: write-protects chunks [c, d) in the userfaultfd sense, then makes them
+  /// writable and records them. \pre none of them is recorded.
+  bool track_chunks(unsigned char* base, std::size_t mapped, std::size_t c, std::size_t d) noexcept {
+    const std::size_t begin = c * m_chunk_bytes;
+    const std::size_t bytes = std::min((d - c) * m_chunk_bytes, mapped - begin);
+    // Marks first, then writable: no store can slip in between unseen. Pages read (mapped
+    // from the page cache) since the chunk's last scan carry no mark and would look written.
+    if (os::write_protect(*m_uffd, base + begin, bytes) || os::protect(base + begin, bytes, true)) return false;
+    for (std::size_t k = c; k < d; ++k) {
+      set(m_chunk_bitmap, k);
+      m_chunk_list[m_chunk_count++] = k;
+    }
+    return true;
+  }
+
+  /// Kernel tracking: sorts the recorded chunks and scans each run of adjacent ones.
+  void scan_chunks(unsigned char* base, std::size_t mapped) noexcept {
+    std::sort(m_chunk_list, m_chunk_list + m_chunk_count);
+    for (std::size_t c = 0; c < m_chunk_count;) {
+      std::size_t d = c + 1;
+      while (d < m_chunk_count && m_chunk_list[d] == m_chunk_list[d - 1] + 1) ++d;
+      scan_chunk(base, mapped, static_cast<std::size_t>(m_chunk_list[c]), d - c);
+      c = d;
+    }
+  }
+
+  /// Kernel tracking: records the pages of the `chunks` chunks from `chunk` written since
+  /// their last scan, and marks them again. If the scan fails, every page of them counts as
+  /// written (logging a page that did not change is harmless: it equals the file).
+  void scan_chunk(unsigned char* base, std::size_t mapped, std::size_t chunk, std::size_t chunks) noexcept {
+    const std::size_t first = chunk * m_chunk_pages;
     if (first * page_size >= mapped) return;
-    const std::size_t n = std::min(chunk_pages, mapped / page_size - first);
+    const std::size_t n = std::min(chunks * m_chunk_pages, mapped / page_size - first);
     const auto b = reinterpret_cast<std::uintptr_t>(base);
     std::uintptr_t at = b + first * page_size;
     const std::uintptr_t end = at + n * page_size;
@@ -325,7 +378,7 @@ class dirty_set {
       if (ec && !first_error) first_error = ec;
     };
     if (!m_collected)
-      for (std::size_t c = 0; c < m_chunk_count; ++c) scan_chunk(base, mapped, static_cast<std::size_t>(m_chunk_list[c]));
+      scan_chunks(base, mapped);
     m_collected = false;
     std::sort(m_list, m_list + m_count);
     const bool keep_header = header != header_page::release && m_count > 0 && m_list[0] == 0;
@@ -358,8 +411,8 @@ class dirty_set {
     for (std::size_t c = 0; c < m_chunk_count;) {
       std::size_t d = c + 1;
       while (d < m_chunk_count && m_chunk_list[d] == m_chunk_list[d - 1] + 1) ++d;
-      const std::size_t begin = static_cast<std::size_t>(m_chunk_list[c]) * chunk_size;
-      if (begin < mapped) note(os::protect(base + begin, std::min((d - c) * chunk_size, mapped - begin), false));
+      const std::size_t begin = static_cast<std::size_t>(m_chunk_list[c]) * m_chunk_bytes;
+      if (begin < mapped) note(os::protect(base + begin, std::min((d - c) * m_chunk_bytes, mapped - begin), false));
       for (std::size_t k = c; k < d; ++k) clear(m_chunk_bitmap, static_cast<std::size_t>(m_chunk_list[k]));
       c = d;
     }
@@ -380,9 +433,9 @@ class dirty_set {
   }
 
   bool widen(unsigned char* base, std::size_t mapped, std::size_t chunk) noexcept {
-    std::size_t begin = chunk * chunk_size;
+    std::size_t begin = chunk * m_chunk_bytes;
     if (begin >= mapped) return false;
-    std::size_t bytes = std::min(chunk_size, mapped - begin);
+    std::size_t bytes = std::min(m_chunk_bytes, mapped - begin);
     // Re-protecting an already wide chunk is needed when growth mapped more of it.
     if (os::protect(base + begin, bytes, true)) return false;
     if (!test(m_chunk_bitmap, chunk)) {
@@ -393,6 +446,8 @@ class dirty_set {
   }
 
   std::size_t m_max_pages = 0, m_chunks = 0, m_blocks = 0;
+  std::size_t m_chunk_pages = chunk_pages;  ///< pages per chunk: tracked_chunk_pages with kernel tracking
+  std::size_t m_chunk_bytes = chunk_size;
   std::size_t m_bitmap_bytes = 0, m_list_bytes = 0, m_chunk_bitmap_bytes = 0, m_chunk_list_bytes = 0;
   std::size_t m_block_bitmap_bytes = 0, m_block_list_bytes = 0;
   std::size_t m_total_bytes = 0;
