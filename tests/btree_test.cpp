@@ -686,7 +686,14 @@ TEST(BtreeStorage, AnInsertLogsAboutOnePage) {
   }
   const auto pages = s.stats().pages_logged - before;
   // 200 inserts into ~2,000 leaves touch ~190 distinct leaves, a few splits and the heap.
-  EXPECT_LE(pages, 260u) << "pages logged by 200 random inserts into a 100k-key tree";
+#if defined(_WIN32)
+  // Windows has no written-page query (no pagemap): the page-protection tracker logs every
+  // page of a block it unprotected at once, written or not (README, "Windows").
+  constexpr std::uint64_t bound = 400;
+#else
+  constexpr std::uint64_t bound = 260;
+#endif
+  EXPECT_LE(pages, bound) << "pages logged by 200 random inserts into a 100k-key tree";
 }
 
 }  // namespace

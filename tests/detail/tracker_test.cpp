@@ -163,7 +163,7 @@ TEST(DirtySetKernel, SecondChunkOfARegionTakesTheRegion) {
   mapped_file m(pages * page_size);
   auto* base = static_cast<unsigned char*>(m.base);
   os::file pagemap, uffd;
-  ASSERT_FALSE(os::open_pagemap(pagemap));
+  if (auto ec = os::open_pagemap(pagemap)) GTEST_SKIP() << "no pagemap, so no kernel write tracking here: " << ec.message();
   if (auto ec = open_kernel_tracker(uffd, pagemap, base, m.bytes))
     GTEST_SKIP() << "no kernel write tracking here: " << ec.message();
   dirty_set d;
