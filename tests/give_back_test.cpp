@@ -37,16 +37,6 @@ struct root {
 constexpr std::size_t block_bytes = std::size_t{64} << 10;
 constexpr int skip_code = 77;  // a child's "not possible here"
 
-/// In a child: prints where and what broke, and makes the child fail.
-#define CHILD_CHECK(cond, ...)                                                      \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, __VA_ARGS__);                                            \
-      std::fputc('\n', stderr);                                                     \
-      return 1;                                                                     \
-    }                                                                               \
-  } while (0)
 
 std::uint64_t disk_bytes(const fs::path& p) {
   struct stat st {};

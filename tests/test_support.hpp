@@ -38,6 +38,18 @@
 #include <sys/wait.h>
 #endif
 
+/// In a child process (run_in_child and the like): if `cond` is false, prints where and
+/// what broke (printf-style message) and makes the child return 1.
+#define CHILD_CHECK(cond, ...)                                                      \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
+      std::fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+      std::fprintf(stderr, __VA_ARGS__);                                            \
+      std::fputc('\n', stderr);                                                     \
+      return 1;                                                                     \
+    }                                                                               \
+  } while (0)
+
 namespace tmf_test {
 
 /// The directory for test files: $TMF_TEST_DIR (set by ctest to <build>/test-files), else
