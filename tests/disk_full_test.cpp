@@ -236,25 +236,6 @@ TEST(DiskFull, AfterTheLimitIsRaisedTheSameCommitSucceeds) {
 
 // -- a full tmpfs ----------------------------------------------------------------------------
 
-/// Fills the file system of `p` with a file written until ENOSPC. Returns its size.
-std::uint64_t fill_up(const fs::path& p) {
-  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return 0;
-  static const char chunk[64 << 10] = {};
-  std::uint64_t total = 0;
-  for (std::size_t n = sizeof chunk; n > 0;) {
-    ssize_t r = ::write(fd, chunk, n);
-    if (r > 0) {
-      total += static_cast<std::uint64_t>(r);
-    } else if (r < 0 && errno == ENOSPC) {
-      n /= 2;  // fill the last pages too
-    } else if (r < 0 && errno != EINTR) {
-      break;
-    }
-  }
-  ::close(fd);
-  return total;
-}
 
 /// Mounts an 8 MiB tmpfs on `dir` in a private mount namespace (nothing leaks out of this
 /// process). False where that is not permitted (not root, no CAP_SYS_ADMIN, seccomp...).
@@ -286,7 +267,7 @@ TEST(DiskFull, FullTmpfsGivesBadAllocAndEnospcThenWorkContinuesWhenSpaceIsFreed)
       const std::uint64_t log_bytes = bytes_of(tmf_test::log_path(path));
       CHILD_CHECK(log_bytes < bulk, "precondition: the log (%llu bytes) was not shrunk by the checkpoint",
                   ull(log_bytes));
-      const std::uint64_t filled = fill_up(filler);
+      const std::uint64_t filled = tmf_test::fill_up(filler);
       CHILD_CHECK(filled > 0, "cannot fill the tmpfs");
       const std::vector<char> committed = tmf_test::read_bytes(path);
 

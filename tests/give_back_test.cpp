@@ -269,24 +269,6 @@ bool mount_tmpfs(const fs::path& dir, const char* size) {
   return ::mount("tmpfs", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, (std::string("mode=0700,size=") + size).c_str()) == 0;
 }
 
-/// Fills the file system of `p` with a file written until ENOSPC.
-std::uint64_t fill_up(const fs::path& p) {
-  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return 0;
-  static const char chunk[64 << 10] = {};
-  std::uint64_t total = 0;
-  for (std::size_t n = sizeof chunk; n > 0;) {
-    ssize_t r = ::write(fd, chunk, n);
-    if (r > 0)
-      total += static_cast<std::uint64_t>(r);
-    else if (r < 0 && errno == ENOSPC)
-      n /= 2;
-    else if (r < 0 && errno != EINTR)
-      break;
-  }
-  ::close(fd);
-  return total;
-}
 
 TEST(GiveBack, AFullDiskWhileReusingPunchedSpaceIsBadAllocNotSigbus) {
   const fs::path dir = tmf_test::test_path("mnt");
@@ -305,7 +287,7 @@ TEST(GiveBack, AFullDiskWhileReusingPunchedSpaceIsBadAllocNotSigbus) {
     free_blocks(w);
     w.commit();  // punched: the tmpfs has those pages back
     CHILD_CHECK(s.stats().given_back_bytes >= (std::uint64_t{7} << 20), "nothing was punched");
-    CHILD_CHECK(fill_up(filler) > 0, "cannot fill the tmpfs");
+    CHILD_CHECK(tmf_test::fill_up(filler) > 0, "cannot fill the tmpfs");
     // The holes are the only room left in the arena, and the disk is full.
     std::size_t got = 0;
     try {

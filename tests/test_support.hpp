@@ -35,6 +35,7 @@
 #endif
 #include <windows.h>
 #else
+#include <fcntl.h>
 #include <sys/wait.h>
 #endif
 
@@ -245,6 +246,28 @@ inline int wait_child(pid_t pid) {
 /// signal that killed it.
 inline int run_in_child(const std::function<int()>& fn) { return wait_child(spawn_child(fn)); }
 
+#endif
+
+#if !defined(_WIN32)
+/// Fills the file system of `p` with a file written until ENOSPC. Returns its size.
+inline std::uint64_t fill_up(const std::filesystem::path& p) {
+  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return 0;
+  static const char chunk[64 << 10] = {};
+  std::uint64_t total = 0;
+  for (std::size_t n = sizeof chunk; n > 0;) {
+    ssize_t r = ::write(fd, chunk, n);
+    if (r > 0) {
+      total += static_cast<std::uint64_t>(r);
+    } else if (r < 0 && errno == ENOSPC) {
+      n /= 2;  // fill the last pages too
+    } else if (r < 0 && errno != EINTR) {
+      break;
+    }
+  }
+  ::close(fd);
+  return total;
+}
 #endif
 
 }  // namespace tmf_test
