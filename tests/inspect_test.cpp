@@ -143,6 +143,47 @@ TEST(UntypedStorage, SeesTheLogOfAWriterThatDied) {
   EXPECT_EQ(read_bytes(path.log()), log);
 }
 
+// The identity checks run on the header as recovery leaves it. Here the header on disk names
+// another Root and user magic (resealed), and the log's records carry the committed header
+// page: the untyped open must adopt what the log installs, not compare the two (found by
+// fuzz_untyped: root_mismatch against the pre-recovery header).
+TEST(UntypedStorage, TakesItsIdentityFromTheRecoveredHeader) {
+  scoped_path path;
+  { tmf::storage<counted_root> s(path); }
+  const int rc = tmf_test::run_in_child([&] {
+    tmf::storage<counted_root> s(path);
+    for (int i = 0; i < 3; ++i) commit_one(s);
+    ::_exit(0);  // no close: the log keeps its records
+    return 0;
+  });
+  ASSERT_EQ(rc, 0);
+  {
+    std::vector<char> data = read_bytes(path);
+    tmf::detail::file_header h;
+    std::memcpy(&h, data.data(), sizeof h);
+    std::memset(h.root_name, 0, sizeof h.root_name);
+    std::memcpy(h.root_name, "other_root", 10);
+    h.root_schema ^= 1;
+    h.user_magic += 7;
+    h.txn = 1;  // before the log's records, so that recovery replays all three
+    tmf::detail::seal_header(h);
+    std::memcpy(data.data(), &h, sizeof h);
+    write_file(path, std::string(data.begin(), data.end()));
+  }
+  const auto data = read_bytes(path);
+  const auto log = read_bytes(path.log());
+  {
+    tmf::untyped_storage u(path);
+    const tmf::storage_info i = u.info();
+    EXPECT_EQ(i.txn, 4u);
+    EXPECT_NE(i.root_name.find("counted_root"), std::string::npos) << i.root_name;
+    EXPECT_EQ(i.root_fingerprint, tmf::schema_fingerprint<counted_root>());
+    u.check();
+  }
+  EXPECT_EQ(read_bytes(path), data);
+  EXPECT_EQ(read_bytes(path.log()), log);
+}
+
 TEST(UntypedStorage, RefusesEmptyGarbageForeignTruncatedAndDamagedFiles) {
   scoped_path path;
   write_file(path, "");

@@ -86,14 +86,12 @@ class untyped_storage {
       throw error(std::make_error_code(std::errc::invalid_argument),
                   "tmf: untyped_storage opens existing files only (read_only or open_only)");
     const detail::file_header h = read_header(file);
+    // The identity comes from the header as recovery leaves it: a log may hold a committed
+    // header page that differs from the one on disk.
     detail::root_fingerprint fp;
-    fp.size = h.root_size;
-    fp.align = h.root_align;
-    fp.schema = h.root_schema;
-    fp.name.assign(h.root_name, ::strnlen(h.root_name, detail::root_name_capacity));
+    fp.adopt = true;
     options opt;
     opt.mode = mode;
-    opt.magic = h.user_magic;
     opt.max_size = static_cast<std::size_t>(std::min<std::uint64_t>(h.max_size, SIZE_MAX));
     // Read-only: not even the lock file is written (its readers take the apply lock instead).
     m_engine.emplace(file, opt, fp, mode != open_mode::read_only);

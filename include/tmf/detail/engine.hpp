@@ -159,6 +159,7 @@ class engine {
 
   // opening (engine_open.hpp) and closing
   void open();
+  void adopt_header_identity();
   bool open_files();
   void take_open_lock();
   void open_reader_table();

@@ -90,8 +90,21 @@ inline void engine::open() {
   map_and_verify();
   // On the recovered header: a replayed commit may have installed another Root (tmf::migrate).
   // Recovery of a cleanly closed file writes nothing, so a refusal leaves it untouched.
-  validate_header_identity(*header(), m_name, m_opt.magic, m_root_fp);
+  if (m_root_fp.adopt)
+    adopt_header_identity();
+  else
+    validate_header_identity(*header(), m_name, m_opt.magic, m_root_fp);
   publish_slot(*m_slot, m_base, m_reserved, &m_dirty, m_fork_generation, m_name.c_str());
+}
+
+/// The untyped open's identity: the recovered header's Root and user magic.
+inline void engine::adopt_header_identity() {
+  const file_header& h = *header();
+  m_root_fp.size = h.root_size;
+  m_root_fp.align = h.root_align;
+  m_root_fp.schema = h.root_schema;
+  m_root_fp.name.assign(h.root_name, ::strnlen(h.root_name, root_name_capacity));
+  m_opt.magic = h.user_magic;
 }
 
 /// Opens the data file as the mode says, creating it if needed, and claims a registry slot.

@@ -41,6 +41,10 @@ struct root_fingerprint {
   std::uint64_t schema = 0;
   std::string name;    ///< demangled, for messages (the header keeps its first 127 bytes)
   std::string layout;  ///< the layout `schema` hashes, for messages
+  /// The untyped open: take the identity (Root and user magic) of the header as recovery
+  /// leaves it, whatever it is. The header on disk before recovery may differ from it when the
+  /// log holds a committed header page.
+  bool adopt = false;
 };
 
 struct file_header {
