@@ -975,6 +975,39 @@ TEST(heap_holes, freed_extents_are_released_and_refilled_before_they_are_handed_
   EXPECT_EQ(h.free_blocks(), 1u);
 }
 
+TEST(heap_holes, emptied_large_tier_runs_are_released_whole_and_refilled_when_reused) {
+  // 1-64 KiB blocks live in runs: freeing one releases nothing while its run holds others;
+  // the run's last free gives the whole run back to the trees, which report it to be punched;
+  // a new run over those pages gets them allocated again before any block is handed out.
+  arena a(std::size_t{8} << 20, std::size_t{8} << 20);
+  hole_model m;
+  m.hole.assign(a.capacity() / page_size, false);
+  m.base = reinterpret_cast<std::uintptr_t>(a.base());
+  heap h(a.state(), &m.backing);
+  std::vector<void*> v;
+  for (int i = 0; i < 75; ++i) v.push_back(h.allocate(40000, 16));  // three full 1 MiB runs of 25
+  ASSERT_EQ(h.class_stats(runs_impl::class_of(40000, 16)).runs, 3u);
+  for (std::size_t i = 1; i < v.size(); ++i) h.deallocate(v[i], 40000);  // v[0] keeps the first run
+  EXPECT_EQ(h.class_stats(runs_impl::class_of(40000, 16)).runs, 1u);
+  EXPECT_GE(m.released_bytes, 2 * (std::size_t{1} << 20) - 2 * page_size) << "the two emptied runs were not released";
+  const std::size_t released = m.released_bytes;
+  h.deallocate(v[0], 40000);
+  EXPECT_GT(m.released_bytes, released);
+  ASSERT_NO_THROW(h.check());
+  // Reused: every block of the new runs is backed (the headers too: they are written).
+  const std::size_t reserves = m.reserves;
+  for (auto& p : v) {
+    p = h.allocate(40000, 16);
+    ASSERT_NE(p, nullptr);
+    ASSERT_FALSE(m.any_hole(p, 40000)) << "a hole was handed out";
+    ASSERT_FALSE(m.any_hole(reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(p) & ~((std::uintptr_t{1} << 20) - 1)),
+                            sizeof(runs_impl::run_header)));
+  }
+  EXPECT_GT(m.reserves, reserves);
+  for (void* p : v) h.deallocate(p, 40000);
+  ASSERT_NO_THROW(h.check());
+}
+
 TEST(heap_holes, an_allocation_whose_holes_cannot_be_filled_fails_and_changes_nothing) {
   arena a(std::size_t{2} << 20);
   hole_model m;
