@@ -18,8 +18,9 @@
 ///                             then on check() must either pass or throw errc::corrupted,
 ///                             reading only inside the arena; no other operation runs any more
 ///
-/// Sizes up to small_threshold come from size-class runs (the third byte's top bits 0 keep
-/// most requests there), larger ones from the trees.
+/// Sizes below run_limit come from size-class runs (the third byte's top bits 0 keep every
+/// request there: up to 1 KiB the small tier's 16 KiB runs, above it the large tier's runs of
+/// 128 KiB to 1 MiB), larger ones from the trees.
 /// Oracle: allocate returns an aligned block inside the arena overlapping no live block (or,
 /// for a tree block of a small alignment, nullptr exactly when the model says no free block
 /// can hold it); the counters match the model, per size class too; no free block overlaps a
@@ -63,7 +64,7 @@ using td::heap;
 using td::heap_quantum;
 using td::page_size;
 
-constexpr std::size_t buffer_bytes = std::size_t{1} << 20;
+constexpr std::size_t buffer_bytes = std::size_t{8} << 20;  // room for the large tier's 1 MiB runs
 alignas(page_size) unsigned char g_buffer[buffer_bytes + page_size];
 alignas(16) unsigned char g_state[sizeof(td::heap_state)];
 
@@ -88,7 +89,7 @@ struct input_reader {
 struct model {
   std::map<std::uintptr_t, std::size_t> live;  ///< address -> block size (block_size(request))
   std::map<std::uintptr_t, std::size_t> request;  ///< address -> requested size
-  std::map<std::uintptr_t, std::size_t> klass;    ///< address -> size class (small blocks)
+  std::map<std::uintptr_t, std::size_t> klass;    ///< address -> size class (blocks of runs)
   std::size_t allocated = 0;
 };
 
@@ -204,7 +205,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (p == nullptr) fail("allocate() failed after growing by growth_needed()");
           }
         }
-        const bool small = request <= td::small_threshold;
+        const bool small = td::served_by_runs(request);  // from a run
         if (p == nullptr) {
           if (valid_align && !small && align <= heap_quantum && heap::block_size(request) <= h.largest_free_block())
             fail("allocate() returned nullptr though a free block is large enough");
@@ -266,8 +267,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           // Walked once, while the trees are sound: never iterate a corrupted tree.
           h.for_each_free_block([&](void* p, std::size_t) { nodes.push_back(static_cast<unsigned char*>(p)); });
           for (const auto& [a, c] : m.klass) {
-            auto* r = reinterpret_cast<unsigned char*>(a & ~static_cast<std::uintptr_t>(td::runs_impl::run_bytes - 1));
-            if (runs.empty() || runs.back() != r) runs.push_back(r);
+            auto* r = reinterpret_cast<unsigned char*>(a & ~static_cast<std::uintptr_t>(td::runs_impl::classes[c].run - 1));
+            if (std::find(runs.begin(), runs.end(), r) == runs.end()) runs.push_back(r);
           }
         }
         const std::uint8_t v = value;

@@ -138,6 +138,16 @@ void heap_seeds(const std::filesystem::path& dir) {
   bytes runs_corrupt = runs;
   runs_corrupt.insert(runs_corrupt.end(), {5, 1, 20, 0x01, 5, 5, 8, 0x10, 3});
   put(dir, "small_runs_corrupt", 0, runs_corrupt);
+  // The large tier: 1-64 KiB blocks in runs of 128 KiB to 1 MiB (1500, 5000 and 40000 bytes,
+  // some page-aligned), frees, then corrupted run headers.
+  bytes large = {0};
+  for (int i = 0; i < 8; ++i) large.insert(large.end(), {0, 0xdc, 0x05, 3, 0, 0x88, 0x13, 3, 0, 0x40, 0x9c, 3});
+  for (int i = 0; i < 3; ++i) large.insert(large.end(), {0, 0x88, 0x13, 12, 0, 0xdc, 0x05, 12});
+  large.insert(large.end(), {3, 4, 3, 1, 2, 1, 7, 3, 0, 0xff, 0xfe, 3, 3});
+  put(dir, "large_runs", 0, large);
+  bytes large_corrupt = large;
+  large_corrupt.insert(large_corrupt.end(), {5, 1, 4, 0x01, 5, 5, 40, 0x08, 5, 9, 16, 0x20, 3});
+  put(dir, "large_runs_corrupt", 0, large_corrupt);
   // A longer pseudo-random mix (fixed generator: reproducible).
   bytes mix = {3};
   std::uint32_t x = 12345;

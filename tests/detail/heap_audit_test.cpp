@@ -265,6 +265,8 @@ runs_impl::run_header& run_of(void* p) {
   return *reinterpret_cast<runs_impl::run_header*>(reinterpret_cast<std::uintptr_t>(p) & ~(runs_impl::run_bytes - 1));
 }
 
+std::size_t run_of_class(std::size_t size) { return runs_impl::class_of(size, 8); }
+
 class run_death : public testing::Test {
  protected:
   run_death() : m_arena(1 << 20) {}
@@ -301,9 +303,34 @@ TEST_F(run_death, size_beyond_the_class) {
 
 TEST_F(run_death, a_tree_block_freed_as_small) {
   heap h = m_arena.h();
-  void* big = h.allocate(5000, 8);
-  std::memset(big, 0, 5000);
+  void* big = h.allocate(100000, 8);
+  std::memset(big, 0, 100000);
   EXPECT_DEATH(h.deallocate(big, 100), "tmf: .*no size-class run holds this address");
+  EXPECT_DEATH(h.deallocate(big, 5000), "tmf: .*no size-class run holds this address");
+}
+
+TEST_F(run_death, a_large_tier_block_freed_with_a_size_of_another_run_size) {
+  // A 5000-byte block lives in a 256 KiB run: freed as 100 bytes (16 KiB runs) or 40000
+  // (1 MiB runs), the header found by masking is not a run of that size.
+  heap h = m_arena.h();
+  void* p = h.allocate(5000, 8);
+  ASSERT_EQ(runs_impl::classes[run_of_class(5000)].run, std::size_t{256} << 10);
+  ASSERT_EQ(reinterpret_cast<std::uintptr_t>(p) % (std::size_t{256} << 10), runs_impl::classes[run_of_class(5000)].offset);
+  EXPECT_DEATH(h.deallocate(p, 100), "tmf: .*no size-class run holds this address");
+  EXPECT_DEATH(h.deallocate(p, 40000), "tmf: .*no size-class run holds this address");
+  EXPECT_DEATH(h.deallocate(p, 6000), "tmf: .*size exceeds its run's class");
+  h.deallocate(p, 4097);
+  ASSERT_NO_THROW(h.check());
+}
+
+TEST_F(run_death, large_tier_double_free) {
+  heap h = m_arena.h();
+  void* p = h.allocate(3000, 8);
+  void* keep = h.allocate(3000, 8);
+  h.deallocate(p, 3000);
+  EXPECT_DEATH(h.deallocate(p, 3000), "tmf: .*block not in use \\(double free\\?\\).*3072-byte blocks");
+  h.deallocate(keep, 3000);
+  EXPECT_DEATH(h.deallocate(keep, 3000), "tmf: .*no size-class run holds this address");
 }
 
 TEST_F(run_death, outside_the_arena) {
@@ -411,6 +438,64 @@ TEST_F(run_corruption, class_counter) {
   expect_corrupted(h, "class table", "table magic");
 }
 
+class large_run_corruption : public testing::Test {
+ protected:
+  large_run_corruption() : m_arena(std::size_t{8} << 20, std::size_t{8} << 20) {}
+  void SetUp() override {
+    heap h = m_arena.h();
+    // Two 1 MiB runs of 40960-byte blocks (25 a run: one full, one partial) and one 128 KiB
+    // run of 3072-byte blocks.
+    for (int i = 0; i < 30; ++i) m_big.push_back(h.allocate(40000, 8));
+    ASSERT_EQ(runs_impl::classes[run_of_class(40000)].count, 25u);
+    for (int i = 0; i < 3; ++i) m_mid.push_back(h.allocate(3000, 8));
+    ASSERT_NO_THROW(h.check());
+  }
+  static runs_impl::run_header& run_at(void* p, std::size_t size) {
+    return *reinterpret_cast<runs_impl::run_header*>(reinterpret_cast<std::uintptr_t>(p) &
+                                                     ~(runs_impl::run_bytes_for(size) - 1));
+  }
+  runs_impl::class_table& table() {
+    for (std::size_t off = 0; off < (std::size_t{8} << 20); off += q) {
+      std::uint64_t v;
+      std::memcpy(&v, m_arena.at(off), sizeof v);
+      if (v == runs_impl::table_magic) return *reinterpret_cast<runs_impl::class_table*>(m_arena.at(off));
+    }
+    ADD_FAILURE() << "no class table";
+    std::abort();
+  }
+  arena m_arena;
+  std::vector<void*> m_big, m_mid;
+};
+
+TEST_F(large_run_corruption, a_link_aligned_to_a_small_run_but_not_to_its_own_size) {
+  auto& r = run_at(m_big.back(), 40000);
+  r.m_next = reinterpret_cast<runs_impl::run_header*>(r.address() + 16 * runs_impl::run_bytes);
+  expect_corrupted(m_arena.h(), "not aligned to its size", "a 1 MiB run's link 256 KiB in");
+}
+
+TEST_F(large_run_corruption, class_changed_to_one_of_another_run_size) {
+  run_at(m_mid.back(), 3000).m_class = static_cast<std::uint16_t>(run_of_class(40000));
+  expect_corrupted(m_arena.h(), "says class", "class changed");
+}
+
+TEST_F(large_run_corruption, a_run_inside_another_run) {
+  // A well-formed 128 KiB run header forged inside a live 1 MiB run (in its class's list,
+  // with its counters): only the overlap gives it away.
+  heap h = m_arena.h();
+  auto& real = run_at(m_mid.back(), 3000);
+  auto& big = run_at(m_big.front(), 40000);
+  const std::uintptr_t at = big.address() + (std::size_t{512} << 10);  // 128 KiB-aligned, inside
+  auto* forged = reinterpret_cast<runs_impl::run_header*>(at);
+  std::memcpy(static_cast<void*>(forged), &real, sizeof real);
+  forged->m_self = forged;
+  forged->m_prev = &real;
+  forged->m_next = nullptr;
+  real.m_next = forged;
+  auto& cs = table().m_class[real.m_class];
+  cs.m_runs += 1;
+  cs.m_blocks += real.m_used;
+  expect_corrupted(h, "overlaps run", "a run inside another");
+}
 
 struct heap_root {
   struct block {

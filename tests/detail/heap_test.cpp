@@ -608,8 +608,9 @@ INSTANTIATE_TEST_SUITE_P(seeds, heap_random,
                          });
 
 // ---------------------------------------------------------------------------------------------
-// Size classes and runs (allocate / deallocate up to small_threshold).
+// Size classes and runs (allocate / deallocate below run_limit).
 
+using tmf::detail::run_limit;
 using tmf::detail::small_threshold;
 namespace runs_impl = tmf::detail::runs_impl;
 constexpr std::size_t run = runs_impl::run_bytes;
@@ -626,24 +627,78 @@ TEST(heap_classes, block_size_follows_the_classes) {
   EXPECT_EQ(heap::block_size(257), 320u);
   EXPECT_EQ(heap::block_size(1000), 1024u);
   EXPECT_EQ(heap::block_size(small_threshold), small_threshold);
-  EXPECT_EQ(heap::block_size(small_threshold + 1), heap::tree_block_size(small_threshold + 1));
+  EXPECT_EQ(heap::block_size(small_threshold + 1), 1280u) << "the large tier's first class";
+  EXPECT_EQ(heap::block_size(5000), 5120u);
+  EXPECT_EQ(heap::block_size(5000, page_size), 8192u) << "5120-byte blocks are only 1 KiB-aligned";
+  EXPECT_EQ(heap::block_size(1100, page_size), 4096u);
+  EXPECT_EQ(heap::block_size(run_limit - 1), run_limit);
+  EXPECT_EQ(heap::block_size(run_limit), heap::tree_block_size(run_limit)) << "64 KiB and more: the trees";
   EXPECT_EQ(heap::block_size(16, 64), 64u);
   EXPECT_EQ(heap::block_size(16, 1024), 1024u);
   EXPECT_EQ(heap::block_size(16, page_size), page_size) << "a page-aligned small request takes the page class";
   // Every class: blocks aligned as it says, inside the run after the header, at most 1/16 wasted
-  // (the page class aside: it exists for alignment only).
+  // (1/8 in the large tier; the small tier's page class aside: it exists for alignment only).
   for (std::size_t c = 0; c < heap::size_class_count(); ++c) {
     const auto& ci = runs_impl::classes[c];
     EXPECT_EQ(ci.size % ci.align, 0u) << ci.size;
     EXPECT_GE(ci.offset, sizeof(runs_impl::run_header)) << ci.size;
-    EXPECT_LE(ci.offset + std::size_t{ci.count} * ci.size, run) << ci.size;
+    EXPECT_TRUE(std::has_single_bit(ci.run)) << ci.size;
+    EXPECT_EQ(ci.run, c < runs_impl::small_class_count ? run : runs_impl::large_run_bytes_for(ci.size)) << ci.size;
+    EXPECT_LE(ci.offset + std::size_t{ci.count} * ci.size, ci.run) << ci.size;
     if (ci.size <= small_threshold) {
       EXPECT_LE(run - std::size_t{ci.count} * ci.size, run / 16) << ci.size;
+    } else if (c >= runs_impl::small_class_count) {
+      EXPECT_LE(ci.run - std::size_t{ci.count} * ci.size, ci.run / 8) << ci.size;
     }
-    if (c > 0) {
+    if (c > 0 && c != runs_impl::small_class_count) {
       EXPECT_GT(ci.size, runs_impl::classes[c - 1].size);
     }
   }
+}
+
+TEST(heap_classes, the_run_of_a_block_follows_from_its_size) {
+  // deallocate(p, size) finds the run header by masking p with run_bytes_for(size): whatever
+  // class an alignment bumps a request to must have that run size, and hold the request.
+  for (std::size_t size = 0; size < run_limit; ++size) {
+    for (std::size_t align = 1; align <= page_size; align *= 2) {
+      const auto& ci = runs_impl::classes[runs_impl::class_of(size, align)];
+      ASSERT_GE(ci.size, size) << size << " aligned to " << align;
+      ASSERT_GE(ci.align, align) << size << " aligned to " << align;
+      ASSERT_EQ(ci.run, runs_impl::run_bytes_for(size)) << size << " aligned to " << align;
+    }
+  }
+}
+
+TEST(heap_classes, a_large_tier_block_is_neither_written_on_allocation_nor_on_free) {
+  // The point of the large tier: a 1-64 KiB block costs a bit in its run's header page, and
+  // none of its own pages is written (no tracking fault, no dirty page): a tree block would
+  // get a free-block node written at the tail of each carve and at its start on free.
+  arena a(std::size_t{8} << 20, std::size_t{8} << 20);
+  heap h = a.h();
+  const std::size_t size = 20000;  // the 20480-byte class, 1 MiB runs
+  const auto& ci = runs_impl::classes[runs_impl::class_of(size, 16)];
+  void* first = h.allocate(size, 16);
+  ASSERT_NE(first, nullptr);
+  const auto run_start = reinterpret_cast<std::uintptr_t>(first) & ~(std::uintptr_t{ci.run} - 1);
+  // The run's other blocks (past its header page): marked, then allocated, freed, allocated.
+  auto* data = static_cast<std::byte*>(first) + ci.size;
+  const std::size_t data_bytes = (ci.count - 1) * std::size_t{ci.size};
+  ASSERT_EQ(ci.offset, page_size) << "the 20480-byte class starts on the run's second page";
+  ASSERT_LE(reinterpret_cast<std::uintptr_t>(data + data_bytes), reinterpret_cast<std::uintptr_t>(h.end()));
+  fill(data, data_bytes, 0xc3);
+  std::vector<void*> v;
+  for (std::size_t i = 1; i < ci.count - 1; ++i) v.push_back(h.allocate(size, 16));
+  for (void* p : v) EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) & ~(std::uintptr_t{ci.run} - 1), run_start);
+  for (std::size_t i = 0; i < v.size(); i += 2) h.deallocate(v[i], size);
+  for (std::size_t i = 0; i < v.size(); i += 2) v[i] = h.allocate(size + 100, 8);
+  for (void* p : v) h.deallocate(p, size);
+  EXPECT_EQ(first_mismatch(data, data_bytes, 0xc3), data_bytes) << "the heap wrote into a block's pages";
+  EXPECT_EQ(h.class_stats(runs_impl::class_of(size, 16)).blocks, 1u);
+  ASSERT_NO_THROW(h.check());
+  h.deallocate(first, size);
+  EXPECT_EQ(h.class_stats(runs_impl::class_of(size, 16)).runs, 0u) << "an empty run goes back to the trees";
+  EXPECT_EQ(free_list(a), (block_list{{0, std::size_t{8} << 20}}));
+  ASSERT_NO_THROW(h.check());
 }
 
 TEST(heap_classes, consecutive_allocations_are_adjacent_and_counted) {
@@ -715,12 +770,13 @@ TEST(heap_classes, runs_are_aligned_and_a_small_block_touches_no_tree) {
 }
 
 TEST(heap_classes, alignments_up_to_a_page_are_honoured) {
-  arena a(std::size_t{2} << 20);
+  arena a(std::size_t{16} << 20, std::size_t{16} << 20);
   heap h = a.h();
   std::vector<std::tuple<void*, std::size_t>> live;
   for (std::size_t align = 1; align <= page_size; align *= 2) {
     for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{24}, std::size_t{100}, std::size_t{700},
-                             small_threshold}) {
+                             small_threshold, small_threshold + 1, std::size_t{5000}, std::size_t{40000},
+                             run_limit - 1}) {
       for (int k = 0; k < 3; ++k) {
         void* p = h.allocate(size, align);
         ASSERT_NE(p, nullptr) << size << " " << align;
@@ -733,7 +789,7 @@ TEST(heap_classes, alignments_up_to_a_page_are_honoured) {
   ASSERT_NO_THROW(h.check());
   for (auto& [p, size] : live) h.deallocate(p, size);
   EXPECT_EQ(h.allocated_bytes(), 0u);
-  EXPECT_EQ(free_list(a), (block_list{{0, std::size_t{2} << 20}}));
+  EXPECT_EQ(free_list(a), (block_list{{0, std::size_t{16} << 20}}));
 }
 
 TEST(heap_classes, a_small_request_fails_cleanly_and_growth_needed_is_enough) {
@@ -827,7 +883,7 @@ TEST_P(heap_classes_random, matches_a_model) {
       ASSERT_NO_THROW(h.check()) << "seed " << seed << " step " << step;
       std::vector<std::size_t> per_class(heap::size_class_count());
       for (const auto& [addr, b] : live)
-        if (b.size <= small_threshold) ++per_class[runs_impl::class_of(b.size, b.align)];
+        if (tmf::detail::served_by_runs(b.size)) ++per_class[runs_impl::class_of(b.size, b.align)];
       for (std::size_t c = 0; c < per_class.size(); ++c)
         ASSERT_EQ(h.class_stats(c).blocks, per_class[c]) << "seed " << seed << " step " << step << " class " << c;
     }
@@ -917,6 +973,39 @@ TEST(heap_holes, freed_extents_are_released_and_refilled_before_they_are_handed_
   for (auto& [p, n] : live) h.deallocate(p, n);
   h.check();
   EXPECT_EQ(h.free_blocks(), 1u);
+}
+
+TEST(heap_holes, emptied_large_tier_runs_are_released_whole_and_refilled_when_reused) {
+  // 1-64 KiB blocks live in runs: freeing one releases nothing while its run holds others;
+  // the run's last free gives the whole run back to the trees, which report it to be punched;
+  // a new run over those pages gets them allocated again before any block is handed out.
+  arena a(std::size_t{8} << 20, std::size_t{8} << 20);
+  hole_model m;
+  m.hole.assign(a.capacity() / page_size, false);
+  m.base = reinterpret_cast<std::uintptr_t>(a.base());
+  heap h(a.state(), &m.backing);
+  std::vector<void*> v;
+  for (int i = 0; i < 75; ++i) v.push_back(h.allocate(40000, 16));  // three full 1 MiB runs of 25
+  ASSERT_EQ(h.class_stats(runs_impl::class_of(40000, 16)).runs, 3u);
+  for (std::size_t i = 1; i < v.size(); ++i) h.deallocate(v[i], 40000);  // v[0] keeps the first run
+  EXPECT_EQ(h.class_stats(runs_impl::class_of(40000, 16)).runs, 1u);
+  EXPECT_GE(m.released_bytes, 2 * (std::size_t{1} << 20) - 2 * page_size) << "the two emptied runs were not released";
+  const std::size_t released = m.released_bytes;
+  h.deallocate(v[0], 40000);
+  EXPECT_GT(m.released_bytes, released);
+  ASSERT_NO_THROW(h.check());
+  // Reused: every block of the new runs is backed (the headers too: they are written).
+  const std::size_t reserves = m.reserves;
+  for (auto& p : v) {
+    p = h.allocate(40000, 16);
+    ASSERT_NE(p, nullptr);
+    ASSERT_FALSE(m.any_hole(p, 40000)) << "a hole was handed out";
+    ASSERT_FALSE(m.any_hole(reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(p) & ~((std::uintptr_t{1} << 20) - 1)),
+                            sizeof(runs_impl::run_header)));
+  }
+  EXPECT_GT(m.reserves, reserves);
+  for (void* p : v) h.deallocate(p, 40000);
+  ASSERT_NO_THROW(h.check());
 }
 
 TEST(heap_holes, an_allocation_whose_holes_cannot_be_filled_fails_and_changes_nothing) {

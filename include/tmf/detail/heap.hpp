@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 /// \file
 /// The heap: a best-fit free-block manager over one byte range (the arena), with a
-/// small-object front end (runs.hpp): requests of at most `small_threshold` bytes come from
-/// size-class runs, which the heap takes from and gives back to its trees.
+/// size-class front end (runs.hpp): requests of fewer than `run_limit` (64 KiB) bytes come
+/// from size-class runs, which the heap takes from and gives back to its trees.
 ///
 /// Free blocks carry their own bookkeeping: two compact Boost.Intrusive red-black tree hooks
 /// (one tree ordered by (size, address) for best fit, one by address for coalescing) and the
@@ -213,12 +213,13 @@ class heap {
   /// Returns a block of `block_size(size, align)` bytes aligned to `align`, or nullptr if
   /// no free block fits (the caller grows the arena by `growth_needed` and retries; nothing
   /// changed), or if `align` is not a power of two or exceeds `page_size`. Never throws.
-  /// Up to `small_threshold` bytes: O(1) from a run of the size class, unless a new run is
-  /// needed. Larger: O(log n) for `align <= heap_quantum`; larger alignments scan a bounded
-  /// number of candidates before taking a block that surely fits.
+  /// Below `run_limit` bytes: O(1) from a run of the size class, unless a new run is
+  /// needed; only the run's header page is written. Larger: O(log n) for `align <=
+  /// heap_quantum`; larger alignments scan a bounded number of candidates before taking a
+  /// block that surely fits.
   void* allocate(std::size_t size, std::size_t align) noexcept {
     if (!std::has_single_bit(align) || align > page_size) return nullptr;
-    if (size <= small_threshold) return allocate_small(size, align);
+    if (served_by_runs(size)) return allocate_small(size, align);
     return tree_allocate(size, align);
   }
 
@@ -226,10 +227,10 @@ class heap {
   /// Misuse is fatal: the process terminates with a message naming the address, the size and
   /// what is wrong, before anything is modified. Large blocks: a pointer outside the arena or
   /// misaligned, a block running past the arena end, or one overlapping a free block (double
-  /// free). Small blocks: an address in no run, not at a block boundary of its run, a size
+  /// free). Blocks of runs: an address in no run, not at a block boundary of its run, a size
   /// beyond the run's class, or a block not in use (double free).
   void deallocate(void* ptr, std::size_t size) noexcept {
-    if (size <= small_threshold)
+    if (served_by_runs(size))
       deallocate_small(ptr, size);
     else
       tree_deallocate(ptr, size);
@@ -424,11 +425,11 @@ class heap {
     if (size > impossible - heap_quantum) return impossible;
     // A small request: nothing if its class has a run with room, else a class table (if none
     // yet) and a run anywhere in the top block.
-    if (size <= small_threshold && m_s->m_classes != nullptr &&
-        m_s->m_classes->m_class[runs_impl::class_of(size, align)].m_partial != nullptr)
-      return 0;
-    if (size <= small_threshold)
-      return tree_growth_needed(tree_block_size(sizeof(runs_impl::class_table)) + 2 * runs_impl::run_bytes, 1);
+    if (served_by_runs(size)) {
+      const std::size_t c = runs_impl::class_of(size, align);
+      if (m_s->m_classes != nullptr && m_s->m_classes->m_class[c].m_partial != nullptr) return 0;
+      return tree_growth_needed(tree_block_size(sizeof(runs_impl::class_table)) + 2 * runs_impl::classes[c].run, 1);
+    }
     return tree_growth_needed(size, align);
   }
 
@@ -492,10 +493,10 @@ class heap {
   }
 
   /// The bytes a request of `size` aligned to `align` (a power of two up to a page)
-  /// occupies: its size class up to `small_threshold`, else max(quantum, size rounded up to
-  /// the quantum). Requires size <= SIZE_MAX - heap_quantum + 1.
+  /// occupies: its size class below `run_limit`, else max(quantum, size rounded up to the
+  /// quantum). Requires size <= SIZE_MAX - heap_quantum + 1.
   static constexpr std::size_t block_size(std::size_t size, std::size_t align = 1) noexcept {
-    if (size <= small_threshold) return runs_impl::classes[runs_impl::class_of(size, align)].size;
+    if (served_by_runs(size)) return runs_impl::classes[runs_impl::class_of(size, align)].size;
     return tree_block_size(size);
   }
   /// The bytes a tree block for `size` occupies: max(quantum, size rounded up to the quantum).
@@ -752,14 +753,15 @@ inline void* heap::allocate_small(std::size_t size, std::size_t align) noexcept 
 
 inline runs_impl::run_header* heap::new_run(std::size_t c) noexcept {
   using namespace runs_impl;
-  void* p = tree_allocate(run_bytes, run_bytes);  // aligned: a block finds its header by masking
+  const std::size_t bytes = classes[c].run;
+  void* p = tree_allocate(bytes, bytes);  // aligned: a block finds its header by masking
   if (p == nullptr) return nullptr;
   run_header* r = run_header::make(p, c);
   class_table* t = m_s->m_classes;
   push_front(t->m_class[c].m_partial, r);
   ++t->m_class[c].m_runs;
   ++t->m_runs;
-  m_s->m_run_bytes += run_bytes;
+  m_s->m_run_bytes += bytes;
   return r;
 }
 
@@ -770,10 +772,11 @@ inline void heap::release_run(runs_impl::run_header* r) noexcept {
   unlink(cs.m_partial, r);
   --cs.m_runs;
   --t->m_runs;
-  m_s->m_run_bytes -= run_bytes;
+  const std::size_t bytes = r->bytes();
+  m_s->m_run_bytes -= bytes;
   r->m_magic = 0;  // coalescing may leave these bytes as they are: a stale pointer must not see a run
   r->m_self = nullptr;
-  tree_deallocate(r, run_bytes);
+  tree_deallocate(r, bytes);
   if (t->m_runs == 0) {  // no small block left: the table goes too, so an empty heap is one block again
     m_s->m_classes = nullptr;
     m_s->m_run_bytes -= tree_block_size(sizeof(class_table));
@@ -788,10 +791,12 @@ inline void heap::deallocate_small(void* ptr, std::size_t size) noexcept {
   const auto b = reinterpret_cast<std::uintptr_t>(m_s->m_begin);
   const auto e = reinterpret_cast<std::uintptr_t>(m_s->m_end);
   if (p < b || p >= e) outside_arena(ptr, size, b, e);
-  const std::uintptr_t h = p & ~static_cast<std::uintptr_t>(run_bytes - 1);
-  if (h < b || e - h < run_bytes || m_s->m_classes == nullptr) not_in_run(ptr, size);
+  const std::size_t bytes = run_bytes_for(size);  // the run's size follows from the request's
+  const std::uintptr_t h = p & ~static_cast<std::uintptr_t>(bytes - 1);
+  if (h < b || e - h < bytes || m_s->m_classes == nullptr) not_in_run(ptr, size);
   auto* r = reinterpret_cast<run_header*>(h);
-  if (r->m_magic != run_magic || r->m_self != r || r->m_class >= class_count) not_in_run(ptr, size);
+  if (r->m_magic != run_magic || r->m_self != r || r->m_class >= class_count || r->bytes() != bytes)
+    not_in_run(ptr, size);
   const class_info& ci = r->info();
   const std::uintptr_t off = p - h;
   if (off < ci.offset || (off - ci.offset) % ci.size != 0 || (off - ci.offset) / ci.size >= ci.count)

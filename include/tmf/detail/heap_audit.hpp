@@ -130,8 +130,8 @@ inline void heap::audit_runs(const std::vector<std::uintptr_t>& addresses, const
   if (t->m_magic != table_magic) corrupted("class table " + hex_string(ta) + " has a bad magic number");
 
   const std::size_t max_runs = (e - b) / run_bytes;
-  std::vector<std::uintptr_t> runs;
-  std::size_t total_runs = 0, small_bytes = 0;
+  std::vector<std::pair<std::uintptr_t, std::size_t>> runs;  // (address, bytes)
+  std::size_t total_runs = 0, small_bytes = 0, run_bytes_total = tree_block_size(sizeof(class_table));
   for (std::size_t c = 0; c < class_count; ++c) {
     const class_state& cs = t->m_class[c];
     const class_info& ci = classes[c];
@@ -143,8 +143,8 @@ inline void heap::audit_runs(const std::vector<std::uintptr_t>& addresses, const
       for (const run_header* r = full ? cs.m_full : cs.m_partial; r != nullptr; r = r->m_next) {
         const auto ra = reinterpret_cast<std::uintptr_t>(r);
         if (n_runs++ >= max_runs) corrupted(list + ": more runs than the arena holds (a cycle?)");
-        if (ra % run_bytes != 0) corrupted(list + ": run " + hex_string(ra) + " is not aligned to its size");
-        held(ra, run_bytes, "run");
+        if (ra % ci.run != 0) corrupted(list + ": run " + hex_string(ra) + " is not aligned to its size");
+        held(ra, ci.run, "run");
         if (r->m_magic != run_magic || r->m_self != r)
           corrupted(list + ": run " + hex_string(ra) + " has a bad magic number or self link");
         if (r->m_class != c) {
@@ -169,7 +169,8 @@ inline void heap::audit_runs(const std::vector<std::uintptr_t>& addresses, const
                     std::to_string(used) + " of " + std::to_string(ci.count));
         }
         n_blocks += used;
-        runs.push_back(ra);
+        runs.emplace_back(ra, ci.run);
+        run_bytes_total += ci.run;
         prev = r;
       }
     }
@@ -182,18 +183,20 @@ inline void heap::audit_runs(const std::vector<std::uintptr_t>& addresses, const
     small_bytes += n_blocks * ci.size;
   }
   std::sort(runs.begin(), runs.end());
-  if (std::adjacent_find(runs.begin(), runs.end()) != runs.end()) corrupted("a run is in two lists");
-  if (!runs.empty() && ta + tree_block_size(sizeof(class_table)) > runs.front() &&
-      ta < runs.back() + run_bytes) {
-    const auto it = std::upper_bound(runs.begin(), runs.end(), ta);
-    if ((it != runs.begin() && *std::prev(it) + run_bytes > ta) ||
-        (it != runs.end() && *it < ta + tree_block_size(sizeof(class_table))))
+  for (std::size_t i = 1; i < runs.size(); ++i) {
+    if (runs[i].first == runs[i - 1].first) corrupted("a run is in two lists");
+    if (runs[i - 1].first + runs[i - 1].second > runs[i].first)
+      corrupted("run " + hex_string(runs[i - 1].first) + " overlaps run " + hex_string(runs[i].first));
+  }
+  {
+    const std::uintptr_t te = ta + tree_block_size(sizeof(class_table));
+    const auto it = std::upper_bound(runs.begin(), runs.end(), std::pair<std::uintptr_t, std::size_t>{ta, SIZE_MAX});
+    if ((it != runs.begin() && std::prev(it)->first + std::prev(it)->second > ta) || (it != runs.end() && it->first < te))
       corrupted("class table " + hex_string(ta) + " overlaps a run");
   }
   if (t->m_runs != total_runs || total_runs == 0) {
     corrupted("class table counts " + std::to_string(t->m_runs) + " runs, the lists hold " + std::to_string(total_runs));
   }
-  const std::size_t run_bytes_total = total_runs * run_bytes + tree_block_size(sizeof(class_table));
   if (m_s->m_run_bytes != run_bytes_total || m_s->m_small_bytes != small_bytes ||
       m_s->m_allocated_bytes < m_s->m_run_bytes) {
     corrupted("run byte counters are " + std::to_string(m_s->m_run_bytes) + " and " + std::to_string(m_s->m_small_bytes) +

@@ -17,12 +17,21 @@
 /// commit and roll back with the transaction like any other page.
 ///
 /// Classes: 16-byte steps to 256 bytes (plus 24, for 8-aligned objects such as three
-/// pointers), then four per doubling to 1 KiB. A class's blocks are aligned to the largest
-/// power of two dividing its size; a request aligned beyond that takes the next class that
-/// honours it (the last class, of one page, honours any alignment up to a page).
+/// pointers), then four per doubling to 1 KiB, in runs of `run_bytes` (the small tier).
+/// Above 1 KiB and below `run_limit` (64 KiB), four classes per doubling again, in larger
+/// runs (the large tier, `large_run_bytes_for`: 128 KiB up to 4 KiB blocks, then doubling
+/// with the class to 1 MiB), so that a 1-64 KiB block too is handed out and freed by a bitmap
+/// in its run's header page: the allocator writes none of the block's own pages (no
+/// tracking fault, no dirty page for it), where a tree block writes a free-block node at the
+/// carved tail. A class's blocks are aligned to the largest power of two dividing its size
+/// (at most a page); a request aligned beyond that takes the next class that honours it.
+/// Each tier ends with a class of page alignment (the small tier's page class exists for
+/// alignment only), so the run size of a block follows from its request size alone:
+/// `deallocate(p, size)` finds the header by masking with `run_bytes_for(size)`.
 #ifndef TMF_DETAIL_RUNS_HPP
 #define TMF_DETAIL_RUNS_HPP
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstddef>
@@ -33,16 +42,37 @@
 
 namespace tmf::detail {
 
-/// Requests of at most this many bytes come from size-class runs; larger ones from the trees.
+/// Requests of at most this many bytes come from the small tier's runs (`run_bytes` each).
 inline constexpr std::size_t small_threshold = 1024;
+/// Requests of fewer bytes than this come from size-class runs (above `small_threshold`: the
+/// large tier's); this many bytes and more from the trees, as whole extents that free
+/// coalesces and give-back punches.
+inline constexpr std::size_t run_limit = 64 * 1024;
+
+/// Whether a request of `size` bytes is served by a size-class run (else by the trees).
+constexpr bool served_by_runs(std::size_t size) noexcept { return size < run_limit; }
 
 /// Every block the heap hands out is aligned to at least this (the 24-byte class's alignment).
 inline constexpr std::size_t min_block_align = 8;
 
 namespace runs_impl {
 
-/// Bytes of one run (header included); runs are aligned to it.
+/// Bytes of one run of the small tier (header included); runs are aligned to their size.
 inline constexpr std::size_t run_bytes = 4 * page_size;
+/// Bytes of one run of the large tier for a class of `size` bytes (> small_threshold): 128 KiB
+/// up to 4 KiB blocks (at least 31 blocks a run), then 32 blocks' worth, at most 1 MiB.
+/// A power of two, so that every class of one doubling shares it (alignment bumps stay
+/// inside a doubling, or go to the 4 KiB class, which shares the 1-4 KiB runs' size).
+constexpr std::size_t large_run_bytes_for(std::size_t size) noexcept {
+  if (size <= 4096) return std::size_t{128} << 10;
+  return std::min(std::bit_ceil(size) * 32, std::size_t{1} << 20);
+}
+/// The largest run (of either tier).
+inline constexpr std::size_t max_run_bytes = std::size_t{1} << 20;
+/// Bytes of the run that serves a request of `size` bytes (served_by_runs(size)).
+constexpr std::size_t run_bytes_for(std::size_t size) noexcept {
+  return size <= small_threshold ? run_bytes : large_run_bytes_for(size);
+}
 /// Bytes reserved for the header at the start of a run (blocks of classes aligned to at most
 /// this start right after it).
 inline constexpr std::size_t header_slot = 192;
@@ -51,10 +81,14 @@ inline constexpr std::size_t bitmap_words = ((run_bytes - header_slot) / 16 + 63
 inline constexpr std::uint32_t run_magic = 0x6e757274;  // "trun"
 inline constexpr std::uint64_t table_magic = 0x73657373616c6374ULL;  // "tclasses"
 
-inline constexpr std::array<std::uint32_t, 26> class_sizes = {16,  24,  32,  48,  64,  80,  96,  112, 128,
-                                                              144, 160, 176, 192, 208, 224, 240, 256, 320,
-                                                              384, 448, 512, 640, 768, 896, 1024, 4096};
+inline constexpr std::array<std::uint32_t, 50> class_sizes = {
+    16,   24,   32,   48,   64,    80,    96,    112,   128,   144,   160,   176,   192,  208,  224, 240,  256,
+    320,  384,  448,  512,  640,   768,   896,   1024,  4096,  // the small tier; 4096: page alignment only
+    1280, 1536, 1792, 2048, 2560,  3072,  3584,  4096,  5120,  6144,  7168,  8192,  10240, 12288, 14336,
+    16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536};  // the large tier
 inline constexpr std::size_t class_count = class_sizes.size();
+/// Classes [0, small_class_count) are the small tier's.
+inline constexpr std::size_t small_class_count = 26;
 
 /// The fixed geometry of one class.
 struct class_info {
@@ -62,27 +96,39 @@ struct class_info {
   std::uint32_t align;   ///< every block's alignment
   std::uint32_t offset;  ///< of the first block from the run start
   std::uint32_t count;   ///< blocks per run
+  std::uint32_t run;     ///< bytes per run (its alignment too)
 };
 
-constexpr class_info make_info(std::uint32_t size) {
+constexpr class_info make_info(std::uint32_t size, std::size_t run) {
   std::uint32_t align = size & (~size + 1);  // the lowest set bit
   if (align > page_size) align = page_size;
   const std::uint32_t offset = static_cast<std::uint32_t>((header_slot + align - 1) / align * align);
-  return {size, align, offset, static_cast<std::uint32_t>((run_bytes - offset) / size)};
+  return {size, align, offset, static_cast<std::uint32_t>((run - offset) / size), static_cast<std::uint32_t>(run)};
 }
 
 inline constexpr auto classes = [] {
   std::array<class_info, class_count> a{};
-  for (std::size_t i = 0; i < class_count; ++i) a[i] = make_info(class_sizes[i]);
+  for (std::size_t i = 0; i < class_count; ++i)
+    a[i] = make_info(class_sizes[i], i < small_class_count ? run_bytes : large_run_bytes_for(class_sizes[i]));
   return a;
 }();
 
-static_assert(classes[0].count <= 64 * bitmap_words);
-static_assert(classes[class_count - 1].align == page_size, "the last class must honour a page alignment");
-static_assert(classes[class_count - 2].size == small_threshold);
+static_assert(classes[small_class_count - 1].align == page_size, "the small tier must end with a page-aligned class");
+static_assert(classes[small_class_count - 2].size == small_threshold);
+static_assert(classes[class_count - 1].align == page_size, "the large tier must end with a page-aligned class");
+static_assert(classes[class_count - 1].size == run_limit && classes[small_class_count].size > small_threshold);
 static_assert([] {
-  for (const auto& c : classes)
-    if (c.align < min_block_align) return false;
+  for (std::size_t i = 0; i < class_count; ++i) {
+    const class_info& c = classes[i];
+    if (c.align < min_block_align || c.count > 64 * bitmap_words || c.count == 0 || c.run > max_run_bytes) return false;
+    // Every class a request's alignment may bump it to (class_of) has the run size of the
+    // request's own class: the run of a block follows from the size alone.
+    for (std::size_t align = 1; align <= page_size; align *= 2) {
+      std::size_t j = i;
+      while (classes[j].align < align) ++j;
+      if (classes[j].run != c.run) return false;
+    }
+  }
   return true;
 }());
 
@@ -97,10 +143,21 @@ inline constexpr auto lookup = [] {
   return t;
 }();
 
-/// The class serving (size, align): size <= small_threshold, align a power of two <= page_size.
+/// The smallest large-tier class of at least `size` bytes, by 256-byte step.
+inline constexpr auto large_lookup = [] {
+  std::array<std::uint8_t, run_limit / 256 + 1> t{};
+  std::size_t c = small_class_count;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    while (classes[c].size < i * 256) ++c;
+    t[i] = static_cast<std::uint8_t>(c);
+  }
+  return t;
+}();
+
+/// The class serving (size, align): served_by_runs(size), align a power of two <= page_size.
 constexpr std::size_t class_of(std::size_t size, std::size_t align) noexcept {
-  std::size_t c = lookup[(size + 7) / 8];
-  while (classes[c].align < align) ++c;  // ends at the page class
+  std::size_t c = size <= small_threshold ? lookup[(size + 7) / 8] : large_lookup[(size + 255) / 256];
+  while (classes[c].align < align) ++c;  // ends at the tier's page class
   return c;
 }
 
@@ -117,6 +174,7 @@ struct run_header {
   std::uint64_t m_bits[bitmap_words];
 
   const class_info& info() const noexcept { return classes[m_class]; }
+  std::size_t bytes() const noexcept { return classes[m_class].run; }
   std::uintptr_t address() const noexcept { return reinterpret_cast<std::uintptr_t>(this); }
 
   /// A fresh run of class `c` with no block in use.
