@@ -18,7 +18,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 
 #include <benchmark/benchmark.h>
 #include <tmf/tmf.hpp>
@@ -36,52 +35,8 @@ using namespace tmf_bench::adjacency;
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// tmf
+// tmf (BM_adjacency_tmf is in bench_adjacency.hpp: bench_adjacency_metall runs it too)
 
-struct adjacency_root {
-  tmf::unordered_map<std::uint64_t, tmf::vector<std::uint64_t>> list;
-};
-
-void BM_adjacency_tmf(benchmark::State& state) {
-  const bool durable = state.range(0) != 0;
-  totals t;
-  (void)expected();
-  std::uint64_t commits = 0, pages = 0;
-  for (auto _ : state) {
-    state.PauseTiming();
-    tmf_bench::scoped_file f("adjacency.tmf");
-    state.ResumeTiming();
-    auto t0 = std::chrono::steady_clock::now();
-    std::optional<tmf::storage<adjacency_root>> s;
-    s.emplace(f.path(), tmf::options{.sync = durable ? tmf::durability::full : tmf::durability::no_sync});
-    for (std::size_t b = 0; b < edge_count; b += batch_edges) {
-      auto w = s->write();
-      add_edges(w->list, b, b + batch_edges);
-      w.commit();
-    }
-    t.build_s += seconds_since(t0);
-    state.PauseTiming();
-    const tmf::storage_stats st = s->stats();
-    commits += st.commits;
-    pages += st.pages_logged;
-    bool ok;
-    {
-      auto r = s->read();
-      ok = check_list(state, r->list, "tmf");
-    }
-    state.ResumeTiming();
-    if (!ok) break;
-    t0 = std::chrono::steady_clock::now();
-    s.reset();
-    t.close_s += seconds_since(t0);
-    state.PauseTiming();
-    t.add_disk(f.path());
-    state.ResumeTiming();
-  }
-  report(state, t);
-  state.counters["logged/commit"] = commits ? static_cast<double>(pages) / static_cast<double>(commits) : 0;
-  state.SetLabel(durable ? "full" : "no_sync");
-}
 BENCHMARK(BM_adjacency_tmf)->Arg(0)->Arg(1)->ArgName("durable")->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ---------------------------------------------------------------------------------------------
