@@ -197,8 +197,8 @@ inline void BM_adjacency_std(benchmark::State& state) {
     t.build_s += seconds_since(t0);
     state.PauseTiming();
     const bool ok = check_list(state, *m, "std");
+    if (!ok) break;  // skipped: the timer must stay paused
     state.ResumeTiming();
-    if (!ok) break;
     t0 = std::chrono::steady_clock::now();
     m.reset();
     t.close_s += seconds_since(t0);
@@ -240,8 +240,8 @@ inline void BM_adjacency_tmf(benchmark::State& state) {
       auto r = s->read();
       ok = check_list(state, r->list, "tmf");
     }
+    if (!ok) break;  // skipped: the timer must stay paused
     state.ResumeTiming();
-    if (!ok) break;
     t0 = std::chrono::steady_clock::now();
     s.reset();
     t.close_s += seconds_since(t0);

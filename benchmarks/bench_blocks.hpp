@@ -76,7 +76,10 @@ inline void tmf_rounds(benchmark::State& state, const workload& w, const char* t
     auto free = [&](void* p, std::size_t n) { a.deallocate(static_cast<std::byte*>(p), n); };
     one_round(w, blocks, alloc, free);
     state.PauseTiming();
-    if (store.stats().allocated_bytes != before) state.SkipWithError("tmf: the heap did not return to its size");
+    if (store.stats().allocated_bytes != before) {
+      state.SkipWithError("tmf: the heap did not return to its size");
+      return;  // skipped: the timer must stay paused (bench_small resumes it and aborts)
+    }
     wr.rollback();  // the next round starts from clean, write-protected pages again
     state.ResumeTiming();
   }

@@ -64,8 +64,8 @@ void BM_adjacency_metall(benchmark::State& state) {
     t.build_s += seconds_since(t0);
     state.PauseTiming();
     const bool ok = check_list(state, *list, "metall");
+    if (!ok) break;  // skipped: the timer must stay paused
     state.ResumeTiming();
-    if (!ok) break;
     t0 = std::chrono::steady_clock::now();
     m.reset();  // serialises the management data and syncs the segment
     t.close_s += seconds_since(t0);
@@ -103,11 +103,13 @@ void metall_rounds(benchmark::State& state, const blk::workload& w, const char* 
     state.ResumeTiming();
     blk::one_round(w, blocks, alloc, free);
     state.PauseTiming();
-    if (failed) state.SkipWithError("metall: allocate returned nullptr");
+    if (failed) {
+      state.SkipWithError("metall: allocate returned nullptr");
+      return;  // skipped: the timer must stay paused
+    }
     m.reset();
     f.reset();
     state.ResumeTiming();
-    if (failed) return;
   }
   blk::set_items(state, w);
 }
