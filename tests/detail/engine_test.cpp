@@ -265,6 +265,35 @@ TEST_F(engine_fixture, CheckpointsRestartTheLogAndKeepTheData) {
   EXPECT_EQ(verify_in_child(5), 0);
 }
 
+// The apply gate's fast path: with nobody else holding the apply lock, a commit writes the
+// log's control page once (the apply marker), never the commit-pending word (the turnstile's,
+// for a committer that has to wait: readers_test's CommitWaitsForAReadOnlyReaderWithoutATable).
+int g_control_writes = 0, g_pending_writes = 0;
+std::error_code control_hook(os::io_op op, const os::file& f, std::uint64_t offset, std::uint64_t, const void*) {
+  if (op == os::io_op::write && !is_data(f.native()) && offset < tmf::detail::log_start) {
+    ++g_control_writes;
+    if (offset == offsetof(tmf::detail::log_control, commit_pending)) ++g_pending_writes;
+  }
+  return {};
+}
+
+TEST_F(engine_fixture, UncontendedCommitWritesTheControlPageOnlyForTheApplyMarker) {
+  tmf::storage<root> s(path);
+  {
+    auto w = s.write();
+    g_control_writes = g_pending_writes = 0;
+    os::io_hook = &control_hook;
+    for (std::uint64_t v = 2; v < 12; ++v) {
+      w->value = v;
+      w.commit();
+    }
+    os::io_hook = nullptr;
+  }
+  EXPECT_EQ(g_pending_writes, 0) << "an uncontended commit raised the commit-pending word";
+  EXPECT_EQ(g_control_writes, 10) << "more than the apply marker written per commit";
+  EXPECT_EQ(s.read()->value, 11u);
+}
+
 TEST_F(engine_fixture, CleanCloseLeavesNothingToReplay) {
   { tmf::storage<root> s(path); }
   const auto bytes = tmf_test::read_bytes(path.path());

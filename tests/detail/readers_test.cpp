@@ -323,6 +323,18 @@ pid_t snapshot_reader(const fs::path& p, board& b, bool read_only, bool no_table
   });
 }
 
+std::atomic<int> g_pending_raised{0};
+std::error_code pending_hook(tmf::detail::os::io_op op, const tmf::detail::os::file&, std::uint64_t offset,
+                             std::uint64_t length, const void* data) {
+  std::uint64_t v = 0;
+  if (op == tmf::detail::os::io_op::write && offset == offsetof(tmf::detail::log_control, commit_pending) &&
+      length == sizeof v && data) {
+    std::memcpy(&v, data, sizeof v);
+    if (v != 0) ++g_pending_raised;
+  }
+  return {};
+}
+
 void commit_waits_for_other_process_reader(bool read_only, bool no_table) {
   scoped_path p;
   create(p);
@@ -336,6 +348,8 @@ void commit_waits_for_other_process_reader(bool read_only, bool no_table) {
   else
     EXPECT_GE(lanes_in_use(lock_of(p)), 1u) << "the reader's lane is not in the table";
   std::atomic<bool> committed{false};
+  g_pending_raised = 0;
+  tmf::detail::os::io_hook = &pending_hook;
   std::thread writer([&] {
     auto w = s.write();
     w->a += 1;
@@ -346,7 +360,13 @@ void commit_waits_for_other_process_reader(bool read_only, bool no_table) {
   });
   const int rc = wait_child(child);
   writer.join();
+  tmf::detail::os::io_hook = nullptr;
   EXPECT_TRUE(committed.load());
+  // A reader without a table holds the apply lock shared: the commit must wait for it, so it
+  // queues through the turnstile and raises the pending word (readers do not join meanwhile).
+  if (no_table) {
+    EXPECT_GE(g_pending_raised.load(), 1) << "a commit that had to wait did not raise the pending word";
+  }
   EXPECT_NE(rc, 4) << "the reader's snapshot changed under it: the commit did not wait for it";
   EXPECT_EQ(rc, 0);
 }
