@@ -3,7 +3,7 @@
 // bench_small's block shapes (issue 14), for bench_adjacency_metall: the same workload (seed
 // 14), the same round (allocate all, free a random half and allocate it again, free all in
 // shuffled order) and the same tmf and glibc cases, so that the Metall binary runs tmf and
-// glibc beside Metall. Keep in step with bench_small.cpp, which has its own copy.
+// glibc beside Metall. bench_small.cpp uses it too.
 #pragma once
 
 #include <algorithm>
@@ -78,7 +78,7 @@ inline void tmf_rounds(benchmark::State& state, const workload& w, const char* t
     state.PauseTiming();
     if (store.stats().allocated_bytes != before) {
       state.SkipWithError("tmf: the heap did not return to its size");
-      return;  // skipped: the timer must stay paused (bench_small resumes it and aborts)
+      return;  // skipped: resuming the timer now would abort Google Benchmark
     }
     wr.rollback();  // the next round starts from clean, write-protected pages again
     state.ResumeTiming();

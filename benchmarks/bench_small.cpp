@@ -24,6 +24,7 @@
 #include <benchmark/benchmark.h>
 #include <tmf/tmf.hpp>
 
+#include "bench_blocks.hpp"
 #include "bench_boost_ipc.hpp"
 #include "bench_common.hpp"
 
@@ -31,74 +32,16 @@ namespace bip = boost::interprocess;
 
 namespace {
 
-struct empty_root {
-  int unused = 0;
-};
-
-/// Sizes of the live blocks, which half is freed and reallocated, and the final free order.
-struct workload {
-  std::vector<std::size_t> sizes;
-  std::vector<std::size_t> half;
-  std::vector<std::size_t> order;
-  workload(std::size_t n, std::size_t lo, std::size_t hi) : sizes(n), order(n) {
-    std::mt19937_64 rng(14);
-    std::uniform_int_distribution<std::size_t> size(lo, hi);
-    for (auto& s : sizes) s = size(rng);
-    std::iota(order.begin(), order.end(), std::size_t{0});
-    std::shuffle(order.begin(), order.end(), rng);
-    half.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n / 2));
-    std::shuffle(order.begin(), order.end(), rng);
-  }
-};
-const workload& small_work() {
-  static const workload w(400'000, 8, 256);
-  return w;
-}
-const workload& large_work() {
-  static const workload w(8'000, 1024, 64 * 1024);
-  return w;
-}
-
-template <class Alloc, class Free>
-void one_round(const workload& w, std::vector<void*>& blocks, Alloc& alloc, Free& free) {
-  for (std::size_t i = 0; i < w.sizes.size(); ++i) blocks[i] = alloc(w.sizes[i]);
-  for (std::size_t i : w.half) free(blocks[i], w.sizes[i]);
-  for (std::size_t i : w.half) blocks[i] = alloc(w.sizes[i]);
-  benchmark::DoNotOptimize(blocks.data());
-  for (std::size_t i : w.order) free(blocks[i], w.sizes[i]);
-  benchmark::ClobberMemory();
-}
-
-void set_items(benchmark::State& state, const workload& w) {
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * (w.sizes.size() + w.half.size())));
-}
-
-void tmf_rounds(benchmark::State& state, const workload& w, const char* tag) {
-  tmf_bench::scoped_file f(tag);
-  tmf::storage<empty_root> store(f.path(), {.sync = tmf::durability::no_sync});
-  const std::size_t before = store.stats().allocated_bytes;
-  std::vector<void*> blocks(w.sizes.size());
-  for (auto _ : state) {
-    auto wr = store.write();
-    tmf::allocator<std::byte> a = wr.get_allocator();
-    auto alloc = [&](std::size_t n) { return static_cast<void*>(a.allocate(n)); };
-    auto free = [&](void* p, std::size_t n) { a.deallocate(static_cast<std::byte*>(p), n); };
-    one_round(w, blocks, alloc, free);
-    state.PauseTiming();
-    if (store.stats().allocated_bytes != before) state.SkipWithError("tmf: the heap did not return to its size");
-    wr.rollback();  // the next round starts from clean, write-protected pages again
-    state.ResumeTiming();
-  }
-  set_items(state, w);
-}
-
-void malloc_rounds(benchmark::State& state, const workload& w) {
-  std::vector<void*> blocks(w.sizes.size());
-  auto alloc = [](std::size_t n) { return std::malloc(n); };
-  auto free = [](void* p, std::size_t) { std::free(p); };
-  for (auto _ : state) one_round(w, blocks, alloc, free);
-  set_items(state, w);
-}
+// The workload, the round and the tmf and glibc cases are bench_blocks.hpp's, shared with
+// bench_adjacency_metall so that both programs run the same shapes.
+using tmf_bench::blocks::empty_root;
+using tmf_bench::blocks::large_work;
+using tmf_bench::blocks::malloc_rounds;
+using tmf_bench::blocks::one_round;
+using tmf_bench::blocks::set_items;
+using tmf_bench::blocks::small_work;
+using tmf_bench::blocks::tmf_rounds;
+using tmf_bench::blocks::workload;
 
 using unlocked_mapped_file =
     bip::basic_managed_mapped_file<char, bip::rbtree_best_fit<bip::null_mutex_family>, bip::iset_index>;
@@ -121,7 +64,10 @@ void boost_rounds(benchmark::State& state, const workload& w, const char* tag, s
       return;
     }
     state.PauseTiming();
-    if (sm->get_free_memory() != before) state.SkipWithError("boost: the segment did not return to its size");
+    if (sm->get_free_memory() != before) {
+      state.SkipWithError("boost: the segment did not return to its size");
+      return;  // skipped: resuming the timer now would abort Google Benchmark
+    }
     mf.reset();
     state.ResumeTiming();
   }
