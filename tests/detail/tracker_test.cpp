@@ -257,14 +257,14 @@ TEST(Tracker, HundredThousandScatteredPagesCommitAndRollBack) {
     s.check();
   }
   // A new process sees the committed bytes.
-  int rc = tmf_test::run_in_child([&] {
+  int rc = tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path()), o, n] {
     tmf::storage<big_root> s(p.path(), o);
     auto r = s.read();
     char* data = r->bytes;
     for (std::size_t i = 0; i < n; ++i)
       if (page_of(data, i) != static_cast<char>(1 + i % 100)) return 1;
     return 0;
-  });
+  }));
   EXPECT_EQ(rc, 0) << "a new process did not see the committed pages";
 }
 
