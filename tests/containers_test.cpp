@@ -293,7 +293,7 @@ TYPED_TEST(Containers, CommittedContentsReadInANewProcess) {
     ASSERT_EQ(verify(w->c, n, true), 0) << "the container is wrong before the commit";
     w.commit();
   }
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path())] {
     tmf::storage<holder<C>> s(p.path(), {.mode = tmf::open_mode::open_only});
     {
       auto r = s.read();
@@ -305,7 +305,7 @@ TYPED_TEST(Containers, CommittedContentsReadInANewProcess) {
     }
     s.check();
     return 0;
-  });
+  }));
   EXPECT_EQ(rc, 0) << "a new process read wrong contents (1: elements, 2: lookup, 1x: in a writer, 100: exception)";
 }
 
@@ -319,13 +319,13 @@ TYPED_TEST(Containers, ModifiedInAnotherProcessAfterReopen) {
     fill(w->c, 0, n / 2);
     w.commit();
   }
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path())] {
     tmf::storage<holder<C>> s(p.path());
     auto w = s.write();
     fill(w->c, n / 2, n);  // allocates through the allocators stored in the file
     w.commit();
     return 0;
-  });
+  }));
   ASSERT_EQ(rc, 0) << "the child could not modify the reopened container";
   tmf::storage<holder<C>> s(p.path());
   {
@@ -428,10 +428,10 @@ TEST(Hash, StringHashEqualsStringViewHash) {
   for (int k : {0, 1, -5, 1 << 30}) EXPECT_EQ(tmf::hash<int>{}(k), std::hash<int>{}(k));
   const std::size_t here = tmf::hash<tmf::string>{}(tmf::string(long_text(7).c_str()));
   w.rollback();
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([here] {
     // The same text hashes the same in another process (no per-process seed).
     return tmf::hash<tmf::string>{}(std::string_view(long_text(7))) == here ? 0 : 1;
-  });
+  }));
   EXPECT_EQ(rc, 0);
 }
 
@@ -460,7 +460,7 @@ TEST(Hash, HeterogeneousLookupWithStringView) {
     w.commit();
   }
   // In a new process and a reader: no tmf::string can be built there, string_views need none.
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path())] {
     tmf::storage<lookup_root> s(p.path());
     auto r = s.read();
     for (int i = 0; i < 100; ++i) {
@@ -479,7 +479,7 @@ TEST(Hash, HeterogeneousLookupWithStringView) {
     const std::string_view missing = "not-a-key";
     if (r->map.contains(missing) || r->umap.contains(missing) || r->uset.contains(missing)) return 8;
     return 0;
-  });
+  }));
   EXPECT_EQ(rc, 0) << "heterogeneous lookup by std::string_view failed (1 map, 2 set, 3 multimap, 4-7 unordered_map, "
                       "6 unordered_set, 8 found a missing key)";
 }
@@ -498,7 +498,7 @@ TEST(Hash, UnorderedMapOfStringWorksWithoutAHash) {
     w->umap.emplace("short", -1);
     w.commit();
   }
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path())] {
     tmf::storage<default_string_map_root> s(p.path());
     auto w = s.write();  // keys are tmf::strings: building them needs the writer
     for (int i = 0; i < 200; ++i) {
@@ -508,7 +508,7 @@ TEST(Hash, UnorderedMapOfStringWorksWithoutAHash) {
     if (w->umap.at("short") != -1) return 2;
     if (w->umap.size() != 201) return 3;
     return 0;
-  });
+  }));
   EXPECT_EQ(rc, 0) << "a tmf::unordered_map<tmf::string, int> lost entries across processes";
 }
 

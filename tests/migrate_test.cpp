@@ -18,10 +18,7 @@
 #include <string>
 #include <string_view>
 
-#include <signal.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
+#include <thread>
 
 #include "test_support.hpp"
 
@@ -104,7 +101,7 @@ std::string v2_error(const root_v2& r, std::uint64_t n) {
 /// In a new process: 1 if the file holds root_v1 with fill(n)'s content, 2 if root_v2 with
 /// its conversion, each with check() clean; 10+ with a message on stderr otherwise.
 int reopen_and_classify(const std::filesystem::path& p, std::uint64_t n) {
-  return run_in_child([&] {
+  return run_in_child(tmf_test::by_value([p = tmf_test::child_path(p), n] {
     try {
       tmf::storage<root_v2> s(p);
       s.check();
@@ -126,7 +123,7 @@ int reopen_and_classify(const std::filesystem::path& p, std::uint64_t n) {
       return 11;
     }
     return 1;
-  });
+  }));
 }
 
 TEST(Migrate, ConvertsAndReopensInANewProcess) {
@@ -139,14 +136,14 @@ TEST(Migrate, ConvertsAndReopensInANewProcess) {
   }
   tmf::migrate<root_v1, root_v2>(p.path(), convert);
   EXPECT_EQ(reopen_and_classify(p.path(), 500), 2) << "1: still root_v1; 10+: see stderr";
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path())] {
     try {
       tmf::storage<root_v1> s(p.path());
       return 1;
     } catch (const tmf::error& e) {
       return e.code() == tmf::errc::root_mismatch ? 0 : 2;
     }
-  });
+  }));
   EXPECT_EQ(rc, 0) << "after the migration, opening as root_v1 must be refused with root_mismatch";
   tmf::storage<root_v2> s(p.path());
   // root_v1 was destroyed and freed: what remains is root_v2 and its docs (the titles moved).
@@ -185,11 +182,7 @@ TEST(Migrate, ThrowingFnRollsBack) {
   EXPECT_EQ(reopen_and_classify(p.path(), 100), 1) << "2: the failed migration was committed; 10+: see stderr";
 }
 
-void sleep_us(std::uint64_t us) {
-  timespec ts{static_cast<time_t>(us / 1000000), static_cast<long>(us % 1000000) * 1000};
-  while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
+void sleep_us(std::uint64_t us) { std::this_thread::sleep_for(std::chrono::microseconds(us)); }
 
 TEST(Migrate, KilledAtRandomInstantsLeavesOldOrNew) {
   constexpr std::uint64_t docs = 4000;
@@ -203,16 +196,17 @@ TEST(Migrate, KilledAtRandomInstantsLeavesOldOrNew) {
   // How long a whole migration takes in a child (open, convert, commit, close).
   reset();
   const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_EQ(run_in_child([&] {
-              tmf::migrate<root_v1, root_v2>(p.path(), convert);
-              return 0;
-            }),
-            0);
+  auto migrate_in_child = tmf_test::by_value([p = tmf_test::child_path(p.path())] {
+    tmf::migrate<root_v1, root_v2>(p.path(), convert);
+    return 0;
+  });
+  ASSERT_EQ(run_in_child(migrate_in_child), 0);
   const auto whole = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
   ASSERT_EQ(reopen_and_classify(p.path(), docs), 2);
 
   const char* env = std::getenv("TMF_CRASH_ROUNDS");
-  const int rounds = env != nullptr ? std::atoi(env) / 2 + 1 : 100;
+  // Windows (Wine): a child costs ~0.1 s to start, more than a whole migration: fewer rounds.
+  const int rounds = env != nullptr ? std::atoi(env) / 2 + 1 : tmf_test::is_windows ? 40 : 100;
   std::mt19937_64 rng(std::random_device{}());
   // The kills are drawn in [0, bound]. One timed migration is a poor estimate on a loaded
   // machine (the first run is cold, or a neighbour slows it), so the bound adapts: a child that
@@ -222,13 +216,10 @@ TEST(Migrate, KilledAtRandomInstantsLeavesOldOrNew) {
   for (int round = 0; round < rounds; ++round) {
     reset();
     const std::uint64_t us = std::uniform_int_distribution<std::uint64_t>(0, bound)(rng);
-    const pid_t pid = tmf_test::spawn_child([&] {
-      tmf::migrate<root_v1, root_v2>(p.path(), convert);
-      return 0;
-    });
+    const auto pid = tmf_test::spawn_child(migrate_in_child);
     sleep_us(us);
-    ::kill(pid, SIGKILL);
-    if (tmf_test::wait_child(pid) == 128 + SIGKILL)
+    tmf_test::kill_child(pid);
+    if (tmf_test::wait_child(pid) == tmf_test::killed_status)
       ++killed;
     else
       bound = std::max<std::uint64_t>(bound * 3 / 4, 100);
@@ -238,7 +229,7 @@ TEST(Migrate, KilledAtRandomInstantsLeavesOldOrNew) {
         << "one whole (" << outcome << "; see stderr)";
     (outcome == 1 ? old_seen : new_seen)++;
   }
-  std::printf("migrate kill test: %d rounds (a whole migration: %lld us, final bound %llu us), %d SIGKILLs before "
+  std::printf("migrate kill test: %d rounds (a whole migration: %lld us, final bound %llu us), %d kills before "
               "the end; reopened as root_v1 %d times, as root_v2 %d times\n",
               rounds, static_cast<long long>(whole.count()), static_cast<unsigned long long>(bound), killed, old_seen,
               new_seen);

@@ -19,12 +19,16 @@
 #include <utility>
 #include <vector>
 
+#if defined(_WIN32)
+#include <windows.h>
+#else
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
+#endif
 
 #include "storage_test_support.hpp"
 #include "test_support.hpp"
@@ -123,7 +127,7 @@ TEST(StorageCreate, NewFileHasDefaultRootAndReopensInAnotherProcess) {
     for (std::uint64_t i = 0; i < 100; ++i) w->items.push_back(i * i);
     w.commit();
   }
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path()), address] {
     tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::open_only});
     if (s.address() != address) return 1;
     auto r = s.read();
@@ -133,20 +137,20 @@ TEST(StorageCreate, NewFileHasDefaultRootAndReopensInAnotherProcess) {
       if (r->items[i] != i * i) return 4;
     s.check();
     return 0;
-  });
+  }));
   EXPECT_EQ(rc, 0) << "the child could not read the committed data (1 address, 2 value, 3-4 items, 100 exception)";
 }
 
 TEST(StorageCreate, CreatedInAnotherProcessReopensHere) {
   scoped_path p;
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path())] {
     tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::create_only});
     auto w = s.write();
     w->value = 5;
     w->items.assign(10, 9);
     w.commit();
     return 0;
-  });
+  }));
   ASSERT_EQ(rc, 0) << "the child could not create the storage";
   tmf::storage<basic_root> s(p.path(), {.mode = tmf::open_mode::open_only});
   auto r = s.read();
@@ -173,13 +177,13 @@ TEST(StorageCreate, RootIsDefaultConstructedExactlyOnce) {
     EXPECT_EQ(r->value, 77u) << "Root was reset on reopen";
     EXPECT_EQ(r->constructions_seen, static_cast<std::uint64_t>(before + 1));
   }
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path())] {
     const int in_child = g_counted_constructions.load();
     tmf::storage<counted_root> s(p.path());
     if (g_counted_constructions.load() != in_child) return 1;
     auto r = s.read();
     return r->value == 77 && r->constructed_marker == 0xC0FFEE ? 0 : 2;
-  });
+  }));
   EXPECT_EQ(rc, 0) << "reopening in another process constructed Root again (1) or lost its value (2)";
 }
 
@@ -260,10 +264,10 @@ TEST(StorageOptions, ChosenAddressIsHonouredAndRecorded) {
   }
   expect_open_refused(p.path(), {.address = reinterpret_cast<void*>(other_address)}, tmf::errc::address_unavailable,
                       "reopen with another address");
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path()), chosen] {
     tmf::storage<basic_root> s(p.path());
     return s.address() == chosen && s.read()->items.size() == 1 ? 0 : 1;
-  });
+  }));
   EXPECT_EQ(rc, 0) << "another process did not map the file at its recorded address";
 }
 
@@ -278,11 +282,11 @@ TEST(StorageOptions, NoSyncDurabilityWorks) {
     w->value = 18;
     w.commit();
   }
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path())] {
     tmf::storage<basic_root> s(p.path(), {.sync = tmf::durability::no_sync});
     auto r = s.read();
     return r->value == 18 && r->items.size() == 1000 ? 0 : 1;
-  });
+  }));
   EXPECT_EQ(rc, 0);
   tmf::storage<basic_root> s(p.path());  // durability is not a property of the file
   EXPECT_EQ(s.read()->value, 18u);
@@ -408,12 +412,16 @@ TEST(StorageBadInput, RecordedAddressOccupied) {
   const std::vector<char> before = tmf_test::read_bytes(p.path());
   for (std::size_t offset : {std::size_t{0}, std::size_t{1} << 20}) {
     SCOPED_TRACE("mapping at storage address + " + std::to_string(offset));
-    const int rc = run_in_child([&] {
+    const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path()), address, offset] {
       void* at = static_cast<char*>(address) + offset;
+#if defined(_WIN32)
+      void* q = ::VirtualAlloc(at, page, MEM_RESERVE, PAGE_READONLY);
+#else
       void* q = ::mmap(at, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+#endif
       if (q != at) return 50;
       return child_expect_code([&] { tmf::storage<basic_root> s(p.path()); }, tmf::errc::address_unavailable, 1);
-    });
+    }));
     EXPECT_EQ(rc, 0) << "opening a storage whose address range is occupied (50: mmap failed)";
     EXPECT_TRUE(same_bytes(before, tmf_test::read_bytes(p.path()))) << "the refused open modified the file";
   }
@@ -453,6 +461,7 @@ TEST(StorageBadInput, MissingFileWithOpenOnlyOrReadOnly) {
   EXPECT_FALSE(fs::exists(p.path())) << "read_only created the file";
 }
 
+#if !defined(_WIN32)
 // Drops to uid/gid 65534 (in a child). False if that failed.
 bool drop_privileges() {
   if (::setgroups(0, nullptr) != 0) return false;
@@ -460,8 +469,12 @@ bool drop_privileges() {
   if (::setuid(65534) != 0) return false;
   return ::geteuid() == 65534;
 }
+#endif
 
 TEST(StorageBadInput, NoWritePermission) {
+#if defined(_WIN32)
+  GTEST_SKIP() << "POSIX permissions and setuid: Windows has ACLs (README, Windows)";
+#else
   scoped_path p;
   make_storage(p.path(), 31);
   fs::permissions(p.path(), fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
@@ -485,12 +498,16 @@ TEST(StorageBadInput, NoWritePermission) {
   });
   EXPECT_EQ(rc2, 0) << "the same file opened read_only by the same user must work";
   EXPECT_TRUE(same_bytes(before, tmf_test::read_bytes(p.path())));
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
 // Files and descriptors.
 
 TEST(StorageFiles, CreatedFileModeFollowsTheUmask) {
+#if defined(_WIN32)
+  GTEST_SKIP() << "umask and file modes are POSIX";
+#else
   for (mode_t mask : {mode_t{022}, mode_t{077}}) {
     SCOPED_TRACE("umask " + std::to_string(mask));
     scoped_path p(tmf_test::test_path("umask" + std::to_string(mask)));
@@ -513,8 +530,10 @@ TEST(StorageFiles, CreatedFileModeFollowsTheUmask) {
     });
     EXPECT_EQ(rc, 0) << "file modes (1: data file, 2: log)";
   }
+#endif
 }
 
+#if !defined(_WIN32)
 /// The descriptors of this process that point to one of `files`: (fd, target).
 std::vector<std::pair<int, std::string>> descriptors_of(const std::vector<fs::path>& files) {
   std::vector<std::pair<int, std::string>> out;
@@ -529,8 +548,12 @@ std::vector<std::pair<int, std::string>> descriptors_of(const std::vector<fs::pa
   }
   return out;
 }
+#endif
 
 TEST(StorageFiles, DescriptorsAreCloseOnExecAndClosed) {
+#if defined(_WIN32)
+  GTEST_SKIP() << "/proc/self/fd and FD_CLOEXEC are Linux (tmf opens its handles non-inheritable)";
+#else
   scoped_path p;
   make_storage(p.path());
   {
@@ -551,6 +574,7 @@ TEST(StorageFiles, DescriptorsAreCloseOnExecAndClosed) {
     EXPECT_TRUE(log) << "no descriptor of the log found in /proc/self/fd";
   }
   EXPECT_TRUE(descriptors_of({p.path(), p.log()}).empty()) << "closing the storage left descriptors open";
+#endif
 }
 
 }  // namespace

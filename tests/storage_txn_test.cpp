@@ -24,11 +24,6 @@
 #include <type_traits>
 #include <utility>
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "storage_test_support.hpp"
 #include "test_support.hpp"
@@ -52,79 +47,28 @@ static_assert(std::is_nothrow_move_constructible_v<tmf::reader<basic_root>>);
 static_assert(std::is_nothrow_move_assignable_v<tmf::reader<basic_root>>);
 static_assert(std::is_base_of_v<std::system_error, tmf::error>);
 
-/// A forked child synchronised with the parent through two pipes. The child runs `fn(*this)`
-/// and `_exit`s with its result (100 if it throws).
-class child_process {
+/// A child process (tmf_test::spawn_child) that is killed and reaped if the test ends before
+/// join(): a failed assertion must not leave it waiting.
+class child_guard {
  public:
-  explicit child_process(const std::function<int(child_process&)>& fn) {
-    if (::pipe2(m_up, O_CLOEXEC) != 0 || ::pipe2(m_down, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
-    std::fflush(nullptr);
-    m_pid = ::fork();
-    if (m_pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
-    if (m_pid == 0) {
-      ::close(m_up[0]);
-      ::close(m_down[1]);
-      int rc = 100;
-      try {
-        rc = fn(*this);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "child_process: uncaught exception: %s\n", e.what());
-      } catch (...) {
-        std::fprintf(stderr, "child_process: uncaught exception\n");
-      }
-      std::fflush(nullptr);
-      ::_exit(rc & 0xff);
-    }
-    ::close(m_up[1]);
-    ::close(m_down[0]);
+  template <class F>
+  explicit child_guard(const F& fn) : m_pid(tmf_test::spawn_child(fn)) {}
+  child_guard(const child_guard&) = delete;
+  child_guard& operator=(const child_guard&) = delete;
+  ~child_guard() {
+    if (m_joined) return;
+    tmf_test::kill_child(m_pid);
+    tmf_test::wait_child(m_pid);
   }
-  child_process(const child_process&) = delete;
-  child_process& operator=(const child_process&) = delete;
-  ~child_process() {
-    if (m_pid > 0) {
-      ::kill(m_pid, SIGKILL);
-      join();
-    }
-  }
-
-  // Child side.
-  void notify_parent() { (void)!::write(m_up[1], "x", 1); }
-  bool wait_parent() {
-    char c;
-    ssize_t r;
-    do r = ::read(m_down[0], &c, 1);
-    while (r < 0 && errno == EINTR);
-    return r == 1;
-  }
-
-  // Parent side.
-  /// False if the child exited without notifying.
-  bool wait_child() {
-    char c;
-    ssize_t r;
-    do r = ::read(m_up[0], &c, 1);
-    while (r < 0 && errno == EINTR);
-    return r == 1;
-  }
-  void notify_child() { (void)!::write(m_down[1], "x", 1); }
-  /// Waits for the child; its exit code, or 128 + the signal that killed it.
+  /// Waits for the child; its exit code.
   int join() {
-    if (m_pid <= 0) return -1;
-    ::close(m_down[1]);
-    ::close(m_up[0]);
-    int status = 0;
-    while (::waitpid(m_pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    m_pid = -1;
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-    return -1;
+    m_joined = true;
+    return tmf_test::wait_child(m_pid);
   }
 
  private:
-  int m_up[2] = {-1, -1};
-  int m_down[2] = {-1, -1};
-  pid_t m_pid = -1;
+  decltype(tmf_test::spawn_child(tmf_test::by_value([] { return 0; }))) m_pid;
+  bool m_joined = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -211,29 +155,30 @@ TEST(StorageTransactions, CommitKeepsTheWriterOpenAndCanBeRepeated) {
     EXPECT_EQ(w->value, 2u) << "rollback went past the second commit";
     w.commit();  // nothing to commit: still fine
   }
-  const int rc = run_in_child([&] {
+  const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path())] {
     tmf::storage<basic_root> s(p.path());
     auto r = s.read();
     return r->value == 2 && r->items.size() == 1 ? 0 : 1;
-  });
+  }));
   EXPECT_EQ(rc, 0) << "the second commit is not in the file";
 }
 
 TEST(StorageTransactions, UncommittedChangesInvisibleToAnotherProcess) {
   scoped_path p;
   make_storage(p.path(), 7);
-  child_process child([&](child_process& c) {
+  const tmf_test::handshake h(p.path());
+  child_guard child(tmf_test::by_value([p = tmf_test::child_path(p.path()), h] {
     tmf::storage<basic_root> s(p.path());
     auto w = s.write();
     w->value = 1000;  // never visible to the parent until committed
-    c.notify_parent();
-    if (!c.wait_parent()) return 1;
+    h.signal("1");
+    if (!h.wait("2")) return 1;
     w.commit();
-    c.notify_parent();
-    c.wait_parent();
+    h.signal("3");
+    if (!h.wait("4")) return 2;
     return 0;
-  });
-  ASSERT_TRUE(child.wait_child()) << "the child failed before taking the writer";
+  }));
+  ASSERT_TRUE(h.wait("1")) << "the child failed before taking the writer";
   tmf::storage<basic_root> s(p.path());
   {
     auto r = s.try_read();
@@ -241,11 +186,11 @@ TEST(StorageTransactions, UncommittedChangesInvisibleToAnotherProcess) {
     EXPECT_EQ((*r)->value, 7u) << "a reader saw another process's uncommitted change";
   }
   EXPECT_FALSE(s.try_write().has_value()) << "try_write succeeded while a child process holds the writer";
-  child.notify_child();
-  ASSERT_TRUE(child.wait_child()) << "the child failed to commit";
+  h.signal("2");
+  ASSERT_TRUE(h.wait("3")) << "the child failed to commit";
   EXPECT_EQ(s.read()->value, 1000u) << "a new read transaction does not see the other process's commit";
   EXPECT_FALSE(s.try_write().has_value()) << "the child still holds the writer";
-  child.notify_child();
+  h.signal("4");
   EXPECT_EQ(child.join(), 0);
   auto w = s.try_write();
   ASSERT_TRUE(w.has_value()) << "the writer was not released by the exited child";
@@ -308,17 +253,17 @@ TEST(StorageLocking, ReadWaitsForTheWriterOfThisProcess) {
 TEST(StorageLocking, TryWriteEmptyWhileAChildProcessHoldsTheWriter) {
   scoped_path p;
   make_storage(p.path());
-  child_process child([&](child_process& c) {
+  const tmf_test::handshake h(p.path());
+  child_guard child(tmf_test::by_value([p = tmf_test::child_path(p.path()), h] {
     tmf::storage<basic_root> s(p.path());
     auto w = s.write();
-    c.notify_parent();
-    c.wait_parent();
-    return 0;
-  });
-  ASSERT_TRUE(child.wait_child()) << "the child could not take the writer";
+    h.signal("1");
+    return h.wait("2") ? 0 : 1;
+  }));
+  ASSERT_TRUE(h.wait("1")) << "the child could not take the writer";
   tmf::storage<basic_root> s(p.path());
   EXPECT_FALSE(s.try_write().has_value()) << "try_write succeeded while a child process holds the writer";
-  child.notify_child();
+  h.signal("2");
   EXPECT_EQ(child.join(), 0);
   EXPECT_TRUE(s.try_write().has_value()) << "the writer lock was not released when the child exited";
 }

@@ -128,8 +128,8 @@ TEST(UsesAllocator, ElementsLandInTheirContainersStorage) {
   for (const scoped_path* p : {&pa, &pb}) {
     const bool is_a = p == &pa;
     SCOPED_TRACE(is_a ? "storage a reopened alone" : "storage b reopened alone");
-    const int rc = run_in_child([&] {
-      tmf::storage<two_root> s(p->path());
+    const int rc = run_in_child(tmf_test::by_value([p = tmf_test::child_path(p->path()), is_a] {
+      tmf::storage<two_root> s(p.path());
       s.check();
       auto r = s.read();
       if (auto e = stray_buffer(*r, s.address(), s.size()); !e.empty()) {
@@ -145,7 +145,7 @@ TEST(UsesAllocator, ElementsLandInTheirContainersStorage) {
         return 3;
       }
       return 0;
-    });
+    }));
     EXPECT_EQ(rc, 0) << "1: a buffer outside the file, 2/3: wrong content, 128+11: a pointer into the other "
                         "storage faulted";
   }

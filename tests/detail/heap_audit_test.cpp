@@ -559,14 +559,14 @@ TEST(heap_in_storage, random_transactions_keep_both_trees_consistent) {
                                                                        << (keep ? "commit" : "rollback");
     }
   }
-  int rc = tmf_test::run_in_child([&] {
+  int rc = tmf_test::run_in_child(tmf_test::by_value([path = tmf_test::child_path(path.path()), o, baseline] {
     tmf::storage<heap_root> s(path.path(), o);
     s.check();
     auto r = s.read();
     for (std::size_t i = 0; i < r->count; ++i)
       if (!block_intact(r->blocks[i])) return 1;
     return s.stats().allocated_bytes == baseline + live_bytes(*r) ? 0 : 2;
-  });
+  }));
   EXPECT_EQ(rc, 0) << "a new process found a damaged block (1) or wrong accounting (2)";
 }
 

@@ -245,7 +245,13 @@ TEST(Tracker, HundredThousandScatteredPagesCommitAndRollBack) {
       w.commit();
       const auto logged = s.stats().pages_logged - before;
       EXPECT_GE(logged, n) << "not every written page was logged";
+#if defined(_WIN32)
+      // No pagemap on Windows: every page of a block the page-protection tracker unprotected
+      // at once is logged, written or not (README, "Windows"); 1.9 n measured under Wine 8.
+      EXPECT_LE(logged, 2 * n + 8) << "pages that were not written were logged";
+#else
       EXPECT_LE(logged, n + 8) << "pages that were not written were logged (pagemap detection)";
+#endif
     }
     {
       auto w = s.write();
@@ -257,14 +263,14 @@ TEST(Tracker, HundredThousandScatteredPagesCommitAndRollBack) {
     s.check();
   }
   // A new process sees the committed bytes.
-  int rc = tmf_test::run_in_child([&] {
+  int rc = tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path()), o, n, page_of] {
     tmf::storage<big_root> s(p.path(), o);
     auto r = s.read();
     char* data = r->bytes;
     for (std::size_t i = 0; i < n; ++i)
       if (page_of(data, i) != static_cast<char>(1 + i % 100)) return 1;
     return 0;
-  });
+  }));
   EXPECT_EQ(rc, 0) << "a new process did not see the committed pages";
 }
 

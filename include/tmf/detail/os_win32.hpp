@@ -199,6 +199,18 @@ inline std::error_code stat_file(const file& f, file_info& info) noexcept {
   if (!::GetFileInformationByHandle(f.native(), &bh)) return last_error();
   info.size = (std::uint64_t{bh.nFileSizeHigh} << 32) | bh.nFileSizeLow;
   info.device = bh.dwVolumeSerialNumber;
+  if (info.device == 0) {
+    // Wine gives serial 0 for a handle whose file was renamed since it was opened (a created
+    // storage: temporary file, then MoveFileExW): it looks the volume up by the handle's old
+    // name. The volume of the handle's path is the same; without this, the registry would
+    // not see that a created file is the one opened again (errc::already_open).
+    wchar_t name[1024], volume[1024];
+    const DWORD n = ::GetFinalPathNameByHandleW(f.native(), name, 1024, FILE_NAME_NORMALIZED | VOLUME_NAME_DOS);
+    DWORD serial = 0;
+    if (n > 0 && n < 1024 && ::GetVolumePathNameW(name, volume, 1024) &&
+        ::GetVolumeInformationW(volume, nullptr, 0, &serial, nullptr, nullptr, nullptr, 0))
+      info.device = serial;
+  }
   info.inode = (std::uint64_t{bh.nFileIndexHigh} << 32) | bh.nFileIndexLow;
   FILE_STANDARD_INFO si;
   if (::GetFileInformationByHandleEx(f.native(), FileStandardInfo, &si, sizeof si))
