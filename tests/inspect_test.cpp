@@ -116,16 +116,21 @@ TEST(UntypedStorage, ReadsAStorageWithoutItsRootAndWritesNothing) {
   EXPECT_FALSE(std::filesystem::exists(tmf_test::lock_path(path))) << "the untyped read-only open wrote a lock file";
 }
 
-TEST(UntypedStorage, SeesTheLogOfAWriterThatDied) {
-  scoped_path path;
+/// Creates the storage at `path`, then commits three times in a child that exits without
+/// closing, so the log keeps its three records. The child's exit code.
+int die_after_three_commits(const scoped_path& path) {
   { tmf::storage<counted_root> s(path); }
-  const int rc = tmf_test::run_in_child(tmf_test::by_value([path = tmf_test::child_path(path.path())] {
+  return tmf_test::run_in_child(tmf_test::by_value([path = tmf_test::child_path(path.path())] {
     tmf::storage<counted_root> s(path);
     for (int i = 0; i < 3; ++i) commit_one(s);
     std::_Exit(0);  // no close: the log keeps its records
     return 0;
   }));
-  ASSERT_EQ(rc, 0);
+}
+
+TEST(UntypedStorage, SeesTheLogOfAWriterThatDied) {
+  scoped_path path;
+  ASSERT_EQ(die_after_three_commits(path), 0);
   const auto data = read_bytes(path);
   const auto log = read_bytes(path.log());
   {
@@ -147,14 +152,7 @@ TEST(UntypedStorage, SeesTheLogOfAWriterThatDied) {
 // fuzz_untyped: root_mismatch against the pre-recovery header).
 TEST(UntypedStorage, TakesItsIdentityFromTheRecoveredHeader) {
   scoped_path path;
-  { tmf::storage<counted_root> s(path); }
-  const int rc = tmf_test::run_in_child(tmf_test::by_value([path = tmf_test::child_path(path.path())] {
-    tmf::storage<counted_root> s(path);
-    for (int i = 0; i < 3; ++i) commit_one(s);
-    std::_Exit(0);  // no close: the log keeps its records
-    return 0;
-  }));
-  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(die_after_three_commits(path), 0);
   {
     std::vector<char> data = read_bytes(path);
     tmf::detail::file_header h;
