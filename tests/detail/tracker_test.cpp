@@ -263,11 +263,11 @@ TEST(Tracker, HundredThousandScatteredPagesCommitAndRollBack) {
     s.check();
   }
   // A new process sees the committed bytes.
-  int rc = tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path()), o, n, page_of] {
+  int rc = tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(p.path()), o, count = n, page_of] {
     tmf::storage<big_root> s(p.path(), o);
     auto r = s.read();
     char* data = r->bytes;
-    for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t i = 0; i < count; ++i)
       if (page_of(data, i) != static_cast<char>(1 + i % 100)) return 1;
     return 0;
   }));
