@@ -174,10 +174,10 @@ inline void reseal_header(unsigned char* page) {
 }
 
 /// Recomputes every checksum of a log image in place: the log header, and for each record
-/// found from log_start on (record magic, a page count that fits the image) its page
-/// checksums, entries checksum, header checksum and the trailer's copy of it. With
-/// `file_id`, also stamps that id into the log header, the records and the header page
-/// images (whose own checksum is resealed), and a generation derived from it. Returns the offset after the last record seen.
+/// found from log_start on (record magic, an extent count and data size that fit the image)
+/// its extent checksums, entries checksum, header checksum and the trailer's copy of it.
+/// With `file_id`, also stamps that id into the log header, the records and the file
+/// headers their page-0 extents carry (whose own checksum is resealed), and a generation derived from it. Returns the offset after the last record seen.
 inline std::size_t reseal_log(std::vector<unsigned char>& log, const std::uint64_t* file_id = nullptr) {
   if (log.size() < sizeof(td::log_header)) return log.size();
   td::log_header lh;
@@ -194,38 +194,42 @@ inline std::size_t reseal_log(std::vector<unsigned char>& log, const std::uint64
     std::memcpy(&rh, log.data() + off, sizeof rh);
     if (std::memcmp(rh.magic, td::record_magic, sizeof rh.magic) != 0) break;
     const std::size_t room = log.size() - off - sizeof rh;
-    if (rh.page_count > room / (sizeof(td::record_entry) + td::page_size)) break;
-    const std::size_t n = static_cast<std::size_t>(rh.page_count);
-    if (td::record_size(n) > log.size() - off) break;
+    if (rh.extent_count > room / sizeof(td::record_extent) || rh.data_bytes > room) break;
+    const std::size_t n = static_cast<std::size_t>(rh.extent_count);
+    const std::size_t bytes = static_cast<std::size_t>(rh.data_bytes);
+    if (td::record_size(n, bytes) > log.size() - off) break;
     unsigned char* entries = log.data() + off + sizeof rh;
-    unsigned char* pages = entries + n * sizeof(td::record_entry);
+    unsigned char* data = entries + n * sizeof(td::record_extent);
+    std::size_t at = 0;  // where the next extent's bytes are, from `data`
     for (std::size_t i = 0; i < n; ++i) {
-      td::record_entry e;
+      td::record_extent e;
       std::memcpy(&e, entries + i * sizeof e, sizeof e);
-      unsigned char* page = pages + i * td::page_size;
-      if (file_id && e.page == 0) {
+      if (e.length > bytes - at) break;  // a fuzzed list: leave the rest as it is
+      unsigned char* p = data + at;
+      if (file_id && e.page == 0 && e.offset == 0 && e.length >= sizeof(td::file_header)) {
         td::file_header h;
-        std::memcpy(&h, page, sizeof h);
+        std::memcpy(&h, p, sizeof h);
         h.file_id = *file_id;
         td::seal_header(h);
-        std::memcpy(page, &h, sizeof h);
+        std::memcpy(p, &h, sizeof h);
       }
-      e.checksum = td::page_checksum(page, e.page);
+      e.checksum = td::extent_checksum(p, e);
       std::memcpy(entries + i * sizeof e, &e, sizeof e);
+      at += e.length;
     }
     if (file_id) {
       rh.file_id = *file_id;
       rh.generation = lh.generation;
     }
-    rh.entries_checksum = td::checksum(entries, n * sizeof(td::record_entry));
+    rh.entries_checksum = td::checksum(entries, n * sizeof(td::record_extent));
     rh.checksum = td::record_header_checksum(rh);
     std::memcpy(log.data() + off, &rh, sizeof rh);
     td::record_trailer tr;
-    unsigned char* trailer = pages + n * td::page_size;
+    unsigned char* trailer = data + bytes;
     std::memcpy(&tr, trailer, sizeof tr);
     tr.header_checksum = rh.checksum;
     std::memcpy(trailer, &tr, sizeof tr);
-    off += td::record_size(n);
+    off += td::record_size(n, bytes);
   }
   return off;
 }

@@ -8,7 +8,7 @@
 ///
 /// Input: one flags byte, then the log file's bytes.
 ///   flags & 1: reseal every checksum of the log (header; for each record whose magic and
-///              page count make sense: pages, entries, header, trailer) after the mutation,
+///              extent count and size make sense: extents, entries, header, trailer) after the mutation,
 ///              so that mutated records are replayed rather than ignored
 ///
 /// Oracle, raw mode (flags & 1 == 0): the open succeeds or throws tmf::error with

@@ -44,7 +44,8 @@ std::vector<std::size_t> record_ends(const bytes& log) {
     td::record_header rh;
     std::memcpy(&rh, log.data() + off, sizeof rh);
     if (std::memcmp(rh.magic, td::record_magic, sizeof rh.magic) != 0) break;
-    off += td::record_size(static_cast<std::size_t>(rh.page_count));
+    if (rh.data_bytes > log.size() || rh.extent_count > log.size()) break;
+    off += td::record_size(rh.extent_count, rh.data_bytes);
     if (off > log.size()) break;
     ends.push_back(off);
   }
@@ -115,6 +116,20 @@ void log_seeds(const std::filesystem::path& dir, const template_files& t) {
   skipped.insert(skipped.end(), t.log.begin() + static_cast<std::ptrdiff_t>(ends[1]),
                  t.log.begin() + static_cast<std::ptrdiff_t>(ends[2]));
   put(dir, "log_gap", 0, skipped);
+  // The extent list of record 1 made malformed, then resealed (flag 1): only the list's own
+  // checks (ascending, no overlap, within its page) can refuse it.
+  auto with_extent = [&](const char* name, auto&& change) {
+    bytes b = t.log;
+    td::record_extent e;
+    const std::size_t at = td::log_start + sizeof(td::record_header) + sizeof e;  // its second extent
+    std::memcpy(&e, b.data() + at, sizeof e);
+    change(e);
+    std::memcpy(b.data() + at, &e, sizeof e);
+    put(dir, name, 1, b);
+  };
+  with_extent("log_extent_overlaps", [](td::record_extent& e) { e.page = 0, e.offset = 8; });
+  with_extent("log_extent_past_its_page", [](td::record_extent& e) { e.offset = td::page_size - e.length / 2; });
+  with_extent("log_extent_empty", [](td::record_extent& e) { e.length = 0; });
 }
 
 void heap_seeds(const std::filesystem::path& dir) {

@@ -84,6 +84,9 @@ struct storage_stats {
   /// Bytes this storage object punched out of the data file or cut off its end
   /// (options::give_back_bytes, options::truncate_bytes); holes are counted when punched.
   std::uint64_t given_back_bytes = 0;
+  /// Bytes of log records those commits wrote: only the changed bytes of each page are
+  /// logged, with 24 bytes per changed range and 96 per record.
+  std::uint64_t log_bytes = 0;
 };
 
 }  // namespace tmf

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
-// Tests of include/tmf/detail/log.hpp: record format, checksums, torn tails, replay order.
+// Tests of include/tmf/detail/log.hpp: record format, checksums, torn tails, replay order, diffs.
 #include <tmf/detail/log.hpp>
 
 #include <gtest/gtest.h>
@@ -18,7 +18,10 @@ struct log_fixture : ::testing::Test {
   tmf_test::scoped_path data_file{std::string_view("data")};
   os::file log_fd, data_fd;
   std::vector<unsigned char> mem = std::vector<unsigned char>(8 * page_size);
-  std::vector<std::uint64_t> pages{0, 2, 3, 7};
+  // Ascending, no overlap: page 0's header and a field, page 2 whole and page 3's first word
+  // (adjacent in the file), two more pieces.
+  std::vector<record_extent> ext{{0, 0, header_extent_bytes, 0}, {0, 1000, 16, 0}, {2, 0, page_size, 0},
+                                 {3, 0, 8, 0}, {3, 100, 50, 0}, {7, 4000, 96, 0}};
 
   void SetUp() override {
     ASSERT_FALSE(os::create_file(log_file.path(), log_fd));
@@ -26,8 +29,8 @@ struct log_fixture : ::testing::Test {
     for (std::size_t i = 0; i < mem.size(); ++i) mem[i] = static_cast<unsigned char>(i * 31 + i / page_size);
   }
   std::uint64_t write(std::uint64_t off = log_start, std::uint64_t txn = 5) {
-    EXPECT_FALSE(write_record(log_fd, off, txn, 42, 7, pages.data(), pages.size(), mem.data()));
-    return off + record_size(pages.size());
+    EXPECT_FALSE(write_record(log_fd, off, txn, 42, 7, ext.data(), ext.size(), mem.data()));
+    return off + record_size(ext.size(), extent_bytes(ext.data(), ext.size()));
   }
   bool valid_at(std::uint64_t off, std::uint64_t txn = 5, std::uint64_t file_id = 42, record_info* out = nullptr) {
     bool valid = false;
@@ -60,7 +63,8 @@ TEST_F(log_fixture, RecordRoundTrip) {
   record_info info;
   ASSERT_TRUE(valid_at(log_start, 5, 42, &info));
   EXPECT_EQ(info.txn, 5u);
-  EXPECT_EQ(info.page_count, pages.size());
+  EXPECT_EQ(info.extent_count, ext.size());
+  EXPECT_EQ(info.data_bytes, header_extent_bytes + 16 + page_size + 8 + 50 + 96);
   EXPECT_EQ(info.end, end);
   EXPECT_FALSE(valid_at(log_start, 6)) << "wrong transaction id accepted";
   EXPECT_FALSE(valid_at(log_start, 5, 41)) << "wrong file id accepted";
@@ -99,43 +103,172 @@ std::error_code record_data_writes(os::io_op op, const os::file& f, std::uint64_
   return {};
 }
 
-TEST_F(log_fixture, ApplyRecordCopiesPagesAndWritesTheHeaderPageLast) {
+// What a data file of 8 pages of 0xee looks like once `ext` of `mem` is written into it.
+std::vector<unsigned char> expected_image(const std::vector<record_extent>& ext, const std::vector<unsigned char>& mem) {
+  std::vector<unsigned char> img(8 * page_size, 0xee);
+  for (const auto& e : ext) std::memcpy(img.data() + extent_position(e), mem.data() + extent_position(e), e.length);
+  return img;
+}
+std::vector<unsigned char> read_image(const os::file& f) {
+  std::vector<unsigned char> img(8 * page_size);
+  std::size_t got;
+  EXPECT_FALSE(os::pread_all(f, img.data(), img.size(), 0, got));
+  return img;
+}
+void fill_old(const os::file& f) {
+  std::vector<unsigned char> old(8 * page_size, 0xee);
+  ASSERT_FALSE(os::pwrite_all(f, old.data(), old.size(), 0));
+}
+
+TEST_F(log_fixture, ApplyRecordWritesOnlyTheExtentsHeaderPageLast) {
   write();
+  fill_old(data_fd);
   record_info info;
   ASSERT_TRUE(valid_at(log_start, 5, 42, &info));
   g_data_file = &data_fd;
   g_write_offsets.clear();
   os::io_hook = &record_data_writes;
-  std::vector<record_entry> entries;
-  ASSERT_FALSE(read_record_entries(log_fd, info, entries));
-  ASSERT_EQ(entries.size(), pages.size());
-  ASSERT_FALSE(apply_record(log_fd, info, entries, data_fd));
+  std::vector<record_extent> back;
+  ASSERT_FALSE(read_record_extents(log_fd, info, back));
+  ASSERT_EQ(back.size(), ext.size());
+  ASSERT_FALSE(apply_record(log_fd, info, back, data_fd));
   os::io_hook = nullptr;
-  ASSERT_EQ(g_write_offsets.size(), pages.size());
-  EXPECT_EQ(g_write_offsets.back(), 0u) << "page 0 must be applied last";
-  std::vector<unsigned char> page(page_size);
-  for (auto p : pages) {
-    std::size_t got;
-    ASSERT_FALSE(os::pread_all(data_fd, page.data(), page_size, p * page_size, got));
-    EXPECT_EQ(0, std::memcmp(page.data(), mem.data() + p * page_size, page_size)) << "page " << p;
-  }
+  // Page 2 and page 3's first word in one write; page 0's extents last, back to front.
+  EXPECT_EQ(g_write_offsets, (std::vector<std::uint64_t>{2 * page_size, 3 * page_size + 100, 7 * page_size + 4000,
+                                                         1000, 0}));
+  EXPECT_TRUE(read_image(data_fd) == expected_image(ext, mem)) << "bytes outside the extents changed, or missing";
+  // Replaying it again (recovery after a crash in the middle of a replay) changes nothing.
+  ASSERT_FALSE(apply_record(log_fd, info, back, data_fd));
+  EXPECT_TRUE(read_image(data_fd) == expected_image(ext, mem));
 }
 
-TEST_F(log_fixture, ApplyPagesCoalescesRunsAndWritesPageZeroLast) {
+TEST_F(log_fixture, ApplyExtentsCoalescesAdjacentOnesAndWritesPageZeroLast) {
+  fill_old(data_fd);
   g_data_file = &data_fd;
   g_write_offsets.clear();
   os::io_hook = &record_data_writes;
-  std::vector<std::uint64_t> run{0, 1, 2, 3, 5, 6};
-  ASSERT_FALSE(apply_pages(data_fd, run.data(), run.size(), mem.data()));
+  ASSERT_FALSE(apply_extents(data_fd, ext.data(), ext.size(), mem.data()));
   os::io_hook = nullptr;
-  // The seam sees each page of a run (pages 1-3, then 5-6), then page 0 last.
-  EXPECT_EQ(g_write_offsets,
-            (std::vector<std::uint64_t>{page_size, 2 * page_size, 3 * page_size, 5 * page_size, 6 * page_size, 0}));
-  std::vector<unsigned char> back(7 * page_size);
-  std::size_t got;
-  ASSERT_FALSE(os::pread_all(data_fd, back.data(), back.size(), 0, got));
-  for (auto p : run)
-    EXPECT_EQ(0, std::memcmp(back.data() + p * page_size, mem.data() + p * page_size, page_size)) << "page " << p;
+  // The seam sees each extent (page 2 and page 3's word are one call of two buffers), page 0 last.
+  EXPECT_EQ(g_write_offsets, (std::vector<std::uint64_t>{2 * page_size, 3 * page_size, 3 * page_size + 100,
+                                                         7 * page_size + 4000, 1000, 0}));
+  EXPECT_TRUE(read_image(data_fd) == expected_image(ext, mem));
+}
+
+TEST_F(log_fixture, RecordsReplayedInOrderTwiceGiveTheLastState) {
+  // Two records over the same bytes: replaying both again in order (a second recovery after a
+  // cut during the first) ends at the second one's bytes.
+  fill_old(data_fd);
+  const std::uint64_t end = write(log_start, 5);
+  const std::vector<unsigned char> first = mem;
+  for (auto& b : mem) b = static_cast<unsigned char>(b ^ 0x5a);
+  const std::uint64_t end2 = write(end, 6);
+  ASSERT_GT(end2, end);
+  for (int round = 0; round < 2; ++round)
+    for (std::uint64_t off = log_start, txn = 5; txn <= 6; ++txn) {
+      record_info info;
+      ASSERT_TRUE(valid_at(off, txn, 42, &info));
+      std::vector<record_extent> e;
+      ASSERT_FALSE(read_record_extents(log_fd, info, e));
+      ASSERT_FALSE(apply_record(log_fd, info, e, data_fd));
+      off = info.end;
+    }
+  EXPECT_TRUE(read_image(data_fd) == expected_image(ext, mem));
+  EXPECT_FALSE(read_image(data_fd) == expected_image(ext, first));
+}
+
+TEST_F(log_fixture, MalformedExtentListsAreRejected) {
+  // Checksums right, the list wrong: each must be refused before anything is applied.
+  const std::vector<std::vector<record_extent>> bad{
+      {{0, 0, 64, 0}, {3, 100, 50, 0}, {3, 120, 10, 0}},  // overlap
+      {{0, 0, 64, 0}, {3, 100, 50, 0}, {2, 0, 8, 0}},     // descending
+      {{0, 0, 64, 0}, {3, 4090, 16, 0}},                  // past the end of its page
+      {{0, 0, 64, 0}, {3, 10, 0, 0}},                     // empty
+      {{0, 0, 64, 0}, {8, 0, 8, 0}},                      // past max_pages
+  };
+  for (std::size_t i = 0; i < bad.size(); ++i) {
+    auto e = bad[i];
+    ASSERT_FALSE(os::truncate(log_fd, 0));
+    std::vector<unsigned char> big(16 * page_size, 1);
+    ASSERT_FALSE(write_record(log_fd, log_start, 5, 42, 7, e.data(), e.size(), big.data()));
+    EXPECT_FALSE(valid_at(log_start)) << "malformed extent list " << i << " was accepted";
+  }
+}
+
+TEST(DiffPage, LogsChangedWordsMergesSmallGapsAndFallsBackToTheWholePage) {
+  std::vector<unsigned char> was(page_size, 1), now(page_size, 1);
+  std::vector<record_extent> out;
+  diff_page(now.data(), was.data(), 5, out);
+  EXPECT_TRUE(out.empty()) << "an unchanged page logged bytes";
+  now[100] = 2;   // word 96..104
+  now[120] = 2;   // word 120..128: 16 bytes away, merged
+  now[1000] = 2;  // far: its own extent
+  diff_page(now.data(), was.data(), 5, out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].page, 5u);
+  EXPECT_EQ(out[0].offset, 96u);
+  EXPECT_EQ(out[0].length, 32u);
+  EXPECT_EQ(out[1].offset, 1000u / 8 * 8);
+  EXPECT_EQ(out[1].length, 8u);
+  now[page_size - 1] = 2;
+  out.clear();
+  diff_page(now.data(), was.data(), 5, out);
+  EXPECT_EQ(out.back().offset + out.back().length, page_size) << "the last word was missed";
+
+  out.clear();
+  for (std::size_t i = 0; i < page_size * 3 / 4; ++i) now[i] = 3;
+  diff_page(now.data(), was.data(), 5, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].length, page_size) << "a mostly changed page is logged whole";
+
+  out.clear();
+  now = was;
+  for (std::size_t i = 0; i < 70; ++i) now[i * 56] = 9;  // 70 small pieces 48 bytes apart
+  diff_page(now.data(), was.data(), 5, out);
+  ASSERT_EQ(out.size(), 1u) << "more than max_extents_per_page pieces must go whole";
+  EXPECT_EQ(out[0].length, page_size);
+
+  out.clear();
+  std::vector<unsigned char> zeros(page_size, 0), one = zeros;
+  one[8] = 1;
+  diff_page(one.data(), zeros.data(), 5, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].length, page_size) << "a page that was all zeros (new, or a hole) must go whole";
+}
+
+TEST(DiffPage, PageZeroAlwaysCarriesTheWholeHeader) {
+  std::vector<unsigned char> was(page_size, 1), now(page_size, 1);
+  std::vector<record_extent> out;
+  diff_page(now.data(), was.data(), 0, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].offset, 0u);
+  EXPECT_EQ(out[0].length, header_extent_bytes);
+  now[header_extent_bytes + 8] = 2;  // close: merged into the header's extent
+  now[3000] = 2;
+  out.clear();
+  diff_page(now.data(), was.data(), 0, out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].length, header_extent_bytes + 16);
+  EXPECT_EQ(out[1].offset, 3000u / 8 * 8);
+}
+
+TEST_F(log_fixture, DiffPagesReadsTheOriginalsAndTreatsPagesPastTheEndAsNew) {
+  // The file holds pages 0-3 as `mem` had them; pages 2 and 5 changed in memory.
+  ASSERT_FALSE(os::pwrite_all(data_fd, mem.data(), 4 * page_size, 0));
+  mem[2 * page_size + 200] ^= 1;
+  mem[5 * page_size + 8] ^= 1;
+  const std::uint64_t dirty[] = {0, 2, 3, 5};
+  std::vector<record_extent> out;
+  std::vector<unsigned char> scratch;
+  ASSERT_FALSE(diff_pages(data_fd, dirty, 4, mem.data(), out, scratch));
+  ASSERT_EQ(out.size(), 3u) << "page 3 did not change: no extent";
+  EXPECT_EQ(out[0].page, 0u);
+  EXPECT_EQ(out[0].length, header_extent_bytes);
+  EXPECT_EQ(out[1].page, 2u);
+  EXPECT_EQ(out[1].offset, 200u);
+  EXPECT_EQ(out[1].length, 8u);
+  EXPECT_EQ(out[2].page, 5u);
+  EXPECT_EQ(out[2].length, page_size) << "a page past the file's end must go whole";
 }
 
 TEST_F(log_fixture, RecordOfAnotherGenerationIsNeverValid) {
@@ -198,8 +331,8 @@ TEST(LogFile, AppendsPreallocatesAndShowsTheControlPageThroughItsView) {
   EXPECT_EQ(log.marker_txn(), 4u);
 
   std::vector<unsigned char> mem(2 * page_size, 7);
-  const std::uint64_t pages[] = {0, 1};
-  ASSERT_FALSE(log.append(1, 42, pages, 2, mem.data()));
+  record_extent ext[] = {{0, 0, header_extent_bytes, 0}, {1, 0, page_size, 0}};
+  ASSERT_FALSE(log.append(1, 42, ext, 2, mem.data()));
   os::file_info fi;
   ASSERT_FALSE(os::stat_file(log.file(), fi));
   EXPECT_GE(fi.size, log_growth_step) << "the log was not preallocated by a whole step";
@@ -207,7 +340,7 @@ TEST(LogFile, AppendsPreallocatesAndShowsTheControlPageThroughItsView) {
   record_info info;
   ASSERT_FALSE(check_record(log.file(), log_start, 1, 42, 0, 8, valid, info));
   EXPECT_TRUE(valid);
-  EXPECT_EQ(info.end, log_start + record_size(2));
+  EXPECT_EQ(info.end, log_start + record_size(2, header_extent_bytes + page_size));
   log.shrink_to(log_start, 0);
   ASSERT_FALSE(os::stat_file(log.file(), fi));
 #if defined(_WIN32)

@@ -8,7 +8,8 @@
 /// ever holds committed state, so another process's readers never see a transaction in
 /// progress. The engine ties the layers together:
 ///  - write tracking (tracker.hpp): stores fault, the handler records the page;
-///  - commit: collect the dirty pages, append one record to the log (log.hpp), fdatasync it
+///  - commit: collect the dirty pages, diff them against the data file, append one record of
+///    the changed bytes to the log (log.hpp), fdatasync it
 ///    (the commit point), take the apply gate (locks.hpp), stamp the apply marker, copy the
 ///    pages into the data file, drop the private copies, maybe checkpoint (recovery.hpp);
 ///  - recovery and checkpoints (recovery.hpp), locks (locks.hpp), the registry the fault
@@ -141,7 +142,7 @@ class engine {
   void rollback_pages() noexcept;
   bool has_changes() const noexcept;
   [[noreturn]] void fail_commit(std::error_code ec, std::uint64_t txn);
-  void apply_committed(std::uint64_t txn, std::size_t n) noexcept;
+  void apply_committed(std::uint64_t txn) noexcept;
   bool first_reader_lock(bool wait);
   bool exclude_readers(bool wait) noexcept;
   void admit_readers() noexcept { clear_word(m_writer_flag); }
@@ -222,6 +223,9 @@ class engine {
   std::error_code m_poison_cause;       ///< the I/O error behind m_poison
   log_position m_unknown;               ///< with errc::commit_unknown: where its record is (offset, seen_txn = its txn)
   std::atomic<std::uint64_t> m_commits{0}, m_rollbacks{0}, m_pages_logged{0}, m_last_commit_pages{0};
+  std::atomic<std::uint64_t> m_log_bytes{0};
+  std::vector<record_extent> m_extents;      ///< the commit's changed byte ranges (diff_pages)
+  std::vector<unsigned char> m_diff_scratch;  ///< the committed originals they are diffed against
   // Giving space back (options::give_back_bytes, truncate_bytes).
   heap_impl::heap_backing m_backing{&reserve_pages, &released_pages, this, give_back_min};
   using page_range = std::pair<std::uintptr_t, std::uintptr_t>;
@@ -342,16 +346,24 @@ inline void engine::commit() {
                        pages + n);  // ascending, no duplicates: the log replays in order
   TMF_ASSERT(pages[n - 1] * page_size < mapped());
   log_position& pos = m_log.position();
-  const std::uint64_t end = pos.offset + record_size(n);
+  std::error_code ec;
+  try {
+    // Only the changed bytes are logged and applied. Page 0's extent covers the whole header,
+    // so the record's size is known before the header (which records where it ends) is sealed.
+    ec = diff_pages(m_fd, pages, n, m_base, m_extents, m_diff_scratch);
+  } catch (const std::bad_alloc&) {
+    ec = std::make_error_code(std::errc::not_enough_memory);
+  }
+  if (ec) fail_commit(ec, txn);
+  const std::uint64_t end = pos.offset + record_size(m_extents.size(), extent_bytes(m_extents.data(), m_extents.size()));
   h->max_size = m_max_size;
   h->last_sync = m_opt.sync == durability::full ? 1 : 2;  // for inspection (tmf info)
   h->log_base = pos.base_txn;
   h->log_end = end;
   seal_header(*h);
 
-  std::error_code ec;
   try {
-    ec = m_log.append(txn, m_file_id, pages, n, m_base);
+    ec = m_log.append(txn, m_file_id, m_extents.data(), m_extents.size(), m_base);
   } catch (const std::bad_alloc&) {
     ec = std::make_error_code(std::errc::not_enough_memory);
   }
@@ -362,8 +374,9 @@ inline void engine::commit() {
   // Durable: from here on nothing may turn the commit into an error.
   m_pages_logged += n;
   m_last_commit_pages.store(n, std::memory_order_relaxed);
+  m_log_bytes += end - pos.offset;
   pos = {pos.base_txn, pos.generation, end, txn};
-  apply_committed(txn, n);
+  apply_committed(txn);
   ++m_commits;
   if (!m_freed.empty()) {
     try {
@@ -399,14 +412,14 @@ inline void engine::fail_commit(std::error_code ec, std::uint64_t txn) {
 /// Never fails the commit: an I/O error is retried, and if it persists the storage must be
 /// reopened (errc::needs_reopen) while the log, which every process replays before it
 /// reads past the apply marker, keeps the commit.
-inline void engine::apply_committed(std::uint64_t txn, std::size_t n) noexcept {
+inline void engine::apply_committed(std::uint64_t txn) noexcept {
   std::error_code ec;
   for (int attempt = 0; attempt < 3; ++attempt) {
     apply_gate::exclusive_hold hold;
     ec = m_gate.exclusive(hold);
     if (!ec) ec = write_apply_marker(m_log.file(), txn);  // before any page: a half-applied file is recognised
     try {
-      if (!ec) ec = apply_pages(m_fd, m_dirty.pages(), n, m_base);
+      if (!ec) ec = apply_extents(m_fd, m_extents.data(), m_extents.size(), m_base);
     } catch (const std::bad_alloc&) {
       ec = std::make_error_code(std::errc::not_enough_memory);
     }
@@ -829,7 +842,8 @@ inline storage_stats engine::stats() {
           ready ? hp.spare_bytes() : 0,
           std::move(classes),
           static_cast<std::size_t>(fi.disk_bytes),
-          m_given_back.load()};
+          m_given_back.load(),
+          m_log_bytes.load()};
 }
 
 inline void engine::check() {

@@ -24,11 +24,12 @@ namespace tmf::detail {
 
 inline constexpr char data_magic[8] = {'t', 'm', 'f', '-', 'd', 'a', 't', 'a'};
 /// Bumped on any change of the file or log layout; a mismatch is errc::incompatible_format.
-inline constexpr std::uint32_t format_version = 6;  // 2: log generations; 3: structural Root fingerprint;
+inline constexpr std::uint32_t format_version = 7;  // 2: log generations; 3: structural Root fingerprint;
                                                     // 4: size-class runs in the heap;
                                                     // 5: free blocks record holes punched in the file;
                                                     //    btree_map nodes with integer-like keys hold key copies
                                                     // 6: blocks of 1 KiB to 64 KiB in size-class runs
+                                                    // 7: log records of changed byte ranges
 inline constexpr std::uint32_t byte_order_mark = 0x01020304;
 inline constexpr std::size_t root_name_capacity = 128;
 inline constexpr std::size_t heap_state_capacity = 192;

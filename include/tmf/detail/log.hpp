@@ -6,15 +6,23 @@
 /// (magic, version, page size, the data file's id, the generation's base transaction id,
 /// checksum), the apply marker, the commit-pending word and the re-apply word. Records
 /// follow from `log_start` on.
-/// A record is one committed transaction:
+/// A record is one committed transaction, the bytes it changed:
 ///
-///     record_header | record_entry[n] (page number, page checksum) | n pages | record_trailer
+///     record_header | record_extent[n] (page, offset, length, checksum) | their bytes | record_trailer
 ///
-/// The header and entries carry checksums, every page its own, and the trailer repeats the
-/// transaction id and the header checksum: it is the commit marker. A record counts only if
-/// every checksum matches and its id is the one expected next, so a torn tail (a crash or
+/// At commit each dirty page is compared with its page in the data file (which only ever
+/// holds committed state) and only the changed ranges are logged and applied (diff_pages);
+/// a page that mostly changed, or was all zeros in the file (new, or a hole), goes whole,
+/// and page 0 always carries the whole file header.
+/// The header and extents carry checksums, every extent its own, and the trailer repeats
+/// the transaction id and the header checksum: it is the commit marker. A record counts only
+/// if every checksum matches and its id is the one expected next, so a torn tail (a crash or
 /// power cut in the middle of the write) is recognised and ignored. Replaying a record
-/// writes page images, so replaying one twice is harmless.
+/// writes its bytes at fixed places, so replaying one twice is harmless; replay always runs
+/// in order from a state the data file had durably (the base of the generation, synced at
+/// the checkpoint, or the state of the transaction before a pending record), so a byte no
+/// record of the generation touches needs no repair: a partial-page write torn by a power
+/// cut is repaired by replaying its record, which was durable before the write began.
 ///
 /// Durability, one fsync at a time: commit = write the record, fdatasync the log (the only
 /// sync of a durable commit), then copy the pages into the data file. At a checkpoint the
@@ -37,6 +45,7 @@
 
 #include "checksum.hpp"
 #include "config.hpp"
+#include "format.hpp"
 #include "os.hpp"
 
 namespace tmf::detail {
@@ -47,7 +56,7 @@ inline constexpr char trailer_magic[8] = {'t', 'm', 'f', '-', 'e', 'n', 'd', '\0
 inline constexpr char apply_marker_magic[8] = {'t', 'm', 'f', '-', 'a', 'p', 'l', '\0'};
 inline constexpr std::uint64_t log_start = page_size;  ///< offset of the first record
 /// The layout version of the log header (bumped with format_version).
-inline constexpr std::uint32_t log_version = 2;
+inline constexpr std::uint32_t log_version = 3;  // 3: records of changed byte ranges
 /// The log grows (fallocate) in steps of this many bytes; a cleanly closed log keeps one.
 inline constexpr std::uint64_t log_growth_step = std::uint64_t{4} << 20;
 
@@ -91,15 +100,20 @@ struct record_header {
   std::uint64_t txn;
   std::uint64_t file_id;
   std::uint64_t generation;  ///< the log generation it was written in
-  std::uint64_t page_count;
+  std::uint64_t extent_count;
+  std::uint64_t data_bytes;  ///< the extents' lengths, summed
   std::uint64_t entries_checksum;
   std::uint64_t checksum;  ///< of the fields above
 };
 
-struct record_entry {
+/// A run of changed bytes within one page of the data file.
+struct record_extent {
   std::uint64_t page;      ///< page number in the data file
-  std::uint64_t checksum;  ///< of the page's bytes
+  std::uint32_t offset;    ///< first byte within the page
+  std::uint32_t length;    ///< 1 .. page_size - offset
+  std::uint64_t checksum;  ///< of the bytes (extent_checksum)
 };
+static_assert(sizeof(record_header) == 64 && sizeof(record_extent) == 24, "part of the log format");
 
 struct record_trailer {
   char magic[8];
@@ -114,13 +128,16 @@ inline std::uint64_t log_header_checksum(const log_header& h) noexcept {
 inline std::uint64_t record_header_checksum(const record_header& h) noexcept {
   return checksum(&h, offsetof(record_header, checksum), 0x746d662d72656300ULL);
 }
-inline std::uint64_t page_checksum(const void* page, std::uint64_t page_no) noexcept {
-  return checksum(page, page_size, page_no);  // seeded by position: a page written to the wrong place fails
+/// Seeded by the bytes' position in the data file: bytes written to the wrong place fail.
+inline std::uint64_t extent_checksum(const void* bytes, const record_extent& e) noexcept {
+  return checksum(bytes, e.length, e.page * page_size + e.offset);
 }
+/// Where an extent's bytes go in the data file.
+inline std::uint64_t extent_position(const record_extent& e) noexcept { return e.page * page_size + e.offset; }
 
-/// Bytes a record of `n` pages occupies in the log.
-inline std::uint64_t record_size(std::uint64_t n) noexcept {
-  return sizeof(record_header) + n * (sizeof(record_entry) + page_size) + sizeof(record_trailer);
+/// Bytes a record of `n` extents holding `data_bytes` bytes occupies in the log.
+inline std::uint64_t record_size(std::uint64_t n, std::uint64_t data_bytes) noexcept {
+  return sizeof(record_header) + n * sizeof(record_extent) + data_bytes + sizeof(record_trailer);
 }
 
 inline bool log_header_valid(const log_header& h, std::uint64_t file_id) noexcept {
@@ -182,36 +199,117 @@ inline std::error_code set_reapply_needed(const os::file& f, std::uint64_t v) no
   return os::pwrite_all(f, &v, sizeof v, offsetof(log_control, reapply_needed));
 }
 
-/// Writes the record of transaction `txn` at `off`: pages `pages[0..n)` (ascending page
-/// numbers) are read from `base + page * page_size`. Does not sync.
-inline std::error_code write_record(const os::file& f, std::uint64_t off, std::uint64_t txn, std::uint64_t file_id,
-                                    std::uint64_t generation, const std::uint64_t* pages, std::size_t n,
-                                    const unsigned char* base) {
-  std::vector<unsigned char> head(sizeof(record_header) + n * sizeof(record_entry));
-  auto* entries = reinterpret_cast<record_entry*>(head.data() + sizeof(record_header));
-  for (std::size_t i = 0; i < n; ++i) {
-    entries[i].page = pages[i];
-    entries[i].checksum = page_checksum(base + pages[i] * page_size, pages[i]);
+/// A page is split into at most this many extents; more and it is logged whole.
+inline constexpr std::size_t max_extents_per_page = 64;
+/// Changed ranges closer than this are logged as one: an extent's entry costs 24 bytes.
+inline constexpr std::uint32_t extent_merge_gap = 32;
+/// Bytes of page 0 always logged (the file header, whole): its size stays known before the
+/// header is sealed, which records where the record ends.
+inline constexpr std::uint32_t header_extent_bytes = (sizeof(file_header) + 7) / 8 * 8;
+
+/// Appends the extents in which page `page` at `now` differs from `was` (its committed
+/// image): changed 8-byte words, ranges less than extent_merge_gap apart merged; the whole
+/// page when that saves little (most of it changed, or too many pieces) or when `was` is
+/// all zeros (a new page or a hole, whose zeros a power cut might not have kept). Page 0
+/// always begins with [0, header_extent_bytes).
+inline void diff_page(const unsigned char* now, const unsigned char* was, std::uint64_t page,
+                      std::vector<record_extent>& out) {
+  const std::size_t first = out.size();
+  bool zero = true;
+  for (std::size_t i = 0; i < page_size && zero; i += 64) {
+    std::uint64_t w[8];
+    std::memcpy(w, was + i, sizeof w);
+    zero = (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) == 0;
   }
+  auto whole = [&] {
+    out.resize(first);
+    out.push_back({page, 0, static_cast<std::uint32_t>(page_size), 0});
+  };
+  if (zero) return whole();
+  std::uint32_t s = 0, e = 0;  // the open range [s, e); e == 0: none
+  std::uint64_t bytes = 0;
+  if (page == 0) e = header_extent_bytes;
+  for (std::uint32_t i = page == 0 ? header_extent_bytes / 64 * 64 : 0; i < page_size; i += 64) {
+    if (std::memcmp(now + i, was + i, 64) == 0) continue;
+    for (std::uint32_t j = i; j < i + 64; j += 8) {
+      if (j < e || std::memcmp(now + j, was + j, 8) == 0) continue;
+      if (e != 0 && j - e < extent_merge_gap) {
+        e = j + 8;
+        continue;
+      }
+      if (e != 0) {
+        out.push_back({page, s, e - s, 0});
+        bytes += e - s;
+      }
+      s = j;
+      e = j + 8;
+    }
+  }
+  if (e != 0) {
+    out.push_back({page, s, e - s, 0});
+    bytes += e - s;
+  }
+  const std::size_t k = out.size() - first;
+  if (k > max_extents_per_page || bytes + k * sizeof(record_extent) >= page_size * 3 / 4) whole();
+}
+
+/// The extents of the dirty pages `pages[0..n)` (ascending, page 0 first) at `base`, each
+/// diffed against the page in the data file, which only ever holds committed state. The
+/// originals are read in runs of adjacent pages into `scratch`; a page past the file's end
+/// reads as zeros (so it is logged whole). Replaces `out`.
+inline std::error_code diff_pages(const os::file& data_fd, const std::uint64_t* pages, std::size_t n,
+                                  const unsigned char* base, std::vector<record_extent>& out,
+                                  std::vector<unsigned char>& scratch) {
+  constexpr std::size_t run_pages = 64;
+  out.clear();
+  if (scratch.size() < run_pages * page_size) scratch.resize(run_pages * page_size);
+  for (std::size_t i = 0; i < n;) {
+    std::size_t j = i + 1;
+    while (j < n && j - i < run_pages && pages[j] == pages[j - 1] + 1) ++j;
+    const std::size_t bytes = (j - i) * page_size;
+    std::size_t got = 0;
+    if (auto ec = os::pread_all(data_fd, scratch.data(), bytes, pages[i] * page_size, got)) return ec;
+    if (got < bytes) std::memset(scratch.data() + got, 0, bytes - got);
+    for (std::size_t k = i; k < j; ++k)
+      diff_page(base + pages[k] * page_size, scratch.data() + (k - i) * page_size, pages[k], out);
+    i = j;
+  }
+  return {};
+}
+
+/// The data bytes the extents hold.
+inline std::uint64_t extent_bytes(const record_extent* e, std::size_t n) noexcept {
+  std::uint64_t b = 0;
+  for (std::size_t i = 0; i < n; ++i) b += e[i].length;
+  return b;
+}
+
+/// Writes the record of transaction `txn` at `off`: extents `ext[0..n)` (ascending, no
+/// overlap), their bytes read from `base + position`; fills in their checksums. Does not sync.
+inline std::error_code write_record(const os::file& f, std::uint64_t off, std::uint64_t txn, std::uint64_t file_id,
+                                    std::uint64_t generation, record_extent* ext, std::size_t n,
+                                    const unsigned char* base) {
+  for (std::size_t i = 0; i < n; ++i) ext[i].checksum = extent_checksum(base + extent_position(ext[i]), ext[i]);
   record_header rh{};
   std::memcpy(rh.magic, record_magic, sizeof record_magic);
   rh.txn = txn;
   rh.file_id = file_id;
   rh.generation = generation;
-  rh.page_count = n;
-  rh.entries_checksum = checksum(entries, n * sizeof(record_entry));
+  rh.extent_count = n;
+  rh.data_bytes = extent_bytes(ext, n);
+  rh.entries_checksum = checksum(ext, n * sizeof(record_extent));
   rh.checksum = record_header_checksum(rh);
-  std::memcpy(head.data(), &rh, sizeof rh);
   record_trailer tr{};
   std::memcpy(tr.magic, trailer_magic, sizeof trailer_magic);
   tr.txn = txn;
   tr.header_checksum = rh.checksum;
 
-  // Pages go straight from the mapping to the kernel: no copy in user space.
+  // The bytes go straight from the mapping to the kernel: no copy in user space.
   std::vector<os::buffer> bufs;
-  bufs.reserve(n + 2);
-  bufs.push_back({head.data(), head.size()});
-  for (std::size_t i = 0; i < n; ++i) bufs.push_back({base + pages[i] * page_size, page_size});
+  bufs.reserve(n + 3);
+  bufs.push_back({&rh, sizeof rh});
+  bufs.push_back({ext, n * sizeof(record_extent)});
+  for (std::size_t i = 0; i < n; ++i) bufs.push_back({base + extent_position(ext[i]), ext[i].length});
   bufs.push_back({&tr, sizeof tr});
   return os::pwritev_all(f, bufs.data(), bufs.size(), off);
 }
@@ -220,12 +318,36 @@ inline std::error_code write_record(const os::file& f, std::uint64_t off, std::u
 struct record_info {
   std::uint64_t offset = 0;
   std::uint64_t txn = 0;
-  std::uint64_t page_count = 0;
+  std::uint64_t extent_count = 0;
+  std::uint64_t data_bytes = 0;
   std::uint64_t end = 0;  ///< offset right after the record
 };
 
+/// Where the bytes of the record's first extent lie in the log (the others follow in order).
+inline std::uint64_t record_data_offset(const record_info& info) noexcept {
+  return info.offset + sizeof(record_header) + info.extent_count * sizeof(record_extent);
+}
+
+/// Calls `f(i, j, at)` for consecutive chunks `[i, j)` of extents whose bytes (at log
+/// offset `at`) fit in `cap` bytes (a chunk holds at least one extent).
+template <class F>
+std::error_code for_each_extent_chunk(const std::vector<record_extent>& ext, std::uint64_t at, std::size_t cap,
+                                      F&& f) {
+  for (std::size_t i = 0; i < ext.size();) {
+    std::size_t j = i, bytes = 0;
+    while (j < ext.size() && (j == i || bytes + ext[j].length <= cap)) bytes += ext[j++].length;
+    if (auto ec = f(i, j, at)) return ec;
+    at += bytes;
+    i = j;
+  }
+  return {};
+}
+
+inline constexpr std::size_t record_chunk_bytes = 64 * page_size;
+
 /// Validates the record at `off`, expected to be transaction `txn` of data file `file_id`
-/// in log generation `generation`, with page numbers below `max_pages`. Reads every page to verify its checksum. An
+/// in log generation `generation`, with page numbers below `max_pages`: its extents ascend
+/// without overlap and stay within their pages. Reads every byte to verify its checksum. An
 /// invalid or absent record is `valid == false` without error; errors are I/O errors.
 inline std::error_code check_record(const os::file& fd, std::uint64_t off, std::uint64_t txn, std::uint64_t file_id,
                                     std::uint64_t generation, std::uint64_t max_pages, bool& valid, record_info& info) {
@@ -234,101 +356,145 @@ inline std::error_code check_record(const os::file& fd, std::uint64_t off, std::
   std::size_t got = 0;
   if (auto ec = os::pread_all(fd, &rh, sizeof rh, off, got)) return ec;
   if (got != sizeof rh || std::memcmp(rh.magic, record_magic, sizeof record_magic) != 0 || rh.txn != txn ||
-      rh.file_id != file_id || rh.generation != generation || rh.checksum != record_header_checksum(rh) || rh.page_count == 0 ||
-      rh.page_count > max_pages)
-    return {};  // a real commit always logs the header page: a record of no page is forged
-  const std::uint64_t n = rh.page_count;
-  std::vector<record_entry> entries(static_cast<std::size_t>(n));
+      rh.file_id != file_id || rh.generation != generation || rh.checksum != record_header_checksum(rh) ||
+      rh.extent_count == 0 || rh.extent_count > max_pages * max_extents_per_page ||
+      rh.data_bytes > max_pages * page_size || rh.extent_count > rh.data_bytes)
+    return {};  // a real commit always logs the header page: a record of no extent is forged
+  const std::uint64_t n = rh.extent_count;
+  // The record must fit in the file before its entries are read into memory.
+  os::file_info fi;
+  if (auto ec = os::stat_file(fd, fi)) return ec;
+  if (fi.size < off || fi.size - off < record_size(n, rh.data_bytes)) return {};
+  std::vector<record_extent> ext(static_cast<std::size_t>(n));
   std::uint64_t pos = off + sizeof rh;
-  if (auto ec = os::pread_all(fd, entries.data(), entries.size() * sizeof(record_entry), pos, got)) return ec;
-  if (got != entries.size() * sizeof(record_entry) ||
-      checksum(entries.data(), entries.size() * sizeof(record_entry)) != rh.entries_checksum)
+  if (auto ec = os::pread_all(fd, ext.data(), ext.size() * sizeof(record_extent), pos, got)) return ec;
+  if (got != ext.size() * sizeof(record_extent) ||
+      checksum(ext.data(), ext.size() * sizeof(record_extent)) != rh.entries_checksum)
     return {};
-  for (const auto& e : entries)
-    if (e.page >= max_pages) return {};
-  pos += n * sizeof(record_entry);
-  constexpr std::size_t chunk_pages = 64;
-  // Uninitialised and no bigger than the record: recovery calls this once per record.
-  const std::size_t buf_pages = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_pages, n));
-  std::unique_ptr<unsigned char[]> buf(new unsigned char[buf_pages * page_size]);
-  for (std::uint64_t i = 0; i < n; i += chunk_pages) {
-    std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_pages, n - i));
-    if (auto ec = os::pread_all(fd, buf.get(), k * page_size, pos + i * page_size, got)) return ec;
-    if (got != k * page_size) return {};
-    for (std::size_t j = 0; j < k; ++j)
-      if (page_checksum(buf.get() + j * page_size, entries[i + j].page) != entries[i + j].checksum) return {};
+  std::uint64_t bytes = 0, next = 0;  // `next`: the first data-file position the next extent may start at
+  for (const auto& e : ext) {
+    if (e.page >= max_pages || e.length == 0 || e.offset >= page_size || e.length > page_size - e.offset ||
+        extent_position(e) < next)
+      return {};
+    next = extent_position(e) + e.length;
+    bytes += e.length;
   }
-  pos += n * page_size;
+  if (bytes != rh.data_bytes) return {};
+  pos += n * sizeof(record_extent);
+  // Uninitialised and no bigger than the record: recovery calls this once per record.
+  const std::size_t cap = static_cast<std::size_t>(std::min<std::uint64_t>(record_chunk_bytes, rh.data_bytes));
+  std::unique_ptr<unsigned char[]> buf(new unsigned char[std::max<std::size_t>(cap, page_size)]);
+  bool ok = true;
+  if (auto ec = for_each_extent_chunk(ext, pos, cap, [&](std::size_t i, std::size_t j, std::uint64_t at) {
+        std::size_t want = 0;
+        for (std::size_t k = i; k < j; ++k) want += ext[k].length;
+        std::size_t r = 0;
+        if (auto e2 = os::pread_all(fd, buf.get(), want, at, r)) return e2;
+        if (r != want) return ok = false, std::error_code{};
+        for (std::size_t k = i, p = 0; k < j && ok; p += ext[k].length, ++k)
+          ok = extent_checksum(buf.get() + p, ext[k]) == ext[k].checksum;
+        return std::error_code{};
+      }))
+    return ec;
+  if (!ok) return {};
+  pos += rh.data_bytes;
   record_trailer tr;
   if (auto ec = os::pread_all(fd, &tr, sizeof tr, pos, got)) return ec;
   if (got != sizeof tr || std::memcmp(tr.magic, trailer_magic, sizeof trailer_magic) != 0 || tr.txn != txn ||
       tr.header_checksum != rh.checksum)
     return {};
   valid = true;
-  info = {off, txn, n, pos + sizeof tr};
+  info = {off, txn, n, rh.data_bytes, pos + sizeof tr};
   return {};
 }
 
-/// Reads the entries (page numbers and checksums) of a record that `check_record` accepted.
-inline std::error_code read_record_entries(const os::file& log_fd, const record_info& info,
-                                           std::vector<record_entry>& entries) {
-  entries.resize(static_cast<std::size_t>(info.page_count));
+/// Reads the extents of a record that `check_record` accepted.
+inline std::error_code read_record_extents(const os::file& log_fd, const record_info& info,
+                                           std::vector<record_extent>& ext) {
+  ext.resize(static_cast<std::size_t>(info.extent_count));
   std::size_t got = 0;
-  return os::pread_all(log_fd, entries.data(), entries.size() * sizeof(record_entry),
-                       info.offset + sizeof(record_header), got);
+  return os::pread_all(log_fd, ext.data(), ext.size() * sizeof(record_extent), info.offset + sizeof(record_header),
+                       got);
 }
 
-/// Where the image of the record's `i`-th page lies in the log.
-inline std::uint64_t record_page_offset(const record_info& info, std::uint64_t i) noexcept {
-  return info.offset + sizeof(record_header) + info.page_count * sizeof(record_entry) + i * page_size;
+/// The highest page an extent list touches.
+inline std::uint64_t last_page(const std::vector<record_extent>& ext) noexcept {
+  std::uint64_t last = 0;
+  for (const auto& e : ext) last = std::max(last, e.page);
+  return last;
 }
 
-/// Calls `f(i)` for each entry index of a record, the header page (page 0) last, so that a
-/// reader of the header never sees it ahead of its pages. Returns the first error.
-template <class F>
-std::error_code for_each_entry_header_last(const std::vector<record_entry>& entries, F&& f) {
-  std::size_t header_index = entries.size();
-  for (std::size_t i = 0; i < entries.size(); ++i) {
-    if (entries[i].page == 0) {
-      header_index = i;
-      continue;
-    }
-    if (auto ec = f(i)) return ec;
-  }
-  return header_index < entries.size() ? f(header_index) : std::error_code{};
+/// How many extents at the front of an ascending list are in page 0 (the header page).
+inline std::size_t header_extents(const record_extent* e, std::size_t n) noexcept {
+  std::size_t k = 0;
+  while (k < n && e[k].page == 0) ++k;
+  return k;
 }
 
-/// Copies the pages of a record that `check_record` accepted (its `entries` read by
-/// `read_record_entries`) into the data file, header page last.
+/// Copies the bytes of a record that `check_record` accepted (its extents read by
+/// `read_record_extents`) into the data file, the header page last (its extents back to
+/// front, the header itself last), so that a reader of the header never sees it ahead of
+/// its pages. Extents adjacent in the data file go in one write.
 inline std::error_code apply_record(const os::file& log_fd, const record_info& info,
-                                    const std::vector<record_entry>& entries, const os::file& data_fd) {
-  std::vector<unsigned char> page(page_size);
-  return for_each_entry_header_last(entries, [&](std::size_t i) {
+                                    const std::vector<record_extent>& ext, const os::file& data_fd) {
+  const std::size_t h = header_extents(ext.data(), ext.size());
+  const std::size_t cap = static_cast<std::size_t>(std::min<std::uint64_t>(record_chunk_bytes, info.data_bytes));
+  std::unique_ptr<unsigned char[]> buf(new unsigned char[std::max<std::size_t>(cap, page_size)]);
+  std::uint64_t header_bytes = 0;
+  for (std::size_t k = 0; k < h; ++k) header_bytes += ext[k].length;
+  const std::uint64_t data = record_data_offset(info);
+  auto copy = [&](std::size_t i, std::size_t j, std::uint64_t at) -> std::error_code {
+    std::size_t want = 0;
+    for (std::size_t k = i; k < j; ++k) want += ext[k].length;
     std::size_t got = 0;
-    if (auto ec = os::pread_all(log_fd, page.data(), page_size, record_page_offset(info, i), got)) return ec;
-    return os::pwrite_all(data_fd, page.data(), page_size, entries[i].page * page_size);
-  });
+    if (auto ec = os::pread_all(log_fd, buf.get(), want, at, got)) return ec;
+    if (got != want) return std::make_error_code(std::errc::io_error);  // check_record saw it whole
+    for (std::size_t k = i, p = 0; k < j;) {
+      std::size_t m = k + 1, len = ext[k].length;
+      while (m < j && extent_position(ext[m]) == extent_position(ext[m - 1]) + ext[m - 1].length) len += ext[m++].length;
+      if (auto ec = os::pwrite_all(data_fd, buf.get() + p, len, extent_position(ext[k]))) return ec;
+      p += len;
+      k = m;
+    }
+    return {};
+  };
+  // Chunks never mix header-page extents with others: those are read separately below.
+  std::vector<record_extent> rest(ext.begin() + static_cast<std::ptrdiff_t>(h), ext.end());
+  if (auto ec = for_each_extent_chunk(rest, data + header_bytes, cap, [&](std::size_t i, std::size_t j, std::uint64_t at) {
+        return copy(i + h, j + h, at);
+      }))
+    return ec;
+  std::uint64_t at = data + header_bytes;
+  for (std::size_t k = h; k-- > 0;) {
+    at -= ext[k].length;
+    std::size_t got = 0;
+    if (auto ec = os::pread_all(log_fd, buf.get(), ext[k].length, at, got)) return ec;
+    if (got != ext[k].length) return std::make_error_code(std::errc::io_error);
+    if (auto ec = os::pwrite_all(data_fd, buf.get(), ext[k].length, extent_position(ext[k]))) return ec;
+  }
+  return {};
 }
 
-/// Writes the pages `pages[0..n)` (ascending) from memory at `base` into the data file,
-/// coalescing runs of consecutive pages into one call, page 0 last.
-inline std::error_code apply_pages(const os::file& data_fd, const std::uint64_t* pages, std::size_t n,
-                                   const unsigned char* base) {
-  std::size_t i = (n > 0 && pages[0] == 0) ? 1 : 0;
+/// Writes the extents `ext[0..n)` (ascending) from memory at `base` into the data file:
+/// extents adjacent in the file in one call (a buffer each, so that the test seam sees and
+/// can fail each), the header page's last, back to front.
+inline std::error_code apply_extents(const os::file& data_fd, const record_extent* ext, std::size_t n,
+                                     const unsigned char* base) {
+  const std::size_t h = header_extents(ext, n);
   std::vector<os::buffer> bufs;
-  while (i < n) {
+  for (std::size_t i = h; i < n;) {
     std::size_t j = i + 1;
-    while (j < n && pages[j] == pages[j - 1] + 1) ++j;
-    // One call per run; a buffer per page, so that the test seam sees (and can fail) each page.
+    while (j < n && extent_position(ext[j]) == extent_position(ext[j - 1]) + ext[j - 1].length) ++j;
     bufs.clear();
-    for (std::size_t k = i; k < j; ++k) bufs.push_back({base + pages[k] * page_size, page_size});
-    if (auto ec = os::pwritev_all(data_fd, bufs.data(), bufs.size(), pages[i] * page_size)) return ec;
+    for (std::size_t k = i; k < j; ++k) bufs.push_back({base + extent_position(ext[k]), ext[k].length});
+    if (auto ec = os::pwritev_all(data_fd, bufs.data(), bufs.size(), extent_position(ext[i]))) return ec;
     i = j;
   }
-  if (n > 0 && pages[0] == 0) return os::pwrite_all(data_fd, base, page_size, 0);
+  for (std::size_t k = h; k-- > 0;)
+    if (auto ec = os::pwrite_all(data_fd, base + extent_position(ext[k]), ext[k].length, extent_position(ext[k])))
+      return ec;
   return {};
 }
-
 
 /// Where the next record of a log goes, and what it was learnt from.
 struct log_position {
@@ -414,10 +580,10 @@ class log_file {
 
   /// Writes the record of transaction `txn` at the append position (space first). Does not
   /// sync and does not move the position: the caller does once the record is durable.
-  std::error_code append(std::uint64_t txn, std::uint64_t file_id, const std::uint64_t* pages, std::size_t n,
+  std::error_code append(std::uint64_t txn, std::uint64_t file_id, record_extent* ext, std::size_t n,
                          const unsigned char* base) {
-    if (auto ec = ensure_space(m_pos.offset + record_size(n))) return ec;
-    return write_record(m_file, m_pos.offset, txn, file_id, m_pos.generation, pages, n, base);
+    if (auto ec = ensure_space(m_pos.offset + record_size(n, extent_bytes(ext, n)))) return ec;
+    return write_record(m_file, m_pos.offset, txn, file_id, m_pos.generation, ext, n, base);
   }
 
   std::error_code sync() noexcept { return os::sync_data(m_file); }

@@ -15,7 +15,8 @@
 ///    and only then the log restarts (new base transaction), so a crash in between merely
 ///    replays records the data file already has. A failed data-file sync keeps the log and
 ///    re-applies it, because the kernel may have dropped the pages it failed to write.
-/// Replay writes page images, header page last: replaying a record twice is harmless.
+/// Replay writes each record's changed bytes, header page last: replaying a record twice is
+/// harmless, and replaying in order from a durable state repairs any torn data-file write.
 ///
 /// Each function works on an `engine_files` (what it needs of the engine) and returns the
 /// log position it established; none keeps state of its own.
@@ -113,10 +114,9 @@ inline std::uint64_t replay_from(const engine_files& f, std::uint64_t& off, std:
     if (auto ec = check_record(f.log.file(), off, txn, f.file_id, generation, record_page_limit(f), valid, info))
       throw_os(ec, "cannot read " + log_name);
     if (!valid) return count;
-    std::vector<record_entry> e;
-    if (auto ec = read_record_entries(f.log.file(), info, e)) throw_os(ec, "cannot read " + log_name);
-    std::uint64_t last = 0;
-    for (auto& x : e) last = std::max(last, x.page);
+    std::vector<record_extent> e;
+    if (auto ec = read_record_extents(f.log.file(), info, e)) throw_os(ec, "cannot read " + log_name);
+    const std::uint64_t last = last_page(e);
     os::file_info fi;
     if (auto ec = os::stat_file(f.data, fi)) throw_os(ec, "cannot stat " + f.name);
     if (fi.size < (last + 1) * page_size)
@@ -237,23 +237,30 @@ std::uint64_t replay_into_memory(const engine_files& f, const log_control& c, un
                                info))
       throw_os(ec, "cannot read " + log_name);
     if (!valid) break;
-    std::vector<record_entry> e;
-    if (auto ec = read_record_entries(f.log.file(), info, e)) throw_os(ec, "cannot read " + log_name);
-    std::uint64_t last = 0;
-    for (auto& x : e) last = std::max(last, x.page);
+    std::vector<record_extent> e;
+    if (auto ec = read_record_extents(f.log.file(), info, e)) throw_os(ec, "cannot read " + log_name);
+    const std::uint64_t last = last_page(e);
     if ((last + 1) * page_size > fi.size)  // the file lacks the pages to map: only a writer can extend it
       throw error(errc::read_only, "tmf: " + f.name + " needs recovery that extends the file; open it writable once");
     map(static_cast<std::size_t>((last + 1) * page_size));
-    auto copy = [&](std::size_t i) {
-      unsigned char* at = base + e[i].page * page_size;
+    // Extent by extent, the header page last (its header last), as apply_record writes them.
+    const std::size_t hdr = header_extents(e.data(), e.size());
+    std::uint64_t at = record_data_offset(info), header_bytes = 0;
+    for (std::size_t k = 0; k < hdr; ++k) header_bytes += e[k].length;
+    auto copy = [&](std::size_t i, std::uint64_t from) {
+      unsigned char* page = base + e[i].page * page_size;
       std::size_t n = 0;
-      std::error_code ec = os::protect(at, page_size, true);
-      if (!ec) ec = os::pread_all(f.log.file(), at, page_size, record_page_offset(info, i), n);
-      if (auto e2 = os::protect(at, page_size, false); e2 && !ec) ec = e2;
+      std::error_code ec = os::protect(page, page_size, true);
+      if (!ec) ec = os::pread_all(f.log.file(), page + e[i].offset, e[i].length, from, n);
+      if (!ec && n != e[i].length) ec = std::make_error_code(std::errc::io_error);  // check_record saw it whole
+      if (auto e2 = os::protect(page, page_size, false); e2 && !ec) ec = e2;
       if (!ec) pages.push_back(e[i].page);
-      return ec;
+      if (ec) throw_os(ec, "cannot replay " + log_name + " into memory");
     };
-    if (auto ec = for_each_entry_header_last(e, copy)) throw_os(ec, "cannot replay " + log_name + " into memory");
+    at += header_bytes;
+    for (std::size_t i = hdr; i < e.size(); at += e[i].length, ++i) copy(i, at);
+    at = record_data_offset(info) + header_bytes;
+    for (std::size_t i = hdr; i-- > 0;) copy(i, at -= e[i].length);
     off = info.end;
   }
   std::sort(pages.begin(), pages.end());
