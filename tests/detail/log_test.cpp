@@ -252,7 +252,7 @@ TEST(DiffPage, PageZeroAlwaysCarriesTheWholeHeader) {
   EXPECT_EQ(out[1].offset, 3000u / 8 * 8);
 }
 
-TEST_F(log_fixture, DiffPagesReadsTheOriginalsAndTreatsPagesPastTheEndAsNew) {
+void diff_pages_case(const os::file& data_fd, std::vector<unsigned char>& mem, committed_view* view) {
   // The file holds pages 0-3 as `mem` had them; pages 2 and 5 changed in memory.
   ASSERT_FALSE(os::pwrite_all(data_fd, mem.data(), 4 * page_size, 0));
   mem[2 * page_size + 200] ^= 1;
@@ -260,7 +260,7 @@ TEST_F(log_fixture, DiffPagesReadsTheOriginalsAndTreatsPagesPastTheEndAsNew) {
   const std::uint64_t dirty[] = {0, 2, 3, 5};
   std::vector<record_extent> out;
   std::vector<unsigned char> scratch;
-  ASSERT_FALSE(diff_pages(data_fd, dirty, 4, mem.data(), out, scratch));
+  ASSERT_FALSE(diff_pages(data_fd, dirty, 4, mem.data(), out, scratch, view));
   ASSERT_EQ(out.size(), 3u) << "page 3 did not change: no extent";
   EXPECT_EQ(out[0].page, 0u);
   EXPECT_EQ(out[0].length, header_extent_bytes);
@@ -269,6 +269,16 @@ TEST_F(log_fixture, DiffPagesReadsTheOriginalsAndTreatsPagesPastTheEndAsNew) {
   EXPECT_EQ(out[1].length, 8u);
   EXPECT_EQ(out[2].page, 5u);
   EXPECT_EQ(out[2].length, page_size) << "a page past the file's end must go whole";
+}
+
+TEST_F(log_fixture, DiffPagesReadsTheOriginalsAndTreatsPagesPastTheEndAsNew) { diff_pages_case(data_fd, mem, nullptr); }
+
+TEST_F(log_fixture, DiffPagesThroughASharedViewGivesTheSameExtents) {
+  committed_view view;
+  diff_pages_case(data_fd, mem, &view);
+#if !defined(_WIN32) && UINTPTR_MAX > 0xffffffffu
+  EXPECT_NE(view.get(data_fd, 4 * page_size), nullptr) << "the view path was not taken";
+#endif
 }
 
 TEST_F(log_fixture, RecordOfAnotherGenerationIsNeverValid) {

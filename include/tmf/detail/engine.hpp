@@ -226,6 +226,7 @@ class engine {
   std::atomic<std::uint64_t> m_log_bytes{0};
   std::vector<record_extent> m_extents;      ///< the commit's changed byte ranges (diff_pages)
   std::vector<unsigned char> m_diff_scratch;  ///< the committed originals they are diffed against
+  committed_view m_committed;                 ///< or a shared view of them
   // Giving space back (options::give_back_bytes, truncate_bytes).
   heap_impl::heap_backing m_backing{&reserve_pages, &released_pages, this, give_back_min};
   using page_range = std::pair<std::uintptr_t, std::uintptr_t>;
@@ -350,7 +351,7 @@ inline void engine::commit() {
   try {
     // Only the changed bytes are logged and applied. Page 0's extent covers the whole header,
     // so the record's size is known before the header (which records where it ends) is sealed.
-    ec = diff_pages(m_fd, pages, n, m_base, m_extents, m_diff_scratch);
+    ec = diff_pages(m_fd, pages, n, m_base, m_extents, m_diff_scratch, &m_committed);
   } catch (const std::bad_alloc&) {
     ec = std::make_error_code(std::errc::not_enough_memory);
   }

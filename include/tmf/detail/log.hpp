@@ -253,15 +253,74 @@ inline void diff_page(const unsigned char* now, const unsigned char* was, std::u
   if (k > max_extents_per_page || bytes + k * sizeof(record_extent) >= page_size * 3 / 4) whole();
 }
 
+/// A shared read-only view of the data file's committed pages, to diff against without a
+/// system call or a copy per page (a page is faulted in once, then stays mapped). 64-bit
+/// POSIX only: Windows refuses to truncate a file that a view maps, and a 32-bit process has
+/// no address space for a second copy of the arena. Elsewhere, or when the mapping fails,
+/// the originals are read with pread.
+class committed_view {
+ public:
+  committed_view() = default;
+  committed_view(const committed_view&) = delete;
+  committed_view& operator=(const committed_view&) = delete;
+  ~committed_view() { reset(); }
+
+  /// The view of `f`'s first `size` bytes (its current size), or nullptr. Only bytes below
+  /// the file's current size may be read: past its end a shared view faults (SIGBUS).
+  const unsigned char* get([[maybe_unused]] const os::file& f, [[maybe_unused]] std::uint64_t size) noexcept {
+#if defined(_WIN32) || UINTPTR_MAX <= 0xffffffffu
+    return nullptr;
+#else
+    if (size == 0 || m_failed) return nullptr;
+    if (size > m_size) {
+      reset();
+      constexpr std::uint64_t step = std::uint64_t{1} << 30;  // remapped once per GiB of growth
+      const std::uint64_t want = (size + step - 1) / step * step;
+      const void* v = nullptr;
+      if (os::map_shared_view(f, static_cast<std::size_t>(want), v)) {
+        m_failed = true;  // pread from now on
+        return nullptr;
+      }
+      m_view = static_cast<const unsigned char*>(v);
+      m_size = want;
+    }
+    return m_view;
+#endif
+  }
+  void reset() noexcept {
+    if (m_view) os::release(const_cast<unsigned char*>(m_view), static_cast<std::size_t>(m_size));
+    m_view = nullptr;
+    m_size = 0;
+  }
+
+ private:
+  const unsigned char* m_view = nullptr;
+  std::uint64_t m_size = 0;
+  bool m_failed = false;
+};
+
 /// The extents of the dirty pages `pages[0..n)` (ascending, page 0 first) at `base`, each
-/// diffed against the page in the data file, which only ever holds committed state. The
-/// originals are read in runs of adjacent pages into `scratch`; a page past the file's end
-/// reads as zeros (so it is logged whole). Replaces `out`.
+/// diffed against the page in the data file, which only ever holds committed state: through
+/// `view` (committed_view) when there is one, else read in runs of adjacent pages into
+/// `scratch`. A page past the file's end reads as zeros (so it is logged whole). Replaces `out`.
 inline std::error_code diff_pages(const os::file& data_fd, const std::uint64_t* pages, std::size_t n,
                                   const unsigned char* base, std::vector<record_extent>& out,
-                                  std::vector<unsigned char>& scratch) {
+                                  std::vector<unsigned char>& scratch, committed_view* view = nullptr) {
   constexpr std::size_t run_pages = 64;
   out.clear();
+  if (view) {
+    os::file_info fi;
+    if (auto ec = os::stat_file(data_fd, fi)) return ec;
+    if (const unsigned char* v = view->get(data_fd, fi.size)) {
+      const std::uint64_t file_pages = fi.size / page_size;
+      if (scratch.size() < page_size) scratch.resize(page_size);
+      std::memset(scratch.data(), 0, page_size);
+      for (std::size_t k = 0; k < n; ++k)
+        diff_page(base + pages[k] * page_size, pages[k] < file_pages ? v + pages[k] * page_size : scratch.data(),
+                  pages[k], out);
+      return {};
+    }
+  }
   if (scratch.size() < run_pages * page_size) scratch.resize(run_pages * page_size);
   for (std::size_t i = 0; i < n;) {
     std::size_t j = i + 1;
