@@ -142,17 +142,21 @@ TEST_F(log_fixture, ApplyRecordWritesOnlyTheExtentsHeaderPageLast) {
   EXPECT_TRUE(read_image(data_fd) == expected_image(ext, mem));
 }
 
-TEST_F(log_fixture, ApplyExtentsCoalescesAdjacentOnesAndWritesPageZeroLast) {
-  fill_old(data_fd);
+TEST_F(log_fixture, ApplyExtentsWritesRunsOfPagesInOneCallAndPageZeroLast) {
+  // The file as committed: `mem` but for the extents' bytes (what the extents were diffed against).
+  std::vector<unsigned char> committed = mem;
+  for (const auto& e : ext)
+    for (std::uint32_t k = 0; k < e.length; ++k) committed[extent_position(e) + k] ^= 0xff;
+  ASSERT_FALSE(os::pwrite_all(data_fd, committed.data(), committed.size(), 0));
   g_data_file = &data_fd;
   g_write_offsets.clear();
   os::io_hook = &record_data_writes;
   ASSERT_FALSE(apply_extents(data_fd, ext.data(), ext.size(), mem.data()));
   os::io_hook = nullptr;
-  // The seam sees each extent (page 2 and page 3's word are one call of two buffers), page 0 last.
-  EXPECT_EQ(g_write_offsets, (std::vector<std::uint64_t>{2 * page_size, 3 * page_size, 3 * page_size + 100,
-                                                         7 * page_size + 4000, 1000, 0}));
-  EXPECT_TRUE(read_image(data_fd) == expected_image(ext, mem));
+  // Pages 2-3 (three extents) as whole pages in one call, a buffer each; page 7's lone
+  // extent alone; page 0's extents last, back to front.
+  EXPECT_EQ(g_write_offsets, (std::vector<std::uint64_t>{2 * page_size, 3 * page_size, 7 * page_size + 4000, 1000, 0}));
+  EXPECT_TRUE(read_image(data_fd) == mem) << "the file is not the committed state";
 }
 
 TEST_F(log_fixture, RecordsReplayedInOrderTwiceGiveTheLastState) {

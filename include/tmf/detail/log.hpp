@@ -534,19 +534,27 @@ inline std::error_code apply_record(const os::file& log_fd, const record_info& i
   return {};
 }
 
-/// Writes the extents `ext[0..n)` (ascending) from memory at `base` into the data file:
-/// extents adjacent in the file in one call (a buffer each, so that the test seam sees and
-/// can fail each), the header page's last, back to front.
+/// Writes the extents `ext[0..n)` (ascending) from memory at `base` into the data file, one
+/// call per run of adjacent pages that carry extents: a run of one extent writes just it, a
+/// longer one its whole pages (a buffer each, so that the test seam sees and can fail each):
+/// a system call costs more than copying the unchanged bytes, which equal the file's (they
+/// are what the extents were diffed against), so a torn write of them changes nothing the
+/// log cannot repair. The header page goes last, its extents back to front.
 inline std::error_code apply_extents(const os::file& data_fd, const record_extent* ext, std::size_t n,
                                      const unsigned char* base) {
   const std::size_t h = header_extents(ext, n);
   std::vector<os::buffer> bufs;
   for (std::size_t i = h; i < n;) {
     std::size_t j = i + 1;
-    while (j < n && extent_position(ext[j]) == extent_position(ext[j - 1]) + ext[j - 1].length) ++j;
+    while (j < n && ext[j].page <= ext[j - 1].page + 1) ++j;
     bufs.clear();
-    for (std::size_t k = i; k < j; ++k) bufs.push_back({base + extent_position(ext[k]), ext[k].length});
-    if (auto ec = os::pwritev_all(data_fd, bufs.data(), bufs.size(), extent_position(ext[i]))) return ec;
+    if (j == i + 1) {
+      bufs.push_back({base + extent_position(ext[i]), ext[i].length});
+      if (auto ec = os::pwritev_all(data_fd, bufs.data(), 1, extent_position(ext[i]))) return ec;
+    } else {
+      for (std::uint64_t p = ext[i].page; p <= ext[j - 1].page; ++p) bufs.push_back({base + p * page_size, page_size});
+      if (auto ec = os::pwritev_all(data_fd, bufs.data(), bufs.size(), ext[i].page * page_size)) return ec;
+    }
     i = j;
   }
   for (std::size_t k = h; k-- > 0;)

@@ -396,9 +396,12 @@ inline std::error_code map_file(void* addr, std::size_t size, const file& f, std
 
 /// Maps `size` bytes of `f` from offset 0, shared and read-only, wherever the kernel
 /// chooses: a window on the file's page cache that shows other processes' writes at once.
+/// MADV_RANDOM (best effort), like map_file: a fault must not read ahead into large folios,
+/// which make the data file's later small pwrites several times dearer.
 inline std::error_code map_shared_view(const file& f, std::size_t size, const void*& out) noexcept {
   void* p = ::mmap64(nullptr, size, PROT_READ, MAP_SHARED, f.native(), 0);
   if (p == MAP_FAILED) return last_error();
+  ::madvise(p, size, MADV_RANDOM);
   out = p;
   return {};
 }
