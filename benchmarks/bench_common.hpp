@@ -18,7 +18,7 @@ namespace tmf_bench {
 /// `opt` with options::kept_pages from TMF_BENCH_KEPT_PAGES if set (0: off), to compare the
 /// kept pages with today's drop-everything commit in one binary.
 inline tmf::options with_kept_env(tmf::options opt) {
-  if (const char* v = std::getenv("TMF_BENCH_KEPT_PAGES")) opt.kept_pages = std::strtoull(v, nullptr, 10);
+  if (const char* v = std::getenv("TMF_BENCH_KEPT_PAGES")) opt.kept_pages = static_cast<std::size_t>(std::strtoull(v, nullptr, 10));
   return opt;
 }
 
