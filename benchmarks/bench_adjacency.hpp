@@ -224,7 +224,7 @@ inline void BM_adjacency_tmf(benchmark::State& state) {
     state.ResumeTiming();
     auto t0 = std::chrono::steady_clock::now();
     std::optional<tmf::storage<adjacency_root>> s;
-    s.emplace(f.path(), tmf::options{.sync = durable ? tmf::durability::full : tmf::durability::no_sync});
+    s.emplace(f.path(), tmf_bench::with_kept_env(tmf::options{.sync = durable ? tmf::durability::full : tmf::durability::no_sync}));
     for (std::size_t b = 0; b < edge_count; b += batch_edges) {
       auto w = s->write();
       add_edges(w->list, b, b + batch_edges);

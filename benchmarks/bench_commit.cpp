@@ -6,7 +6,8 @@
 //      default flags (synced) / MDB_NOSYNC.
 //  - dirty N pages: write one byte in N pages, every other page of a big tmf::vector<char>,
 //      and commit; vs LMDB updating N 8-byte values that lie in N different leaf pages.
-//      Counters: pages/s and s/page (per-page cost).
+//      Counters: pages/s and s/page (per-page cost). The same pages are written by every
+//      commit: with options::kept_pages (arg kept, 0 = off) their private copies stay.
 //  - floor: the same N scattered pages of a private file mapping, each written (a
 //      copy-on-write fault) and dropped again (MADV_DONTNEED), with no tracking, no log and no
 //      write to the file: what any copy-on-write design pays at least, measured in this binary.
@@ -94,7 +95,9 @@ void pages_counters(benchmark::State& state, std::int64_t n) {
 void BM_commit_dirty_tmf(benchmark::State& state) {
   const std::int64_t n = state.range(0);
   tmf_bench::scoped_file f("commit-dirty.tmf");
-  tmf::storage<commit_root> store(f.path(), {.sync = sync_of(state.range(1))});
+  tmf::options opt{.sync = sync_of(state.range(1))};
+  opt.kept_pages = static_cast<std::size_t>(state.range(2));
+  tmf::storage<commit_root> store(f.path(), opt);
   auto w = store.write();
   w->big.assign(2 * max_pages * page + page, 0);
   w.commit();
@@ -109,13 +112,15 @@ void BM_commit_dirty_tmf(benchmark::State& state) {
     w.commit();
   }
   const tmf::storage_stats after = store.stats();
-  state.SetLabel(std::string(sync_name(state.range(1))) + " " + after.tracker);
+  state.SetLabel(std::string(sync_name(state.range(1))) + " " + after.tracker +
+                 (after.kept_pages ? " kept " + std::to_string(after.kept_pages) : ""));
   pages_counters(state, n);
   pages_per_commit(state, before, after);
 }
+// kept: options::kept_pages (2048 the default, 0 off: every private copy dropped at commit).
 BENCHMARK(BM_commit_dirty_tmf)
-    ->ArgsProduct({{1, 16, max_pages}, {1, 0}})
-    ->ArgNames({"pages", "full"})
+    ->ArgsProduct({{1, 16, max_pages}, {1, 0}, {2048, 0}})
+    ->ArgNames({"pages", "full", "kept"})
     ->UseRealTime()
     ->MinTime(0.2);
 

@@ -10,9 +10,18 @@
 
 #include <unistd.h>
 
+#include <tmf/options.hpp>
+
 namespace tmf_bench {
 
 /// The directory for benchmark files: $TMF_BENCH_DIR, else /tmp.
+/// `opt` with options::kept_pages from TMF_BENCH_KEPT_PAGES if set (0: off), to compare the
+/// kept pages with today's drop-everything commit in one binary.
+inline tmf::options with_kept_env(tmf::options opt) {
+  if (const char* v = std::getenv("TMF_BENCH_KEPT_PAGES")) opt.kept_pages = static_cast<std::size_t>(std::strtoull(v, nullptr, 10));
+  return opt;
+}
+
 inline std::filesystem::path bench_dir() {
   const char* d = std::getenv("TMF_BENCH_DIR");
   return (d && *d) ? std::filesystem::path(d) : std::filesystem::path("/tmp");

@@ -156,7 +156,7 @@ void build_tmf(benchmark::State& state) {
     state.ResumeTiming();
     std::size_t total = 0;
     {
-      tmf::storage<text_root<Index>> s(f->path(), {.sync = tmf::durability::full});
+      tmf::storage<text_root<Index>> s(f->path(), tmf_bench::with_kept_env({.sync = tmf::durability::full}));
       for (std::size_t d = 0; d < c.docs.size(); d += batch) {
         auto w = s.write();
         auto& idx = w->index;

@@ -50,6 +50,14 @@ struct options {
   /// end of the arena cuts the arena back (to a 64 KiB boundary), checkpoints and truncates
   /// the data file. 0: never truncate (storage::compact still does).
   std::size_t truncate_bytes = std::size_t{64} << 20;
+  /// (tmf extension) Pages of recent commits whose private copies this process keeps
+  /// (they equal the file after the commit) instead of dropping them, so that their next
+  /// write costs a protection fault rather than a copy-on-write fault and a drop: the last
+  /// commit's pages first, then older ones, at most this many (4 KiB of memory each). They
+  /// are dropped as soon as the file changes under another process's commit or compaction
+  /// (checked by every transaction, without a system call). Only with the kernel tracker
+  /// (`storage_stats::tracker` "userfaultfd"). 0: every private copy is dropped at commit.
+  std::size_t kept_pages = 2048;
 };
 
 /// The counters of one size class of the heap's small-object runs.
@@ -87,6 +95,9 @@ struct storage_stats {
   /// Bytes of log records those commits wrote: only the changed bytes of each page are
   /// logged, with 24 bytes per changed range and 96 per record.
   std::uint64_t log_bytes = 0;
+  /// Pages whose private copies are kept between transactions (options::kept_pages; an
+  /// upper bound: some may have been dropped by a rollback since).
+  std::size_t kept_pages = 0;
 };
 
 }  // namespace tmf

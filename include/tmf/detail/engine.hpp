@@ -113,6 +113,15 @@ class engine {
     heap::create(reinterpret_cast<heap_state*>(header()->heap), m_base + page_size, m_base + header()->arena_size);
   }
   void set_root(void* p) noexcept { header()->root = reinterpret_cast<std::uintptr_t>(p); }
+  /// Drops every kept private copy (options::kept_pages): the mapping shows the file again.
+  /// The writer's, or with this process's readers and writer kept out.
+  void drop_kept() noexcept {
+    if (m_dirty.drop_kept(m_base, mapped())) fatal("cannot drop kept private pages (madvise failed)");
+    m_kept_txn.store(0, std::memory_order_relaxed);
+  }
+  /// The next commit logs a record even if nothing changed: its txn tells other processes
+  /// that the file changed (compaction punches holes after it).
+  void force_record() noexcept { m_force_record = true; }
 
   // -- inspection -------------------------------------------------------------------------
   storage_stats stats();
@@ -151,6 +160,12 @@ class engine {
   /// False when a dead writer left the data file behind the log's apply marker.
   bool view_applied() const noexcept { return !m_log.is_open() || m_log.marker_txn() <= header()->txn; }
   bool readers_open() const noexcept;
+  /// No kept page (options::kept_pages), or the file is still at the commit that kept them.
+  /// Read where the header page is the file's (no writer in this process): no system call.
+  bool kept_fresh() const noexcept {
+    const std::uint64_t k = m_kept_txn.load(std::memory_order_relaxed);
+    return k == 0 || header()->txn == k;
+  }
   void drop_private_if_caught_up();
   void maybe_checkpoint() noexcept;
   void maybe_cut_arena() noexcept;
@@ -237,6 +252,9 @@ class engine {
   bool m_reserve_failed = false;          ///< the last allocation found no disk for a hole
   bool m_punch_unsupported = false;       ///< the file system cannot punch holes
   std::atomic<std::uint64_t> m_given_back{0};
+  /// The txn at which the kept pages (options::kept_pages) equal the file; 0: none kept.
+  std::atomic<std::uint64_t> m_kept_txn{0};
+  bool m_force_record = false;            ///< force_record(): the next commit logs
 
  public:
   /// Freed extents of at least this many bytes are punched out of the data file.
@@ -301,6 +319,7 @@ inline bool engine::begin_write(bool wait) {
     if (!recovery::position_current(files(), m_log.position(), header()->txn))
       m_log.position() = recovery::replay_pending(files());
     ensure_mapped(static_cast<std::size_t>(header()->arena_size));
+    if (!kept_fresh()) drop_kept();  // another process changed the file since our last commit
   } catch (...) {
     m_writer_lock.unlock();
     throw;
@@ -318,6 +337,7 @@ inline void engine::end_write() noexcept {
   TMF_ASSERT(is_writer_thread());
   if (has_changes() && !m_poison) ++m_rollbacks;
   m_freed.clear();
+  m_force_record = false;
   // After a failed apply the private copies are the committed state: keep them.
   if (m_dirty.reset(m_base, mapped(), !m_poison))
     fatal("cannot drop private pages at the end of a writer (madvise/mprotect failed)");
@@ -335,6 +355,7 @@ inline void engine::commit() {
     ++m_commits;  // nothing changed: nothing to log
     return;
   }
+  m_force_record = false;
   maybe_cut_arena();
   file_header* h = header();
   const std::uint64_t txn = h->txn + 1;
@@ -435,6 +456,9 @@ inline void engine::apply_committed(std::uint64_t txn) noexcept {
       fatal("cannot re-protect private pages after a failed apply (mprotect failed)");
     return;
   }
+  // Hot pages keep their private copies (options::kept_pages), valid while the file's txn is ours.
+  if (m_dirty.choose_kept(m_base, mapped())) fatal("cannot drop private pages after commit (madvise failed)");
+  m_kept_txn.store(m_dirty.kept_count() ? txn : 0, std::memory_order_relaxed);
   // The header page keeps its private copy (now equal to the file) while this writer
   // lives: every commit writes it, and this saves a fault per commit.
   if (m_dirty.reset(m_base, mapped(), true, dirty_set::header_page::keep))
@@ -472,10 +496,13 @@ inline void engine::maybe_cut_arena() noexcept {
 /// back a state in which those pages are live. Each range is checked against the heap as
 /// it is now (a later transaction may have reused it) and only pages still inside a free
 /// block that records holes there are punched. No private copy of them exists in this
-/// process: a commit drops every private page but the header page, so the mapping reads
-/// the holes as zeros, and other processes' mappings follow the file.
+/// process: a commit drops every private page but the header page and the kept pages, which
+/// are dropped first, so the mapping reads the holes as zeros, and other processes'
+/// mappings follow the file.
 inline void engine::give_back() noexcept {
   if (m_poison || m_checkpoint.data_sync_failed || header()->root == 0) return;
+  // Kept copies of pages about to be cut off or punched would hide the holes: drop them all.
+  if (m_cut_to != 0 || !m_to_punch.empty()) drop_kept();
   if (m_cut_to != 0) {
     os::file_info fi;
     if (!os::stat_file(m_fd, fi) && fi.size > m_cut_to && m_cut_to == header()->arena_size)
@@ -543,6 +570,7 @@ inline void engine::rollback_pages() noexcept {
   if (has_changes()) ++m_rollbacks;
   m_freed.clear();  // the frees are undone, and so is a cut of the arena
   m_cut_to = 0;
+  m_force_record = false;
   if (m_dirty.reset(m_base, mapped(), true, dirty_set::header_page::keep_discard))
     fatal("cannot drop private pages on rollback (madvise/mprotect failed)");
 }
@@ -551,7 +579,7 @@ inline void engine::rollback_pages() noexcept {
 /// itself (its checksum is sealed at every commit).
 inline bool engine::has_changes() const noexcept {
   const file_header* h = header();
-  return m_dirty.beyond_header() || h->checksum != header_checksum(*h) || h->max_size != m_max_size;
+  return m_force_record || m_dirty.beyond_header() || h->checksum != header_checksum(*h) || h->max_size != m_max_size;
 }
 
 // -- read transactions --------------------------------------------------------------------
@@ -595,7 +623,7 @@ inline bool engine::begin_read(bool wait) {
       // Entered. Without a reader table, the other processes are kept out below. With one,
       // the view is ready unless a dead writer left the data file behind the log's apply
       // marker, or the private pages of a read-only recovery may be dropped.
-      if (!m_table.is_open() || view_applied()) break;
+      if (!m_table.is_open() || (view_applied() && kept_fresh())) break;
       leave_lane(lane, m_writer_flag, *m_pending);
       if (!settle_view(wait)) return false;
       continue;
@@ -665,8 +693,9 @@ inline void engine::end_read() noexcept {
   leave_lane(m_lanes->lanes[thread_lane()], m_writer_flag, *m_pending);
 }
 
-/// With a reader table, a reader that found the data file behind the log's apply marker:
-/// with this process's readers and writer kept out, drops the private pages of a read-only
+/// With a reader table, a reader that found the data file behind the log's apply marker, or
+/// kept pages of an older transaction than the file's: with this process's readers and
+/// writer kept out, drops the stale kept pages, drops the private pages of a read-only
 /// recovery once the data file has caught up with them, or repairs a half-applied commit of
 /// a dead writer. Returns to let the caller try again; false if `wait` is false and it would
 /// have to wait.
@@ -681,6 +710,7 @@ inline bool engine::settle_view(bool wait) {
     engine* e;
     ~admit_at_end() { e->admit_readers(); }
   } admit{this};
+  if (!kept_fresh()) drop_kept();  // another process committed (or compacted) since our last commit
   if (m_private_txn.load()) {
     drop_private_if_caught_up();
     if (!m_private_txn.load()) return true;
@@ -844,7 +874,8 @@ inline storage_stats engine::stats() {
           std::move(classes),
           static_cast<std::size_t>(fi.disk_bytes),
           m_given_back.load(),
-          m_log_bytes.load()};
+          m_log_bytes.load(),
+          m_dirty.kept_count()};
 }
 
 inline void engine::check() {

@@ -236,6 +236,11 @@ inline void engine::map_and_verify() {
   if (m_writable && !m_private_txn && !kernel_tracker_disabled() &&
       !open_kernel_tracker(m_uffd, m_pagemap, m_base, mapped()))
     m_dirty.use_kernel_tracking(&m_uffd, &m_pagemap);
+  // Kept pages: only a writer's commits keep any, and only with kernel tracking (with the
+  // mprotect tracker they measured within the noise, and its whole-block pagemap reads
+  // would log every kept page of a block again).
+  if (m_writable && m_dirty.kernel_tracking())
+    if (auto ec = m_dirty.init_kept(m_opt.kept_pages)) throw_os(ec, "cannot reserve the kept-page set");
   m_log.map_view();
 }
 

@@ -31,6 +31,14 @@
 /// region and transaction, a scan per run; never proportional to the arena. Any thread's store into
 /// a chunk the writer made writable is accepted (and logged) while the transaction runs, as
 /// a store into a page the writer wrote is on the fallback path.
+///
+/// Kept pages (options::kept_pages): after a successful apply a bounded set of the
+/// committed pages keeps its private copies (they equal the file then) instead of dropping
+/// them; their next write costs a protection fault, not a copy-on-write fault plus a drop.
+/// The set holds the last commit's pages first, then older kept pages, the oldest dropped
+/// past the budget. A kept copy goes stale when the file changes under it in any other way
+/// than this process's commits: the engine drops them all then (`drop_kept`). The list may
+/// name pages whose copy is gone already (dropped by a rollback): dropping again is harmless.
 #ifndef TMF_DETAIL_TRACKER_HPP
 #define TMF_DETAIL_TRACKER_HPP
 
@@ -105,7 +113,108 @@ class dirty_set {
   void destroy() noexcept {
     if (m_bitmap) os::release(m_bitmap, m_total_bytes);
     m_bitmap = nullptr;
+    if (m_kept_bitmap) os::release(m_kept_bitmap, m_kept_total_bytes);
+    m_kept_bitmap = nullptr;
+    m_kept_count = 0;
   }
+
+  /// Room for up to `budget` kept pages (after `init`); 0: none are kept.
+  std::error_code init_kept(std::size_t budget) noexcept {
+    m_kept_budget = std::min(budget, m_max_pages);
+    if (m_kept_budget == 0) return {};
+    const std::size_t bitmap = round_up8((m_max_pages + 63) / 64 * 8);
+    const std::size_t list = round_up8(m_kept_budget * sizeof(std::uint64_t));
+    m_kept_total_bytes = bitmap + 2 * list;
+    void* p = nullptr;
+    if (auto ec = os::map_anonymous(m_kept_total_bytes, p)) {
+      m_kept_budget = 0;
+      return ec;
+    }
+    auto* b = static_cast<unsigned char*>(p);
+    m_kept_bitmap = reinterpret_cast<std::uint64_t*>(b);
+    m_kept_list = reinterpret_cast<std::uint64_t*>(b + bitmap);
+    m_kept_scratch = reinterpret_cast<std::uint64_t*>(b + bitmap + list);
+    return {};
+  }
+
+  /// After a successful apply, before `reset`: chooses the pages that keep their private
+  /// copies (this commit's first, then the older kept ones; page 0 and whole chunks of the
+  /// fallback excluded) and drops the older ones past the budget. The next `reset` leaves
+  /// the chosen copies in place.
+  std::error_code choose_kept(unsigned char* base, std::size_t mapped) noexcept {
+    if (m_kept_budget == 0) return {};
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < m_count && n < m_kept_budget; ++i) {
+      const auto page = static_cast<std::size_t>(m_list[i]);
+      if (page != 0 && !wide(page)) m_kept_scratch[n++] = page;
+    }
+    constexpr std::size_t batch = 256;
+    os::span pieces[batch];
+    std::size_t pending = 0;
+    std::error_code first_error;
+    for (std::size_t i = 0; i < m_kept_count; ++i) {
+      const auto page = static_cast<std::size_t>(m_kept_list[i]);
+      clear(m_kept_bitmap, page);
+      if (test(m_bitmap, page) || wide(page)) continue;  // in this commit: chosen above, or reset drops it
+      if (n < m_kept_budget) {
+        m_kept_scratch[n++] = page;
+      } else if (page * page_size < mapped) {  // the oldest past the budget
+        pieces[pending++] = {base + page * page_size, page_size};
+        if (pending == batch) {
+          if (auto ec = os::discard_many(pieces, pending); ec && !first_error) first_error = ec;
+          pending = 0;
+        }
+      }
+    }
+    if (pending)
+      if (auto ec = os::discard_many(pieces, pending); ec && !first_error) first_error = ec;
+    for (std::size_t i = 0; i < n; ++i) set(m_kept_bitmap, static_cast<std::size_t>(m_kept_scratch[i]));
+    std::swap(m_kept_list, m_kept_scratch);
+    m_kept_count = n;
+    m_keep_on_reset = true;
+    return first_error;
+  }
+
+  /// Drops the private copies of the kept pages for which `which(page)` is true (all by
+  /// default). \pre none of them is recorded in the current transaction.
+  template <class Pred>
+  std::error_code drop_kept(unsigned char* base, std::size_t mapped, Pred which) noexcept {
+    if (m_kept_count == 0) return {};
+    std::sort(m_kept_list, m_kept_list + m_kept_count);
+    constexpr std::size_t batch = 256;
+    os::span pieces[batch];
+    std::size_t pending = 0, left = 0;
+    std::error_code first_error;
+    auto flush = [&] {
+      if (pending)
+        if (auto ec = os::discard_many(pieces, pending); ec && !first_error) first_error = ec;
+      pending = 0;
+    };
+    for (std::size_t i = 0; i < m_kept_count;) {
+      const auto page = static_cast<std::size_t>(m_kept_list[i]);
+      if (!which(page)) {
+        m_kept_list[left++] = page;
+        ++i;
+        continue;
+      }
+      std::size_t j = i + 1;  // a run of adjacent pages: one piece
+      while (j < m_kept_count && m_kept_list[j] == m_kept_list[j - 1] + 1 && which(static_cast<std::size_t>(m_kept_list[j]))) ++j;
+      for (std::size_t k = i; k < j; ++k) clear(m_kept_bitmap, static_cast<std::size_t>(m_kept_list[k]));
+      if (page * page_size < mapped) {
+        pieces[pending++] = {base + page * page_size, std::min((j - i) * page_size, mapped - page * page_size)};
+        if (pending == batch) flush();
+      }
+      i = j;
+    }
+    flush();
+    m_kept_count = left;
+    return first_error;
+  }
+  std::error_code drop_kept(unsigned char* base, std::size_t mapped) noexcept {
+    return drop_kept(base, mapped, [](std::size_t) { return true; });
+  }
+  /// Pages kept (an upper bound on the private copies held between transactions).
+  std::size_t kept_count() const noexcept { return m_kept_count; }
 
   /// Handler side: makes page `page` of the mapping at `base` (`mapped` bytes) writable
   /// and records it. Returns false if the kernel refused even a whole chunk.
@@ -192,12 +301,23 @@ class dirty_set {
         note(os::protect(base + span_begin * page_size, (span_end - span_begin) * page_size, false));
       span_begin = span_end = 0;
     };
+    const bool keep = take_keep_on_reset();
     auto run = [&](std::size_t page, std::size_t n) {
       if (page * page_size >= mapped) return;
       n = std::min(n, mapped / page_size - page);
       if (discard) {
-        pieces[pending++] = {base + page * page_size, n * page_size};
-        if (pending == batch) flush_discards();
+        // Kept pages (choose_kept) are never inside whole chunks or blocks: skip them here.
+        for (std::size_t p = page, e = page + n; p < e;) {
+          if (keep && test(m_kept_bitmap, p)) {
+            ++p;
+            continue;
+          }
+          std::size_t q = p + 1;
+          while (q < e && !(keep && test(m_kept_bitmap, q))) ++q;
+          pieces[pending++] = {base + p * page_size, (q - p) * page_size};
+          if (pending == batch) flush_discards();
+          p = q;
+        }
       }
       if (span_end > span_begin && page <= span_end + max_gap) {
         span_end = std::max(span_end, page + n);
@@ -210,10 +330,6 @@ class dirty_set {
     std::sort(m_list, m_list + m_count);
     // Pages inside a whole chunk are covered by the chunk's run below: re-protecting them
     // one by one would split the chunk into thousands of mappings.
-    auto wide = [&](std::uint64_t page) {
-      return test(m_chunk_bitmap, static_cast<std::size_t>(page) / m_chunk_pages) ||
-             test(m_block_bitmap, static_cast<std::size_t>(page) / block_pages);
-    };
     const bool keep_header = header != header_page::release && m_count > 0 && m_list[0] == 0 && !wide(0);
     std::size_t i = 0;
     if (keep_header) {
@@ -221,12 +337,12 @@ class dirty_set {
       i = 1;
     }
     while (i < m_count) {
-      if (wide(m_list[i])) {
+      if (wide(static_cast<std::size_t>(m_list[i]))) {
         clear(m_bitmap, static_cast<std::size_t>(m_list[i++]));
         continue;
       }
       std::size_t j = i + 1;
-      while (j < m_count && m_list[j] == m_list[j - 1] + 1 && !wide(m_list[j])) ++j;
+      while (j < m_count && m_list[j] == m_list[j - 1] + 1 && !wide(static_cast<std::size_t>(m_list[j]))) ++j;
       run(static_cast<std::size_t>(m_list[i]), j - i);
       for (std::size_t k = i; k < j; ++k) clear(m_bitmap, static_cast<std::size_t>(m_list[k]));
       i = j;
@@ -280,6 +396,17 @@ class dirty_set {
   static bool test(const std::uint64_t* bits, std::size_t i) noexcept { return (bits[i / 64] >> (i % 64)) & 1; }
   static void set(std::uint64_t* bits, std::size_t i) noexcept { bits[i / 64] |= std::uint64_t{1} << (i % 64); }
   static void clear(std::uint64_t* bits, std::size_t i) noexcept { bits[i / 64] &= ~(std::uint64_t{1} << (i % 64)); }
+
+  /// Fallback: `page` lies in a chunk or block made writable whole (its runs drop whole).
+  bool wide(std::size_t page) const noexcept {
+    return !m_uffd && (test(m_chunk_bitmap, page / m_chunk_pages) || test(m_block_bitmap, page / block_pages));
+  }
+  /// Whether this `reset` follows `choose_kept` (then it leaves the kept copies); once.
+  bool take_keep_on_reset() noexcept {
+    const bool k = m_keep_on_reset && m_kept_count != 0;
+    m_keep_on_reset = false;
+    return k;
+  }
 
   void record(std::size_t page) noexcept {
     if (!test(m_bitmap, page)) {
@@ -380,6 +507,7 @@ class dirty_set {
     if (!m_collected)
       scan_chunks(base, mapped);
     m_collected = false;
+    const bool keep = take_keep_on_reset();
     std::sort(m_list, m_list + m_count);
     const bool keep_header = header != header_page::release && m_count > 0 && m_list[0] == 0;
     std::size_t i = 0;
@@ -399,6 +527,18 @@ class dirty_set {
       std::size_t j = i + 1;
       while (j < m_count && m_list[j] == m_list[j - 1] + 1) ++j;
       const auto page = static_cast<std::size_t>(m_list[i]);
+      if (keep) {  // cut the run at its first kept page: kept copies stay (choose_kept)
+        if (test(m_kept_bitmap, page)) {
+          clear(m_bitmap, page);
+          ++i;
+          continue;
+        }
+        for (std::size_t k = i + 1; k < j; ++k)
+          if (test(m_kept_bitmap, static_cast<std::size_t>(m_list[k]))) {
+            j = k;
+            break;
+          }
+      }
       if (discard && page * page_size < mapped) {
         pieces[pending++] = {base + page * page_size, std::min((j - i) * page_size, mapped - page * page_size)};
         if (pending == batch) flush();
@@ -463,6 +603,12 @@ class dirty_set {
   const os::file* m_uffd = nullptr;  ///< kernel tracking: the userfaultfd; nullptr: the fallback
   const os::file* m_scan = nullptr;  ///< kernel tracking: /proc/self/pagemap
   bool m_collected = false;          ///< kernel tracking: `collect` ran since the last `reset`
+  // Kept pages (choose_kept): a bitmap over all pages and a list, plus the list's scratch twin.
+  std::size_t m_kept_budget = 0, m_kept_count = 0, m_kept_total_bytes = 0;
+  std::uint64_t* m_kept_bitmap = nullptr;
+  std::uint64_t* m_kept_list = nullptr;
+  std::uint64_t* m_kept_scratch = nullptr;
+  bool m_keep_on_reset = false;      ///< the next `reset` follows `choose_kept`
 };
 
 /// Whether the environment forces the mprotect tracker (TMF_TRACKER=fallback).
