@@ -20,7 +20,7 @@
 #            Fails only if the build fails; the warnings are counted (build/debug/build.log)
 #   windows  cross-built for 64-bit Windows with mingw-w64
 #            (cmake/toolchain-mingw-w64.cmake, -O1, GoogleTest from source): the tests listed in
-#            TMF_WINDOWS_TESTS (tests/CMakeLists.txt) and the examples, run under Wine
+#            TMF_WINDOWS_TESTS (tests/CMakeLists.txt), the examples and the tmf command, run under Wine
 #            (ctest through CMAKE_CROSSCOMPILING_EMULATOR, a Wine prefix in build/windows/wine,
 #            one persistent wineserver); tests that fork are reported as skipped. Its packages
 #            (TMF_DEPS_WINDOWS) are installed by this stage only
