@@ -121,7 +121,9 @@ TEST(Os, AllocateMakesRealBlocksNotHoles) {
   EXPECT_EQ(fi.size, 1u << 20);
   // Wine extends a file with ftruncate (a sparse file) and reports no allocation size: NTFS
   // allocates an extended file's clusters (README, "Windows").
-  if (!tmf_test::under_wine()) EXPECT_GE(fi.disk_bytes, 1u << 20) << "allocate left the file sparse";
+  if (!tmf_test::under_wine()) {
+    EXPECT_GE(fi.disk_bytes, 1u << 20) << "allocate left the file sparse";
+  }
 #else
   struct stat st;
   ASSERT_EQ(::fstat(fd.native(), &st), 0);

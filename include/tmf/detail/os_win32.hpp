@@ -494,6 +494,7 @@ inline bool reserve_at(std::uintptr_t begin, std::uintptr_t end) noexcept {
   return add_region({begin, end, region_kind::reserved, nullptr, 0}) != nullptr;
 }
 inline void free_region(region& r) noexcept {
+  if (r.kind == region_kind::reserved && r.file_id != 0) --g_cut_views;  // a cut view or its reserved rest
   switch (r.kind) {
     case region_kind::reserved:
     case region_kind::anonymous: ::VirtualFree(reinterpret_cast<void*>(r.begin), 0, MEM_RELEASE); break;
