@@ -20,7 +20,7 @@
 #            Fails only if the build fails; the warnings are counted (build/debug/build.log)
 #   windows  cross-built for 64-bit Windows with mingw-w64
 #            (cmake/toolchain-mingw-w64.cmake, -O1, GoogleTest from source): the tests listed in
-#            TMF_WINDOWS_TESTS (tests/CMakeLists.txt) and the examples, run under Wine
+#            TMF_WINDOWS_TESTS (tests/CMakeLists.txt), the examples and the tmf command, run under Wine
 #            (ctest through CMAKE_CROSSCOMPILING_EMULATOR, a Wine prefix in build/windows/wine,
 #            one persistent wineserver); tests that fork are reported as skipped. Its packages
 #            (TMF_DEPS_WINDOWS) are installed by this stage only
@@ -131,7 +131,7 @@ stage_config() {
       # -O1: the cross build is most of this stage's time; the tests only need it correct.
       cmake_args=(-DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-mingw-w64.cmake -DCMAKE_BUILD_TYPE=Release
                   -DCMAKE_CXX_FLAGS_RELEASE=-O1 -DTMF_GTEST_FROM_SOURCE=ON -DTMF_WERROR=OFF
-                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_TOOLS=OFF -DTMF_BUILD_BENCHMARKS=OFF)
+                  -DTMF_BUILD_TESTS=ON -DTMF_BUILD_EXAMPLES=ON -DTMF_BUILD_TOOLS=ON -DTMF_BUILD_BENCHMARKS=OFF)
       # One retry: Wine now and then fails to start a test process (it exits at once, no output,
       # as btree_test's std::allocator case once did in 0.01 s); a real failure fails twice.
       ctest_args=(--no-tests=error --repeat until-pass:2)

@@ -36,13 +36,11 @@
 #include <thread>
 #include <vector>
 
-#include <signal.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
+#if !defined(_WIN32)
+#include <signal.h>
 #include <unistd.h>
+#endif
 
 #include "test_support.hpp"
 
@@ -280,89 +278,142 @@ int reader_loop(tmf::storage<conc_root>& s, std::atomic<std::uint64_t>& reads, w
 
 // -- processes ------------------------------------------------------------------------------
 
-/// Shared with the child processes (an anonymous shared mapping made before fork).
+namespace os = tmf::detail::os;
+
+/// Shared with the child processes: a file that the test and each child map shared (on
+/// every system: a Windows child is a new program, not a fork).
 struct shared_block {
   std::atomic<std::uint64_t> reads[8];
   std::atomic<std::uint64_t> commits;
   wait_gauge gauge;
 };
 
+/// Maps the shared block's file (made by shared_state); the mapping lasts as long as the process.
+shared_block* attach_shared(const std::filesystem::path& p) {
+  os::file f;
+  void* m = nullptr;
+  if (auto ec = os::open_file(p, os::access::read_write, f)) throw std::system_error(ec, "open " + p.string());
+  if (auto ec = os::map_shared_rw(f, sizeof(shared_block), m)) throw std::system_error(ec, "map " + p.string());
+  return static_cast<shared_block*>(m);
+}
+
 class shared_state {
  public:
-  shared_state() {
-    void* p = ::mmap(nullptr, sizeof(shared_block), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap");
-    m_block = ::new (p) shared_block{};
+  shared_state() : m_path(tmf_test::test_path("shared")) {
+    tmf_test::remove_file(m_path);
+    os::file f;
+    void* m = nullptr;
+    if (auto ec = os::create_file(m_path, f)) throw std::system_error(ec, "create " + m_path.string());
+    // A POSIX shared mapping does not extend the file: its bytes must exist.
+    if (auto ec = os::allocate(f, 0, sizeof(shared_block))) throw std::system_error(ec, "size " + m_path.string());
+    if (auto ec = os::map_shared_rw(f, sizeof(shared_block), m)) throw std::system_error(ec, "map " + m_path.string());
+    m_block = ::new (m) shared_block{};
   }
-  ~shared_state() { ::munmap(m_block, sizeof(shared_block)); }
+  ~shared_state() {
+    os::release(m_block, sizeof(shared_block));
+    tmf_test::remove_file(m_path);
+  }
   shared_state(const shared_state&) = delete;
   shared_state& operator=(const shared_state&) = delete;
   shared_block* operator->() const noexcept { return m_block; }
   shared_block& operator*() const noexcept { return *m_block; }
+  /// For a child: attach_shared(path()).
+  tmf_test::child_path path() const { return m_path; }
 
  private:
+  std::filesystem::path m_path;
   shared_block* m_block;
 };
 
 using tmf_test::spawn_child;
 using tmf_test::wait_child;
+using child_id = decltype(spawn_child(tmf_test::by_value([] { return 0; })));
 
-/// Kills (SIGKILL) and reaps the children still running when a test ends early (a failed
-/// ASSERT), so that no reader process loops forever.
+/// Kills and reaps the children still running when a test ends early (a failed ASSERT), so
+/// that no reader process loops forever.
 class child_guard {
  public:
   child_guard() = default;
   child_guard(const child_guard&) = delete;
   child_guard& operator=(const child_guard&) = delete;
   ~child_guard() {
-    for (pid_t pid : m_pids) {
-      ::kill(pid, SIGKILL);
-      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-      }  // not wait_child: a destructor must not throw
+    for (child_id pid : m_pids) {
+      try {  // a destructor must not throw
+        tmf_test::kill_child(pid);
+        wait_child(pid);
+      } catch (...) {
+      }
     }
   }
-  pid_t add(pid_t pid) {
+  child_id add(child_id pid) {
     m_pids.push_back(pid);
     return pid;
   }
   /// wait_child(pid), and forgets it.
-  int wait(pid_t pid) {
+  int wait(child_id pid) {
     std::erase(m_pids, pid);
     return wait_child(pid);
   }
 
  private:
-  std::vector<pid_t> m_pids;
+  std::vector<child_id> m_pids;
+};
+
+/// When a reader process stops: once `commits` transactions are committed, or once `done`
+/// is set (trivially copyable, for by_value).
+struct stop_when {
+  std::uint64_t commits = ~std::uint64_t{0};
+  bool done = false;
+  bool operator()(const conc_root& r) const { return done ? r.done != 0 : r.commits >= commits; }
+};
+
+/// What verify_in_child expects besides the invariant (trivially copyable, for by_value).
+struct expect_state {
+  std::uint64_t commits = ~std::uint64_t{0};  // ~0: not checked
+  std::uint64_t counter = ~std::uint64_t{0};
+  bool done = false;
+  std::string operator()(const conc_root& r) const {
+    std::string e;
+    if (counter != ~std::uint64_t{0} && r.counter != counter)
+      e += "counter " + std::to_string(r.counter) + " != " + std::to_string(counter) + "; ";
+    if (commits != ~std::uint64_t{0} && r.commits != commits) e += "commits " + std::to_string(r.commits) + "; ";
+    if (done && !r.done) e += "done not set";
+    return e;
+  }
 };
 
 /// A reader process: opens the storage and runs reader_loop; its message goes to stderr.
-pid_t spawn_reader(const std::filesystem::path& path, const tmf::options& opt, shared_block& shared, int index,
-                   bool polite, const std::function<bool(const conc_root&)>& stop) {
-  return spawn_child([&path, opt, &shared, index, polite, &stop] {
-    tmf::storage<conc_root> s(path, opt);
+child_id spawn_reader(const std::filesystem::path& path, const tmf::options& opt, const shared_state& shared,
+                      int index, bool polite, stop_when stop) {
+  const tmf_test::child_path p = path, sp = shared.path();
+  return spawn_child(tmf_test::by_value([p, opt, sp, index, polite, stop] {
+    shared_block& sh = *attach_shared(sp);
+    tmf::storage<conc_root> s(p.path(), opt);
     std::string message;
-    const int rc = reader_loop(s, shared.reads[index], shared.gauge, polite, index == 1, stop, message);
+    const int rc = reader_loop(s, sh.reads[index], sh.gauge, polite, index == 1, stop, message);
     if (rc != reader_ok)
-      std::fprintf(stderr, "concurrency_test reader process %d (pid %d): %s\n", index, static_cast<int>(::getpid()),
+      std::fprintf(stderr, "concurrency_test reader process %d (pid %ld): %s\n", index, os::process_id(),
                    message.c_str());
     return rc;
-  });
+  }));
 }
 
 /// Creates the storage and its slots in a child (the test process never opens it).
 void create_storage(const std::filesystem::path& path) {
-  const int rc = tmf_test::run_in_child([&] {
-    tmf::storage<conc_root> s(path);
+  const tmf_test::child_path p = path;
+  const int rc = tmf_test::run_in_child(tmf_test::by_value([p] {
+    tmf::storage<conc_root> s(p.path());
     init_root(s);
     return 0;
-  });
+  }));
   ASSERT_EQ(rc, 0) << "creating " << path << " failed";
 }
 
 /// Opens the storage in a fresh process and checks it: heap audit and invariant.
-int verify_in_child(const std::filesystem::path& path, const std::function<std::string(const conc_root&)>& extra) {
-  return tmf_test::run_in_child([&] {
-    tmf::storage<conc_root> s(path, tmf::options{.mode = tmf::open_mode::open_only});
+int verify_in_child(const std::filesystem::path& path, expect_state extra) {
+  const tmf_test::child_path p = path;
+  return tmf_test::run_in_child(tmf_test::by_value([p, extra] {
+    tmf::storage<conc_root> s(p.path(), tmf::options{.mode = tmf::open_mode::open_only});
     s.check();
     auto r = s.read();
     std::string b = broken(*r) + extra(*r);
@@ -371,7 +422,7 @@ int verify_in_child(const std::filesystem::path& path, const std::function<std::
       return 1;
     }
     return 0;
-  });
+  }));
 }
 
 const char* describe(int rc) {
@@ -498,22 +549,24 @@ TEST(ConcurrencyProcesses, OneWriterThreeReaders) {
   shared_state shared;
   child_guard children;
 
-  const std::function<bool(const conc_root&)> stop = [&](const conc_root& r) { return r.commits >= n; };
-  std::vector<pid_t> readers;
+  const stop_when stop{.commits = n};
+  std::vector<child_id> readers;
   for (int i = 0; i < reader_count; ++i) {
     tmf::options o;
     if (i == 2) o.mode = tmf::open_mode::read_only;
-    readers.push_back(children.add(spawn_reader(path, o, *shared, i, false, stop)));
+    readers.push_back(children.add(spawn_reader(path, o, shared, i, false, stop)));
   }
-  const pid_t writer = children.add(spawn_child([&] {
-    tmf::storage<conc_root> s(path, tmf::options{.sync = tmf::durability::no_sync});
+  const tmf_test::child_path p = path.path(), sp = shared.path();
+  const child_id writer = children.add(spawn_child(tmf_test::by_value([p, sp] {
+    shared_block& sh = *attach_shared(sp);
+    tmf::storage<conc_root> s(p.path(), tmf::options{.sync = tmf::durability::no_sync});
     prng g(2);
     std::uint64_t commits = 0;
     while (commits < n)
-      if (writer_transaction(s, g, shared->gauge)) ++commits;
-    shared->commits = commits;
+      if (writer_transaction(s, g, sh.gauge)) ++commits;
+    sh.commits = commits;
     return 0;
-  }));
+  })));
 
   EXPECT_EQ(children.wait(writer), 0) << "the writer process failed (see stderr)";
   for (int i = 0; i < reader_count; ++i) {
@@ -522,10 +575,7 @@ TEST(ConcurrencyProcesses, OneWriterThreeReaders) {
     EXPECT_GT(shared->reads[i].load(), 0u) << "reader process " << i << " never read";
   }
   EXPECT_EQ(shared->commits.load(), n);
-  EXPECT_EQ(verify_in_child(path, [&](const conc_root& r) {
-              return r.commits == n ? std::string() : "commits " + std::to_string(r.commits);
-            }),
-            0);
+  EXPECT_EQ(verify_in_child(path, expect_state{.commits = n}), 0);
   std::cout << "processes: " << n << " commits; reads " << shared->reads[0] << ", " << shared->reads[1] << ", "
             << shared->reads[2] << " (read_only); at most " << shared->gauge.max_overtakes
             << " reads overtook one wait of the writer" << std::endl;
@@ -537,10 +587,11 @@ TEST(ConcurrencyProcesses, TwoWritersCompete) {
   tmf_test::scoped_path path;
   create_storage(path);
   child_guard children;
-  std::vector<pid_t> writers;
+  std::vector<child_id> writers;
+  const tmf_test::child_path p = path.path();
   for (int i = 0; i < 2; ++i)
-    writers.push_back(children.add(spawn_child([&, i] {
-      tmf::storage<conc_root> s(path, tmf::options{.sync = i == 0 ? tmf::durability::full : tmf::durability::no_sync});
+    writers.push_back(children.add(spawn_child(tmf_test::by_value([p, i] {
+      tmf::storage<conc_root> s(p.path(), tmf::options{.sync = i == 0 ? tmf::durability::full : tmf::durability::no_sync});
       prng g(20 + i);
       for (std::uint64_t k = 0; k < n; ++k) {
         auto w = s.write();
@@ -549,15 +600,9 @@ TEST(ConcurrencyProcesses, TwoWritersCompete) {
         w.commit();
       }
       return 0;
-    })));
+    }))));
   for (int i = 0; i < 2; ++i) EXPECT_EQ(children.wait(writers[i]), 0) << "writer process " << i << " failed (see stderr)";
-  EXPECT_EQ(verify_in_child(path, [&](const conc_root& r) {
-              std::string e;
-              if (r.counter != 2 * n) e += "counter " + std::to_string(r.counter) + " != " + std::to_string(2 * n) + "; ";
-              if (r.commits != 2 * n) e += "commits " + std::to_string(r.commits) + "; ";
-              return e;
-            }),
-            0);
+  EXPECT_EQ(verify_in_child(path, expect_state{.commits = 2 * n, .counter = 2 * n}), 0);
 }
 
 // Kills the calling process with SIGKILL at the `kill_at`-th write to the data file whose inode
@@ -565,20 +610,25 @@ TEST(ConcurrencyProcesses, TwoWritersCompete) {
 // by an apply (or a repair), with its header page (written last) still old.
 struct self_kill {
   static inline std::uint64_t data_inode = 0, data_device = 0, kill_at = 0, writes = 0;
-  static std::error_code hook(tmf::detail::os::io_op op, const tmf::detail::os::file& f, std::uint64_t, std::uint64_t,
-                              const void*) {
-    const int fd = f.native();
-    struct stat st;
-    if (op == tmf::detail::os::io_op::write && ::fstat(fd, &st) == 0 && st.st_ino == data_inode &&
-        st.st_dev == data_device && ++writes >= kill_at)
+  static std::error_code hook(os::io_op op, const os::file& f, std::uint64_t, std::uint64_t, const void*) {
+    os::file_info fi;
+    if (op == os::io_op::write && !os::stat_file(f, fi) && fi.inode == data_inode && fi.device == data_device &&
+        ++writes >= kill_at) {
+#if defined(_WIN32)
+      ::TerminateProcess(::GetCurrentProcess(), tmf_test::killed_status);
+#else
       ::kill(::getpid(), SIGKILL);
+#endif
+    }
     return {};
   }
   static void arm(const std::filesystem::path& data, std::uint64_t at) {
-    struct stat st;
-    if (::stat(data.c_str(), &st) != 0) throw std::system_error(errno, std::generic_category(), "stat");
-    data_inode = st.st_ino;
-    data_device = st.st_dev;
+    os::file f;
+    os::file_info fi;
+    if (auto ec = os::open_file(data, os::access::read_only, f)) throw std::system_error(ec, "open " + data.string());
+    if (auto ec = os::stat_file(f, fi)) throw std::system_error(ec, "stat " + data.string());
+    data_inode = fi.inode;
+    data_device = fi.device;
     kill_at = at;
     writes = 0;
     tmf::detail::os::io_hook = &hook;
@@ -600,10 +650,11 @@ TEST(ConcurrencyProcesses, WriterKilledWhileReadersRead) {
   shared_state shared;
   child_guard children;
 
-  const std::function<bool(const conc_root&)> stop = [](const conc_root& r) { return r.done != 0; };
-  std::vector<pid_t> readers;
+  const stop_when stop{.done = true};
+  std::vector<child_id> readers;
   for (int i = 0; i < reader_count; ++i)
-    readers.push_back(children.add(spawn_reader(path, {}, *shared, i, true, stop)));
+    readers.push_back(children.add(spawn_reader(path, {}, shared, i, true, stop)));
+  const tmf_test::child_path p = path.path(), sp = shared.path();
 
   prng ctl(3);
   for (int k = 0; k < kills; ++k) {
@@ -612,18 +663,19 @@ TEST(ConcurrencyProcesses, WriterKilledWhileReadersRead) {
     const std::uint64_t seed = ctl.next();
     const std::uint64_t commits_before_arming = ctl.below(4), kill_at = 1 + ctl.below(4);
     const std::uint64_t before = shared->commits.load();
-    const pid_t w = children.add(spawn_child([&] {
-      shared->gauge.enter();  // its open may repair what the last one left, under the apply lock
-      tmf::storage<conc_root> s(path, tmf::options{.sync = sync});
-      shared->gauge.leave();
+    const child_id w = children.add(spawn_child(tmf_test::by_value([p, sp, sync, seed, self, commits_before_arming, kill_at] {
+      shared_block& sh = *attach_shared(sp);
+      sh.gauge.enter();  // its open may repair what the last one left, under the apply lock
+      tmf::storage<conc_root> s(p.path(), tmf::options{.sync = sync});
+      sh.gauge.leave();
       prng g(seed);
       for (std::uint64_t c = 0;; ++c) {
-        if (self && c == commits_before_arming) self_kill::arm(path, kill_at);
-        if (writer_transaction(s, g, shared->gauge)) shared->commits.fetch_add(1);
+        if (self && c == commits_before_arming) self_kill::arm(p.path(), kill_at);
+        if (writer_transaction(s, g, sh.gauge)) sh.commits.fetch_add(1);
         else --c;
       }
       return 0;
-    }));
+    })));
     if (!self) {
       if (ctl.below(4) == 0) {
         sleep_us(ctl.below(3000));  // during its open (repair) or its first transaction
@@ -633,26 +685,27 @@ TEST(ConcurrencyProcesses, WriterKilledWhileReadersRead) {
         for (int spin = 0; spin < 10000 && shared->commits.load() < target; ++spin) sleep_us(100);
         sleep_us(ctl.below(300));
       }
-      ::kill(w, SIGKILL);
+      tmf_test::kill_child(w);
     }
     const int rc = children.wait(w);
     shared->gauge.leave();  // the dead writer's wait, if it was waiting
-    ASSERT_EQ(rc, 128 + SIGKILL) << "writer process " << k << " failed before it was killed (see stderr)";
+    ASSERT_EQ(rc, tmf_test::killed_status) << "writer process " << k << " failed before it was killed (see stderr)";
   }
   // The last writer ends the readers' loops.
-  const pid_t last = children.add(spawn_child([&] {
-    tmf::storage<conc_root> s(path);
+  const child_id last = children.add(spawn_child(tmf_test::by_value([p, sp] {
+    shared_block& sh = *attach_shared(sp);
+    tmf::storage<conc_root> s(p.path());
     prng g(99);
-    shared->gauge.enter();
+    sh.gauge.enter();
     auto w = s.write();
-    shared->gauge.leave();
+    sh.gauge.leave();
     step(*w, g);
     w->done = 1;
-    shared->gauge.enter();
+    sh.gauge.enter();
     w.commit();
-    shared->gauge.leave();
+    sh.gauge.leave();
     return 0;
-  }));
+  })));
   EXPECT_EQ(children.wait(last), 0) << "the last writer failed (see stderr)";
   shared->gauge.leave();
   for (int i = 0; i < reader_count; ++i) {
@@ -660,7 +713,7 @@ TEST(ConcurrencyProcesses, WriterKilledWhileReadersRead) {
     EXPECT_EQ(rc, reader_ok) << "reader process " << i << " " << describe(rc);
     EXPECT_GT(shared->reads[i].load(), 0u) << "reader process " << i << " never read";
   }
-  EXPECT_EQ(verify_in_child(path, [](const conc_root& r) { return r.done ? std::string() : "done not set"; }), 0);
+  EXPECT_EQ(verify_in_child(path, expect_state{.done = true}), 0);
   EXPECT_GT(shared->commits.load(), 0u) << "no killed writer ever committed: nothing was tested";
   std::cout << "crash+concurrency: " << kills << " writer processes killed (" << kills / 2
             << " in the middle of an apply); they acknowledged " << shared->commits << " commits; reads "

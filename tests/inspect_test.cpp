@@ -339,12 +339,6 @@ TEST(CopyTo, WhileAnotherProcessCommitsContinuously) {
 // -- compact ----------------------------------------------------------------------------
 
 TEST(Compact, TruncatesTheFreeTailAndPunchesFreeExtents) {
-#if defined(_WIN32)
-  // storage::compact truncates the data file while this process maps it: Windows refuses
-  // (ERROR_USER_MAPPED_FILE) and compact throws. Needs os_win32's truncate to unmap the tail
-  // views first (README, "Windows").
-  GTEST_SKIP() << "truncating a mapped file fails on Windows: compact throws there (not fixed yet)";
-#endif
   scoped_path path;
   constexpr std::size_t block = 256 * 1024;
   std::uint64_t before = 0, disk_before = 0;
@@ -403,12 +397,6 @@ TEST(Compact, TruncatesTheFreeTailAndPunchesFreeExtents) {
 }
 
 TEST(Compact, ThenReopenAndCheck) {
-#if defined(_WIN32)
-  // storage::compact truncates the data file while this process maps it: Windows refuses
-  // (ERROR_USER_MAPPED_FILE) and compact throws. Needs os_win32's truncate to unmap the tail
-  // views first (README, "Windows").
-  GTEST_SKIP() << "truncating a mapped file fails on Windows: compact throws there (not fixed yet)";
-#endif
   scoped_path path;
   constexpr std::size_t block = 128 * 1024;
   {

@@ -242,6 +242,16 @@ inline constexpr bool is_windows = true;
 inline constexpr bool is_windows = false;
 #endif
 
+/// Whether this Windows program runs under Wine (ntdll exports wine_get_version); false on POSIX.
+inline bool under_wine() {
+#if defined(_WIN32)
+  const HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
+  return ntdll != nullptr && ::GetProcAddress(ntdll, "wine_get_version") != nullptr;
+#else
+  return false;
+#endif
+}
+
 /// wait_child's result for a child ended by kill_child (128 + SIGKILL, on every system).
 inline constexpr int killed_status = 128 + 9;
 

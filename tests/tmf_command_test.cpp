@@ -17,7 +17,9 @@
 #include <string>
 #include <vector>
 
+#if !defined(_WIN32)
 #include <sys/wait.h>
+#endif
 
 #include "test_support.hpp"
 
@@ -60,11 +62,23 @@ class TmfCommand : public ::testing::Test {
     result r;
 #ifdef TMF_COMMAND
     const std::string out = m_out.path().string() + ".stdout", err = m_out.path().string() + ".stderr";
+#if defined(_WIN32)
+    // cmd.exe runs the line: the program by its Windows path (Wine: a path from the root is
+    // on the current drive); std::system returns its exit code.
+    const std::string exe = std::filesystem::absolute(TMF_COMMAND).string();
+    const std::string cmd = exe + " " + args + " >" + out + " 2>" + err;
+    r.status = std::system(cmd.c_str());
+#else
     const std::string cmd = std::string(TMF_COMMAND) + " " + args + " >" + out + " 2>" + err;
     const int rc = std::system(cmd.c_str());
     r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+#endif
     r.out = slurp(out);
     r.err = slurp(err);
+#if defined(_WIN32)
+    std::erase(r.out, '\r');  // the command's output is in text mode: "\r\n" line ends
+    std::erase(r.err, '\r');
+#endif
     std::filesystem::remove(out);
     std::filesystem::remove(err);
 #else

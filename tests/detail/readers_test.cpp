@@ -10,7 +10,7 @@
 //  - a reader process killed inside (or outside) a read transaction does not stall the
 //    next commit, and its block is cleared; a committer killed in the middle of its apply
 //    leaves a raised pending word that readers clear before they repair the file.
-// Processes talk through a shared anonymous page (`board`). Waits that must end are bounded
+// Processes talk through a page of a file that each of them maps shared (`board`). Waits that must end are bounded
 // by a watchdog that names what stalled.
 
 #include <tmf/tmf.hpp>
@@ -31,12 +31,10 @@
 #include <thread>
 #include <vector>
 
-#include <fcntl.h>
+#if !defined(_WIN32)
 #include <signal.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/types.h>
 #include <unistd.h>
+#endif
 
 #if defined(__linux__)
 #include <linux/filter.h>
@@ -74,21 +72,70 @@ struct rt_root {
 
 fs::path lock_of(const fs::path& p) { return tmf_test::lock_path(p); }
 
-/// A page shared with forked children: stage numbers to wait for.
+/// A page shared with the child processes: stage numbers to wait for.
 struct board {
   std::atomic<int> stage{0};
   std::atomic<int> child_stage{0};
   std::atomic<std::uint64_t> seen{0};
-  static board* make() {
-    void* p = ::mmap(nullptr, sizeof(board), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap");
-    return new (p) board;
+};
+
+/// Maps the board's file (made by shared_board) in a child; it lasts as long as the process.
+board& attach_board(const tmf_test::child_path& p) {
+  os::file f;
+  void* m = nullptr;
+  if (auto ec = os::open_file(p.path(), os::access::read_write, f)) throw std::system_error(ec, "open board");
+  if (auto ec = os::map_shared_rw(f, sizeof(board), m)) throw std::system_error(ec, "map board");
+  return *static_cast<board*>(m);
+}
+
+/// The test's board: a file beside its storage, mapped shared (a Windows child is a new
+/// program, not a fork: it maps the file by name, attach_board(path())).
+class shared_board {
+ public:
+  shared_board() : m_path(tmf_test::test_path("board")) {
+    tmf_test::remove_file(m_path);
+    os::file f;
+    void* m = nullptr;
+    if (auto ec = os::create_file(m_path, f)) throw std::system_error(ec, "create board");
+    if (auto ec = os::allocate(f, 0, sizeof(board))) throw std::system_error(ec, "size board");  // POSIX mmap does not extend
+    if (auto ec = os::map_shared_rw(f, sizeof(board), m)) throw std::system_error(ec, "map board");
+    m_board = new (m) board;
   }
+  ~shared_board() {
+    os::release(m_board, sizeof(board));
+    tmf_test::remove_file(m_path);
+  }
+  shared_board(const shared_board&) = delete;
+  shared_board& operator=(const shared_board&) = delete;
+  board* operator->() const noexcept { return m_board; }
+  board& operator*() const noexcept { return *m_board; }
+  tmf_test::child_path path() const { return m_path; }
+
+ private:
+  std::filesystem::path m_path;
+  board* m_board;
 };
-struct board_deleter {
-  void operator()(board* b) const { ::munmap(b, sizeof(board)); }
-};
-using board_ptr = std::unique_ptr<board, board_deleter>;
+
+using child_id = decltype(spawn_child(tmf_test::by_value([] { return 0; })));
+
+/// The file identity (device, inode; Windows: volume serial, file index) of the data file.
+os::file_info identity(const fs::path& p) {
+  os::file f;
+  os::file_info fi;
+  if (auto ec = os::open_file(p, os::access::read_only, f)) throw std::system_error(ec, "open " + p.string());
+  if (auto ec = os::stat_file(f, fi)) throw std::system_error(ec, "stat " + p.string());
+  return fi;
+}
+
+/// Ends this process as kill_child ends a child (SIGKILL; Windows: TerminateProcess, 137).
+[[noreturn]] void kill_self() {
+#if defined(_WIN32)
+  ::TerminateProcess(::GetCurrentProcess(), tmf_test::killed_status);
+#else
+  ::kill(::getpid(), SIGKILL);
+#endif
+  std::abort();
+}
 
 /// Spins (sleeping) until `pred` holds; false after `seconds`.
 template <class Pred>
@@ -169,19 +216,22 @@ TEST(ReaderTable, GarbageTruncatedOrEmptyLockFileIsRebuiltByTheFirstOpener) {
       EXPECT_EQ(fs::file_size(lock_of(p)), reader_table_size);
     }
     // Another process trusts the rebuilt table.
-    EXPECT_EQ(tmf_test::run_in_child([&] {
-                tmf::storage<rt_root> other(p);
+    const tmf_test::child_path cp = p.path();
+    EXPECT_EQ(tmf_test::run_in_child(tmf_test::by_value([cp] {
+                tmf::storage<rt_root> other(cp.path());
                 return other.read()->b == 2 ? 0 : 1;
-              }),
+              })),
               0);
   }
 }
 
 /// A child that opens the storage, reports stage 1, and waits for stage 2; then commits
 /// once (its table still works) and exits 0.
-pid_t holder(const fs::path& p, board& b) {
-  return spawn_child([&] {
-    tmf::storage<rt_root> s(p);
+child_id holder(const fs::path& path, const shared_board& sb) {
+  const tmf_test::child_path p = path, bp = sb.path();
+  return spawn_child(tmf_test::by_value([p, bp] {
+    board& b = attach_board(bp);
+    tmf::storage<rt_root> s(p.path());
     b.child_stage = 1;
     if (!wait_until([&] { return b.stage.load() >= 2; })) return 2;
     auto w = s.write();
@@ -189,14 +239,14 @@ pid_t holder(const fs::path& p, board& b) {
     w->b += 1;
     w.commit();
     return 0;
-  });
+  }));
 }
 
 TEST(ReaderTable, DamagedWhileInUseIsRefused) {
   scoped_path p;
   create(p);
-  board_ptr b(board::make());
-  const pid_t child = holder(p, *b);
+  shared_board b;
+  const child_id child = holder(p, b);
   ASSERT_TRUE(wait_until([&] { return b->child_stage.load() == 1; })) << "the holder did not open the storage";
   {
     std::fstream f(lock_of(p), std::ios::binary | std::ios::in | std::ios::out);
@@ -217,10 +267,15 @@ TEST(ReaderTable, DamagedWhileInUseIsRefused) {
 }
 
 TEST(ReaderTable, LockFileDeletedWhileOpenIsRefusedUntilEveryoneCloses) {
+#if defined(_WIN32)
+  // Windows keeps the name of a file deleted while open until its last handle closes
+  // (delete pending): the lock file in use cannot be replaced under its users.
+  GTEST_SKIP() << "an open file's name stays until it is closed on Windows (README, Windows)";
+#endif
   scoped_path p;
   create(p);
-  board_ptr b(board::make());
-  const pid_t child = holder(p, *b);
+  shared_board b;
+  const child_id child = holder(p, b);
   ASSERT_TRUE(wait_until([&] { return b->child_stage.load() == 1; })) << "the holder did not open the storage";
   fs::remove(lock_of(p));
   try {
@@ -298,12 +353,14 @@ TEST(ReaderLanes, ReadTransactionMakesNoSystemCall) {
 /// stage 1 (the parent has opened it: a first opener's recovery would wait for the reader),
 /// reads `a` in a read transaction, reports stage 1, waits for stage 2 (the parent's commit
 /// is then under way), and reads again in the same transaction: both must be equal.
-pid_t snapshot_reader(const fs::path& p, board& b, bool read_only, bool no_table) {
-  return spawn_child([&, read_only, no_table] {
-    if (no_table) ::setenv("TMF_TESTING_NO_READER_TABLE", "1", 1);
+child_id snapshot_reader(const fs::path& path, const shared_board& sb, bool read_only, bool no_table) {
+  const tmf_test::child_path p = path, bp = sb.path();
+  return spawn_child(tmf_test::by_value([p, bp, read_only, no_table] {
+    board& b = attach_board(bp);
+    if (no_table) tmf_test::set_env("TMF_TESTING_NO_READER_TABLE", "1");
     tmf::options o;
     if (read_only) o.mode = tmf::open_mode::read_only;
-    tmf::storage<rt_root> s(p, o);
+    tmf::storage<rt_root> s(p.path(), o);
     if (!wait_until([&] { return b.stage.load() >= 1; })) return 6;
     std::uint64_t before, after;
     {
@@ -320,7 +377,7 @@ pid_t snapshot_reader(const fs::path& p, board& b, bool read_only, bool no_table
     // A new transaction sees the commit once it is applied.
     if (!wait_until([&] { return s.read()->a == before + 1; })) return 5;
     return 0;
-  });
+  }));
 }
 
 std::atomic<int> g_pending_raised{0};
@@ -338,8 +395,8 @@ std::error_code pending_hook(tmf::detail::os::io_op op, const tmf::detail::os::f
 void commit_waits_for_other_process_reader(bool read_only, bool no_table) {
   scoped_path p;
   create(p);
-  board_ptr b(board::make());
-  const pid_t child = snapshot_reader(p, *b, read_only, no_table);  // forked before this process opens
+  shared_board b;
+  const child_id child = snapshot_reader(p, b, read_only, no_table);  // forked before this process opens
   tmf::storage<rt_root> s(p);
   b->stage = 1;
   ASSERT_TRUE(wait_until([&] { return b->child_stage.load() == 1; })) << "the reader did not start";
@@ -379,11 +436,14 @@ TEST(ReaderTable, KilledReadersNeverStallCommits) {
   constexpr int rounds = 24;
   scoped_path p;
   create(p);
-  board_ptr b(board::make());
+  shared_board sb;
+  const tmf_test::child_path cp = p.path(), bp = sb.path();
+  board* const b = &*sb;
   // The writer is a child forked before any storage is open here, so that this process can
   // fork readers: for each round it commits three times and reports the round in `seen`.
-  const pid_t writer = spawn_child([&] {
-    tmf::storage<rt_root> s(p, tmf::options{.sync = tmf::durability::no_sync});
+  const child_id writer = spawn_child(tmf_test::by_value([cp, bp] {
+    board* const b = &attach_board(bp);
+    tmf::storage<rt_root> s(cp.path(), tmf::options{.sync = tmf::durability::no_sync});
     for (int round = 1; round <= rounds; ++round) {
       if (!wait_until([&] { return b->stage.load() >= round; }, 120)) return 2;
       for (int c = 0; c < 3; ++c) {
@@ -395,7 +455,7 @@ TEST(ReaderTable, KilledReadersNeverStallCommits) {
       b->seen = static_cast<std::uint64_t>(round);
     }
     return 0;
-  });
+  }));
   std::mt19937 rng(11);
   for (int round = 1; round <= rounds; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
@@ -403,8 +463,9 @@ TEST(ReaderTable, KilledReadersNeverStallCommits) {
     // Odd rounds: killed while certainly inside a read transaction; even rounds: at a random
     // instant of a loop of read transactions that check the invariant.
     const bool inside = round % 2 == 1;
-    const pid_t child = spawn_child([&, inside] {
-      tmf::storage<rt_root> r(p, tmf::options{.mode = tmf::open_mode::read_only});
+    const child_id child = spawn_child(tmf_test::by_value([cp, bp, inside] {
+      board* const b = &attach_board(bp);
+      tmf::storage<rt_root> r(cp.path(), tmf::options{.mode = tmf::open_mode::read_only});
       if (inside) {
         auto t = r.read();
         b->child_stage = 1;
@@ -415,11 +476,11 @@ TEST(ReaderTable, KilledReadersNeverStallCommits) {
         if (t->a != t->b) return 3;
         if (n == 0) b->child_stage = 1;
       }
-    });
+    }));
     ASSERT_TRUE(wait_until([&] { return b->child_stage.load() == 1; })) << "the reader did not start";
     if (!inside) std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
-    ::kill(child, SIGKILL);
-    ASSERT_EQ(wait_child(child), 128 + SIGKILL) << "the reader failed before it was killed";
+    tmf_test::kill_child(child);
+    ASSERT_EQ(wait_child(child), tmf_test::killed_status) << "the reader failed before it was killed";
     b->stage = round;
     ASSERT_TRUE(wait_until([&] { return b->seen.load() == static_cast<std::uint64_t>(round); }, 20))
         << "the writer's commits stalled after a reader was killed";
@@ -431,12 +492,11 @@ TEST(ReaderTable, KilledReadersNeverStallCommits) {
 /// Kills the calling process at its first write to the data file (tmf's I/O hook runs
 /// before each write): a commit's apply then dies with the pending word raised.
 struct kill_at_data_write {
-  static inline dev_t dev = 0;
-  static inline ino_t ino = 0;
+  static inline os::file_info data;
   static std::error_code hook(os::io_op op, const os::file& f, std::uint64_t, std::uint64_t, const void*) {
-    struct stat st;
-    if (op == os::io_op::write && ::fstat(f.native(), &st) == 0 && st.st_ino == ino && st.st_dev == dev)
-      ::kill(::getpid(), SIGKILL);
+    os::file_info fi;
+    if (op == os::io_op::write && !os::stat_file(f, fi) && fi.inode == data.inode && fi.device == data.device)
+      kill_self();
     return {};
   }
 };
@@ -444,24 +504,24 @@ struct kill_at_data_write {
 TEST(ReaderTable, ReaderClearsThePendingWordOfADeadCommitterAndRepairs) {
   scoped_path p;
   create(p);
-  board_ptr b(board::make());
-  const pid_t child = spawn_child([&] {
+  shared_board sb;
+  board* const b = &*sb;
+  const tmf_test::child_path cp = p.path(), bp = sb.path();
+  const child_id child = spawn_child(tmf_test::by_value([cp, bp] {
+    board* const b = &attach_board(bp);
     if (!wait_until([&] { return b->stage.load() >= 1; })) return 2;
-    tmf::storage<rt_root> w(p);
-    struct stat st;
-    if (::stat(p.path().c_str(), &st) != 0) return 2;
-    kill_at_data_write::dev = st.st_dev;
-    kill_at_data_write::ino = st.st_ino;
+    tmf::storage<rt_root> w(cp.path());
+    kill_at_data_write::data = identity(cp.path());
     auto t = w.write();
     t->a = t->b = 7;
     os::io_hook = &kill_at_data_write::hook;
     t.commit();
     return 3;
-  });
+  }));
   // Open across the death (forked before): the table stays as the dead committer left it.
   tmf::storage<rt_root> s(p);
   b->stage = 1;
-  ASSERT_EQ(wait_child(child), 128 + SIGKILL) << "the committer was not killed in its apply";
+  ASSERT_EQ(wait_child(child), tmf_test::killed_status) << "the committer was not killed in its apply";
   watchdog dog("a read transaction after a committer died in its apply", 20);
   auto r = s.read();
   EXPECT_EQ(r->a, 7u) << "the durable commit was not repaired into the data file";

@@ -7,8 +7,6 @@
 
 #include <gtest/gtest.h>
 
-#include <sys/stat.h>
-
 #include "test_support.hpp"
 
 namespace {
@@ -34,10 +32,16 @@ std::vector<rule> g_rules;
 std::uint64_t g_data_inode = 0;
 int g_injected = 0;
 
+/// The file's identity (inode; Windows: file index), through the OS layer on both systems.
+std::uint64_t file_id(const os::file& f) {
+  os::file_info fi;
+  return os::stat_file(f, fi) ? 0 : fi.inode;
+}
+
 std::error_code hook(os::io_op op, const os::file& f, std::uint64_t, std::uint64_t, const void*) {
-  struct stat st;
-  if (::fstat(f.native(), &st) != 0) return {};
-  const bool log = st.st_ino != g_data_inode;
+  const std::uint64_t id = file_id(f);
+  if (id == 0) return {};
+  const bool log = id != g_data_inode;
   for (rule& r : g_rules) {
     if (r.op != op || r.on_log != log || r.count == 0 || (r.after_first && g_injected == 0)) continue;
     if (r.skip > 0) {
@@ -63,9 +67,8 @@ struct recovery_fixture : ::testing::Test {
     w->value = 1;
     w->pages.assign(8 * page_size / sizeof(std::uint64_t), 1);
     w.commit();
-    struct stat st;
-    ::stat(path.path().c_str(), &st);
-    g_data_inode = st.st_ino;
+    os::file f;
+    if (!os::open_file(path.path(), os::access::read_only, f)) g_data_inode = file_id(f);
   }
   void TearDown() override { os::io_hook = nullptr; }
 
@@ -93,14 +96,16 @@ struct recovery_fixture : ::testing::Test {
   /// In a fresh child: opens and audits the storage; `v` receives its value. Returns 0 if
   /// the state is uniform (every page word equals the value), 1 if it is half-applied.
   int state_in_child(std::uint64_t& v) {
-    int rc = tmf_test::run_in_child([&] {
-      tmf::storage<root> s(path, opt);
+    const tmf_test::child_path p = path.path();
+    const tmf::options o = opt;
+    int rc = tmf_test::run_in_child(tmf_test::by_value([=] {
+      tmf::storage<root> s(p.path(), o);
       s.check();
       auto r = s.read();
       for (auto x : r->pages)
         if (x != r->value) return 200;  // half-applied
       return static_cast<int>(r->value);
-    });
+    }));
     v = static_cast<std::uint64_t>(rc);
     return rc == 200 ? 1 : 0;
   }
@@ -227,9 +232,10 @@ TEST_F(recovery_fixture, LogHeaderInDoubtAtACheckpointStopsCommitsAndLosesNothin
     // Fail every log sync that directly follows a data-file sync: exactly the header's.
     os::io_hook = [](os::io_op op, const os::file& f, std::uint64_t, std::uint64_t, const void*) -> std::error_code {
       static bool after_data_sync = false;
-      struct stat st;
-      if (op != os::io_op::sync || ::fstat(f.native(), &st) != 0) return {};
-      const bool log = st.st_ino != g_data_inode;
+      if (op != os::io_op::sync) return {};
+      const std::uint64_t id = file_id(f);
+      if (id == 0) return {};
+      const bool log = id != g_data_inode;
       if (!log) {
         after_data_sync = true;
         return {};
@@ -260,9 +266,10 @@ TEST_F(recovery_fixture, CleanCloseTruncatesTheLogToOneGrowthStep) {
     set(w, 3);
     w.commit();
   }
-  struct stat st;
-  ASSERT_EQ(::stat(tmf_test::log_path(path.path()).c_str(), &st), 0);
-  EXPECT_LE(st.st_size, tmf::detail::log_growth_step) << "a cleanly closed log kept its space";
+  std::error_code ec;
+  const auto log_size = std::filesystem::file_size(tmf_test::log_path(path.path()), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_LE(log_size, tmf::detail::log_growth_step) << "a cleanly closed log kept its space";
   std::uint64_t v = 0;
   ASSERT_EQ(state_in_child(v), 0);
   EXPECT_EQ(v, 3u);

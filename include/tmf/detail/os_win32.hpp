@@ -279,6 +279,8 @@ inline std::error_code set_size(const file& f, std::uint64_t size) noexcept {
   e.EndOfFile.QuadPart = static_cast<LONGLONG>(size);
   return ::SetFileInformationByHandle(f.native(), FileEndOfFileInfo, &e, sizeof e) ? std::error_code{} : last_error();
 }
+inline std::atomic<std::size_t> g_cut_views{0};
+inline std::error_code fit_views(const file& f, std::uint64_t size, bool cut) noexcept;
 }  // namespace impl
 
 /// Makes the file at least `off + len` bytes. Files are not sparse on Windows: extending
@@ -289,7 +291,9 @@ inline std::error_code allocate(const file& f, std::uint64_t off, std::uint64_t 
   file_info fi;
   if (auto ec = stat_file(f, fi)) return ec;
   if (fi.size >= off + len) return {};
-  return impl::set_size(f, off + len);
+  if (auto ec = impl::set_size(f, off + len)) return ec;
+  // Views cut short by an earlier truncation reach as far as the file again.
+  return impl::g_cut_views.load() != 0 ? impl::fit_views(f, off + len, false) : std::error_code{};
 }
 
 /// not supported on Windows (files are not sparse): nothing changes.
@@ -297,10 +301,21 @@ inline std::error_code punch_hole(const file&, std::uint64_t, std::uint64_t) noe
   return std::make_error_code(std::errc::operation_not_supported);
 }
 
-/// Sets the file's size. Fails (ERROR_USER_MAPPED_FILE) while a view maps the part cut off.
+/// Sets the file's size. Windows refuses to cut a file under a view (ERROR_USER_MAPPED_FILE;
+/// Wine refuses any change of a mapped file's size): this process's views of the file are
+/// then unmapped, the size set, and the views mapped again at their addresses as far as the
+/// file reaches, their private pages kept (as a POSIX mapping stays, with its part past the
+/// end inaccessible until the file grows back: `allocate` and `truncate` map it again). Views
+/// of other processes still block the cut: the error is then returned and the size unchanged.
 inline std::error_code truncate(const file& f, std::uint64_t size) noexcept {
   if (auto ec = call_hook(io_op::truncate, f, size, 0, nullptr)) return ec;
-  return impl::set_size(f, size);
+  FILE_END_OF_FILE_INFO e;
+  e.EndOfFile.QuadPart = static_cast<LONGLONG>(size);
+  if (::SetFileInformationByHandle(f.native(), FileEndOfFileInfo, &e, sizeof e))
+    return impl::g_cut_views.load() != 0 ? impl::fit_views(f, size, false) : std::error_code{};
+  const DWORD err = ::GetLastError();
+  if (err != ERROR_USER_MAPPED_FILE) return impl::from_win32(err);
+  return impl::fit_views(f, size, true);
 }
 
 /// The page size of the running system.
@@ -432,6 +447,12 @@ struct region {
   region_kind kind = region_kind::none;
   HANDLE section = nullptr;  ///< view: its file mapping, kept to remap it
   std::uint64_t offset = 0;  ///< view: its offset in the file
+  // For `truncate` and `allocate` (a file cannot shrink under a view: see truncate):
+  std::uint64_t file_id = 0;     ///< view, shared, cut: the file's index (0: not a file's)
+  std::uintptr_t want_end = 0;   ///< view, shared, cut: the end it has while the file is long enough
+  region_kind was = region_kind::none;  ///< cut: what it was (view or shared)
+  bool writable = false;         ///< shared: read-write
+  bool tail = false;             ///< cut: only the reserved rest of a shortened view
 };
 inline constexpr std::size_t max_regions = 16384;
 inline region g_regions[max_regions];
@@ -439,6 +460,14 @@ inline SRWLOCK g_regions_lock = SRWLOCK_INIT;
 /// The view being remapped by `discard` ([begin, end)), and a count of finished remaps:
 /// a fault inside it waits for the remap to end instead of being reported.
 inline std::atomic<std::uintptr_t> g_remap_begin{0}, g_remap_end{0};
+
+/// The file's index on its volume: what the regions of its views remember it by (a handle
+/// value can be reused by another file).
+inline std::uint64_t file_index(HANDLE h) noexcept {
+  BY_HANDLE_FILE_INFORMATION bi;
+  if (!::GetFileInformationByHandle(h, &bi)) return 0;
+  return (std::uint64_t{bi.nFileIndexHigh} << 32 | bi.nFileIndexLow) + 1;  // never 0
+}
 
 inline std::uintptr_t round_up(std::uintptr_t v, std::uintptr_t g) noexcept { return (v + g - 1) / g * g; }
 
@@ -465,6 +494,7 @@ inline bool reserve_at(std::uintptr_t begin, std::uintptr_t end) noexcept {
   return add_region({begin, end, region_kind::reserved, nullptr, 0}) != nullptr;
 }
 inline void free_region(region& r) noexcept {
+  if (r.kind == region_kind::reserved && r.file_id != 0) --g_cut_views;  // a cut view or its reserved rest
   switch (r.kind) {
     case region_kind::reserved:
     case region_kind::anonymous: ::VirtualFree(reinterpret_cast<void*>(r.begin), 0, MEM_RELEASE); break;
@@ -532,6 +562,7 @@ inline std::error_code map_file(void* addr, std::size_t size, const file& f, std
     return std::make_error_code(std::errc::invalid_argument);
   }
   const std::uintptr_t rb = r->begin, re = r->end;
+  const std::uint64_t id = file_index(f.native());
   *r = region{};
   ::VirtualFree(reinterpret_cast<void*>(rb), 0, MEM_RELEASE);
   std::error_code ec;
@@ -557,7 +588,10 @@ inline std::error_code map_file(void* addr, std::size_t size, const file& f, std
     }
     DWORD old;
     ::VirtualProtect(v, n, PAGE_READONLY, &old);
-    add_region({at, at + n, region_kind::view, s, off});
+    if (region* v2 = add_region({at, at + n, region_kind::view, s, off})) {
+      v2->file_id = id;
+      v2->want_end = at + n;
+    }
     at += round_up(n, map_granularity);
     off += n;
   }
@@ -593,8 +627,13 @@ inline std::error_code map_whole(const file& f, std::size_t size, bool writable,
     return ec;
   }
   const auto b = reinterpret_cast<std::uintptr_t>(v);
+  const std::uint64_t id = file_index(f.native());
   ::AcquireSRWLockExclusive(&g_regions_lock);
-  add_region({b, b + n, region_kind::shared, s, 0});
+  if (region* r = add_region({b, b + n, region_kind::shared, s, 0})) {
+    r->file_id = id;
+    r->want_end = b + n;
+    r->writable = writable;
+  }
   ::ReleaseSRWLockExclusive(&g_regions_lock);
   out = v;
   return {};
@@ -626,6 +665,10 @@ inline std::error_code protect(void* addr, std::size_t size, bool writable) noex
   ::AcquireSRWLockShared(&g_regions_lock);
   for (std::uintptr_t at = a; at < end && !ec;) {
     const region* r = find_region(at);
+    if (r && r->kind == region_kind::reserved && r->file_id != 0) {
+      at = std::min(end, r->end);  // a view cut off by a truncation: past the file's end, nothing to protect
+      continue;
+    }
     if (!r || (r->kind != region_kind::view && r->kind != region_kind::anonymous)) {
       ec = std::make_error_code(std::errc::invalid_argument);
       break;
@@ -642,67 +685,197 @@ inline std::error_code protect(void* addr, std::size_t size, bool writable) noex
 }
 
 namespace impl {
-/// Remaps view `r` (exclusive table lock held): the pages in `drop` (one flag per page) lose
-/// their private copies; the other private pages keep their bytes and protection.
-inline std::error_code remap_view(region& r, const std::vector<unsigned char>& drop) noexcept {
+/// The private pages of a view that survive its remap: their index, protection (0: only
+/// made writable, still shared with the file) and bytes.
+struct saved_pages {
+  std::vector<std::size_t> keep;
+  std::vector<DWORD> prot;
+  std::vector<unsigned char> bytes;
+};
+
+/// Saves the private pages of view `r` but those flagged in `drop` (one flag per page; null:
+/// none dropped).
+inline std::error_code save_pages(const region& r, const unsigned char* drop, saved_pages& out) noexcept {
   const std::size_t pages = (r.end - r.begin) / page_size;
   std::vector<PSAPI_WORKING_SET_EX_INFORMATION> ws;
-  std::vector<unsigned char> saved;
-  std::vector<std::size_t> keep;
-  std::vector<DWORD> keep_prot;
   try {
     ws.resize(pages);
-  } catch (...) {
-    return std::make_error_code(std::errc::not_enough_memory);
-  }
-  for (std::size_t i = 0; i < pages; ++i) ws[i].VirtualAddress = reinterpret_cast<void*>(r.begin + i * page_size);
-  const bool known = ::QueryWorkingSetEx(::GetCurrentProcess(), ws.data(), static_cast<DWORD>(pages * sizeof ws[0]));
-  try {
+    for (std::size_t i = 0; i < pages; ++i) ws[i].VirtualAddress = reinterpret_cast<void*>(r.begin + i * page_size);
+    const bool known = ::QueryWorkingSetEx(::GetCurrentProcess(), ws.data(), static_cast<DWORD>(pages * sizeof ws[0]));
     for (std::size_t i = 0; i < pages; ++i) {
-      if (drop[i]) continue;
+      if (drop && drop[i]) continue;
       MEMORY_BASIC_INFORMATION mi;
       if (!::VirtualQuery(reinterpret_cast<void*>(r.begin + i * page_size), &mi, sizeof mi)) continue;
       const bool copied = mi.Protect == PAGE_READWRITE;  // a written copy-on-write page
       const bool priv = copied || !known || (ws[i].VirtualAttributes.Valid && !ws[i].VirtualAttributes.Shared);
       if (mi.Protect == PAGE_WRITECOPY && !priv) {
-        keep.push_back(i);  // writable, still shared with the file: only its protection
-        keep_prot.push_back(0);
+        out.keep.push_back(i);  // writable, still shared with the file: only its protection
+        out.prot.push_back(0);
         continue;
       }
       if (!priv) continue;
-      keep.push_back(i);
-      keep_prot.push_back(mi.Protect == PAGE_READONLY ? PAGE_READONLY : PAGE_WRITECOPY);
-      const std::size_t at = saved.size();
-      saved.resize(at + page_size);
-      std::memcpy(saved.data() + at, reinterpret_cast<const void*>(r.begin + i * page_size), page_size);
+      out.keep.push_back(i);
+      out.prot.push_back(mi.Protect == PAGE_READONLY ? PAGE_READONLY : PAGE_WRITECOPY);
+      const std::size_t at = out.bytes.size();
+      out.bytes.resize(at + page_size);
+      std::memcpy(out.bytes.data() + at, reinterpret_cast<const void*>(r.begin + i * page_size), page_size);
     }
   } catch (...) {
     return std::make_error_code(std::errc::not_enough_memory);
   }
+  return {};
+}
+
+/// Gives the pages saved by save_pages back to a view mapped again at `begin`, read-only
+/// and `length` bytes long (pages past it are gone).
+inline void restore_pages(std::uintptr_t begin, std::size_t length, const saved_pages& s) noexcept {
+  DWORD old;
+  for (std::size_t k = 0, at = 0; k < s.keep.size(); ++k) {
+    void* page = reinterpret_cast<void*>(begin + s.keep[k] * page_size);
+    const bool inside = (s.keep[k] + 1) * page_size <= length;
+    if (inside) ::VirtualProtect(page, page_size, PAGE_WRITECOPY, &old);
+    if (s.prot[k] == 0) continue;
+    if (inside) std::memcpy(page, s.bytes.data() + at, page_size);
+    at += page_size;
+    if (inside && s.prot[k] == PAGE_READONLY) ::VirtualProtect(page, page_size, PAGE_READONLY, &old);
+  }
+}
+
+/// Remaps view `r` (exclusive table lock held): the pages in `drop` (one flag per page) lose
+/// their private copies; the other private pages keep their bytes and protection.
+inline std::error_code remap_view(region& r, const std::vector<unsigned char>& drop) noexcept {
+  saved_pages saved;
+  if (auto ec = save_pages(r, drop.data(), saved)) return ec;
   g_remap_end.store(r.end, std::memory_order_relaxed);
   g_remap_begin.store(r.begin, std::memory_order_seq_cst);
   ::UnmapViewOfFile(reinterpret_cast<void*>(r.begin));
   void* v = ::MapViewOfFileEx(r.section, FILE_MAP_COPY, static_cast<DWORD>(r.offset >> 32),
                               static_cast<DWORD>(r.offset), r.end - r.begin, reinterpret_cast<void*>(r.begin));
-  std::error_code ec;
   if (v != reinterpret_cast<void*>(r.begin)) {
-    ec = last_error();
-    if (!ec) ec = std::make_error_code(std::errc::file_exists);
     // The view's pages are gone and the storage's arena has a hole: nothing can go on.
     write_stderr("tmf: cannot remap a view of a storage (another allocation took its address)\n");
     std::abort();
   }
   DWORD old;
   ::VirtualProtect(v, r.end - r.begin, PAGE_READONLY, &old);
-  for (std::size_t k = 0, s = 0; k < keep.size(); ++k) {
-    void* page = reinterpret_cast<void*>(r.begin + keep[k] * page_size);
-    ::VirtualProtect(page, page_size, PAGE_WRITECOPY, &old);
-    if (keep_prot[k] == 0) continue;
-    std::memcpy(page, saved.data() + s, page_size);
-    s += page_size;
-    if (keep_prot[k] == PAGE_READONLY) ::VirtualProtect(page, page_size, PAGE_READONLY, &old);
-  }
+  restore_pages(r.begin, r.end - r.begin, saved);
   g_remap_begin.store(0, std::memory_order_seq_cst);
+  return {};
+}
+
+/// Unmaps view or shared region `r` (exclusive table lock held), its private pages saved in
+/// `saved`, and reserves its whole extent in its place: `r` becomes a cut region.
+inline void cut_region(region& r, saved_pages& saved) noexcept {
+  if (r.kind == region_kind::view) save_pages(r, nullptr, saved);  // without memory: written pages lost, as on a crash
+  const std::uintptr_t extent = round_up(r.want_end, map_granularity);
+  for (auto& t : g_regions)  // the reserved rest of a view shortened before
+    if (t.kind == region_kind::reserved && t.tail && t.file_id == r.file_id && t.begin >= r.begin && t.begin < extent) {
+      ::VirtualFree(reinterpret_cast<void*>(t.begin), 0, MEM_RELEASE);
+      t = region{};
+      --g_cut_views;
+    }
+  ::UnmapViewOfFile(reinterpret_cast<void*>(r.begin));
+  ::CloseHandle(r.section);
+  r.section = nullptr;
+  r.was = r.kind;
+  r.kind = region_kind::reserved;
+  r.end = extent;
+  ++g_cut_views;
+  if (::VirtualAlloc(reinterpret_cast<void*>(r.begin), extent - r.begin, MEM_RESERVE, PAGE_NOACCESS) == nullptr)
+    r.end = r.begin;  // taken by another thread meanwhile: mapped again below, or the remap aborts
+}
+
+/// Maps cut region `r` (exclusive table lock held) again from file `h`, `size` bytes long,
+/// as far as the file reaches: a shorter view keeps the rest of its extent reserved.
+inline void uncut_region(region& r, HANDLE h, std::uint64_t size, const saved_pages& saved) noexcept {
+  const std::uint64_t want = r.want_end - r.begin;
+  const std::uint64_t n = r.offset >= size ? 0 : std::min(want, size - r.offset);
+  if (n == 0) return;  // still wholly past the end
+  const bool view = r.was == region_kind::view;
+  if (r.end != r.begin) ::VirtualFree(reinterpret_cast<void*>(r.begin), 0, MEM_RELEASE);
+  const std::uint64_t section_end = r.offset + n;
+  const DWORD prot = view ? PAGE_READONLY : (r.writable ? PAGE_READWRITE : PAGE_READONLY);
+  const DWORD access = view ? FILE_MAP_COPY : (r.writable ? FILE_MAP_WRITE : FILE_MAP_READ);
+  HANDLE s = ::CreateFileMappingW(h, nullptr, prot, static_cast<DWORD>(section_end >> 32),
+                                  static_cast<DWORD>(section_end), nullptr);
+  void* v = s ? ::MapViewOfFileEx(s, access, static_cast<DWORD>(r.offset >> 32), static_cast<DWORD>(r.offset),
+                                  static_cast<std::size_t>(n), reinterpret_cast<void*>(r.begin))
+              : nullptr;
+  if (v != reinterpret_cast<void*>(r.begin)) {
+    write_stderr("tmf: cannot map a view of a file again after a change of its size\n");
+    std::abort();
+  }
+  const std::uintptr_t extent = round_up(r.want_end, map_granularity);
+  r.kind = r.was;
+  r.was = region_kind::none;
+  r.section = s;
+  r.end = r.begin + static_cast<std::uintptr_t>(n);
+  --g_cut_views;
+  if (view) {
+    DWORD old;
+    ::VirtualProtect(v, static_cast<std::size_t>(n), PAGE_READONLY, &old);
+    restore_pages(r.begin, static_cast<std::size_t>(n), saved);
+  }
+  const std::uintptr_t rest = round_up(r.end, map_granularity);
+  if (rest < extent &&
+      ::VirtualAlloc(reinterpret_cast<void*>(rest), extent - rest, MEM_RESERVE, PAGE_NOACCESS) != nullptr) {
+    if (region* t = add_region({rest, extent, region_kind::reserved, nullptr, 0})) {
+      t->file_id = r.file_id;
+      t->tail = true;
+      ++g_cut_views;
+    }
+  }
+}
+
+/// Sets the size of file `f` while this process maps it (exclusive table lock not held).
+/// Windows refuses to cut a file under a view (Wine: to change a mapped file's size at all,
+/// ERROR_USER_MAPPED_FILE): with `cut`, every view and shared mapping of the file is unmapped
+/// first (private pages saved), the size set, and each mapped again at its address as far
+/// as the file now reaches; a view past the end stays reserved until the file grows back.
+/// Without `cut` (the size was set), only the views cut short before are mapped out again.
+/// g_cut_views: how many regions are cut (reserved where a view was, or its reserved rest).
+inline std::error_code fit_views(const file& f, std::uint64_t size, bool cut) noexcept {
+  const std::uint64_t id = file_index(f.native());
+  if (id == 0) return last_error();
+  std::error_code ec;
+  ::AcquireSRWLockExclusive(&g_regions_lock);
+  try {
+    std::vector<region*> rs;
+    std::uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (auto& r : g_regions) {
+      if (r.file_id != id || r.tail) continue;
+      const bool mapped = r.kind == region_kind::view || r.kind == region_kind::shared;
+      const bool is_cut = r.kind == region_kind::reserved;
+      const std::uint64_t want = r.want_end - r.begin;
+      const std::uint64_t fits = r.offset >= size ? 0 : std::min(want, size - r.offset);
+      if ((mapped && (cut || fits != r.end - r.begin)) || (is_cut && fits > 0)) {
+        rs.push_back(&r);
+        lo = std::min(lo, r.begin);
+        hi = std::max(hi, r.want_end);
+      }
+    }
+    if (!rs.empty()) {
+      std::vector<saved_pages> saved(rs.size());
+      // Faults of other threads in these views wait until they are back (on_exception).
+      g_remap_end.store(hi, std::memory_order_relaxed);
+      g_remap_begin.store(lo, std::memory_order_seq_cst);
+      for (std::size_t i = 0; i < rs.size(); ++i)
+        if (rs[i]->kind != region_kind::reserved) cut_region(*rs[i], saved[i]);
+      std::uint64_t now = size;
+      if (cut) {
+        ec = set_size(f, size);
+        file_info fi;
+        if (ec && !stat_file(f, fi)) now = fi.size;  // refused (another process's view): as it was
+      }
+      for (std::size_t i = 0; i < rs.size(); ++i) uncut_region(*rs[i], f.native(), now, saved[i]);
+      g_remap_begin.store(0, std::memory_order_seq_cst);
+    } else if (cut) {
+      ec = set_size(f, size);
+    }
+  } catch (...) {
+    ec = std::make_error_code(std::errc::not_enough_memory);
+  }
+  ::ReleaseSRWLockExclusive(&g_regions_lock);
   return ec;
 }
 }  // namespace impl
