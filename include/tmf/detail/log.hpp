@@ -268,24 +268,25 @@ class committed_view {
   /// The view of `f`'s first `size` bytes (its current size), or nullptr. Only bytes below
   /// the file's current size may be read: past its end a shared view faults (SIGBUS).
   const unsigned char* get([[maybe_unused]] const os::file& f, [[maybe_unused]] std::uint64_t size) noexcept {
-#if defined(_WIN32) || UINTPTR_MAX <= 0xffffffffu
-    return nullptr;
-#else
-    if (size == 0 || m_failed) return nullptr;
-    if (size > m_size) {
-      reset();
-      constexpr std::uint64_t step = std::uint64_t{1} << 30;  // remapped once per GiB of growth
-      const std::uint64_t want = (size + step - 1) / step * step;
-      const void* v = nullptr;
-      if (os::map_shared_view(f, static_cast<std::size_t>(want), v)) {
-        m_failed = true;  // pread from now on
-        return nullptr;
+    // 32-bit: no address space for a second copy of the arena.
+    if constexpr (!os::shared_view_survives_truncate || UINTPTR_MAX <= 0xffffffffu) {
+      return nullptr;
+    } else {
+      if (size == 0 || m_failed) return nullptr;
+      if (size > m_size) {
+        reset();
+        constexpr std::uint64_t step = std::uint64_t{1} << 30;  // remapped once per GiB of growth
+        const std::uint64_t want = (size + step - 1) / step * step;
+        const void* v = nullptr;
+        if (os::map_shared_view(f, static_cast<std::size_t>(want), v)) {
+          m_failed = true;  // pread from now on
+          return nullptr;
+        }
+        m_view = static_cast<const unsigned char*>(v);
+        m_size = want;
       }
-      m_view = static_cast<const unsigned char*>(v);
-      m_size = want;
+      return m_view;
     }
-    return m_view;
-#endif
   }
   void reset() noexcept {
     if (m_view) os::release(const_cast<unsigned char*>(m_view), static_cast<std::size_t>(m_size));

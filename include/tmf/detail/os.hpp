@@ -34,7 +34,9 @@
 ///    would block reads), and converting a held lock's kind is not atomic there;
 ///  - address space: `reserve`, `release`, `map_file` (private copy-on-write view of a file
 ///    at a fixed address inside a reservation), `map_shared_view`, `map_shared_rw`,
-///    `map_anonymous`, `protect`, `discard`, `discard_many`;
+///    `map_anonymous`, `protect`, `discard`, `discard_many`; `shared_view_survives_truncate`
+///    says whether a long-lived shared view of a file may stay while the file is cut (false on
+///    Windows, which refuses to truncate a file that a view maps);
 ///  - which pages of a private view were written: `open_pagemap`, `read_pagemap`,
 ///    `pagemap_is_private` (Linux: /proc/self/pagemap; Windows: QueryWorkingSetEx);
 ///  - kernel write tracking: `open_write_tracker`, `track_writes`, `write_protect`,

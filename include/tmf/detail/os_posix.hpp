@@ -394,6 +394,9 @@ inline std::error_code map_file(void* addr, std::size_t size, const file& f, std
   return {};
 }
 
+/// A shared view may stay mapped while its file is truncated (its pages past the end fault).
+inline constexpr bool shared_view_survives_truncate = true;
+
 /// Maps `size` bytes of `f` from offset 0, shared and read-only, wherever the kernel
 /// chooses: a window on the file's page cache that shows other processes' writes at once.
 /// MADV_RANDOM (best effort), like map_file: a fault must not read ahead into large folios,

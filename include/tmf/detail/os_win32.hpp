@@ -640,6 +640,9 @@ inline std::error_code map_whole(const file& f, std::size_t size, bool writable,
 }
 }  // namespace impl
 
+/// Windows refuses to cut a file that a view maps: no long-lived shared view of the data file.
+inline constexpr bool shared_view_survives_truncate = false;
+
 /// Maps `size` bytes of `f` from offset 0, shared and read-only, wherever the system
 /// chooses: a window on the file's cache that shows other processes' writes at once.
 inline std::error_code map_shared_view(const file& f, std::size_t size, const void*& out) noexcept {
