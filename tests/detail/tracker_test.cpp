@@ -298,7 +298,9 @@ TEST(Tracker, ManyScatteredTransactionsOnAReopenedStorageKeepTheMappingCountBoun
   }
   tmf::storage<big_root> s(p, o);  // reopened: the arena is mapped in one piece
   std::uint64_t x = 88172645463325252ULL;
-  const std::size_t before = mapping_count();
+  // Counted from after the first transaction: it maps what a commit keeps for later (the
+  // shared view of the data file; under ASan its allocator's regions), once.
+  std::size_t before = 0;
   std::size_t worst = 0;
   for (int t = 0; t < 60; ++t) {
     auto w = s.write();
@@ -307,6 +309,7 @@ TEST(Tracker, ManyScatteredTransactionsOnAReopenedStorageKeepTheMappingCountBoun
       w->bytes[(x % pages) * page_size] = static_cast<char>(t);
     }
     w.commit();
+    if (t == 0) before = mapping_count();
     worst = std::max(worst, mapping_count() - std::min(mapping_count(), before));
   }
   EXPECT_LE(worst, 16u) << "re-protected pages did not merge back: the mapping count grew by " << worst;
