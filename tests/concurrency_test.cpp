@@ -42,6 +42,7 @@
 #include <unistd.h>
 #endif
 
+#include "shared_object.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -288,42 +289,7 @@ struct shared_block {
   wait_gauge gauge;
 };
 
-/// Maps the shared block's file (made by shared_state); the mapping lasts as long as the process.
-shared_block* attach_shared(const std::filesystem::path& p) {
-  os::file f;
-  void* m = nullptr;
-  if (auto ec = os::open_file(p, os::access::read_write, f)) throw std::system_error(ec, "open " + p.string());
-  if (auto ec = os::map_shared_rw(f, sizeof(shared_block), m)) throw std::system_error(ec, "map " + p.string());
-  return static_cast<shared_block*>(m);
-}
-
-class shared_state {
- public:
-  shared_state() : m_path(tmf_test::test_path("shared")) {
-    tmf_test::remove_file(m_path);
-    os::file f;
-    void* m = nullptr;
-    if (auto ec = os::create_file(m_path, f)) throw std::system_error(ec, "create " + m_path.string());
-    // A POSIX shared mapping does not extend the file: its bytes must exist.
-    if (auto ec = os::allocate(f, 0, sizeof(shared_block))) throw std::system_error(ec, "size " + m_path.string());
-    if (auto ec = os::map_shared_rw(f, sizeof(shared_block), m)) throw std::system_error(ec, "map " + m_path.string());
-    m_block = ::new (m) shared_block{};
-  }
-  ~shared_state() {
-    os::release(m_block, sizeof(shared_block));
-    tmf_test::remove_file(m_path);
-  }
-  shared_state(const shared_state&) = delete;
-  shared_state& operator=(const shared_state&) = delete;
-  shared_block* operator->() const noexcept { return m_block; }
-  shared_block& operator*() const noexcept { return *m_block; }
-  /// For a child: attach_shared(path()).
-  tmf_test::child_path path() const { return m_path; }
-
- private:
-  std::filesystem::path m_path;
-  shared_block* m_block;
-};
+using shared_state = tmf_test::shared_object<shared_block>;
 
 using tmf_test::spawn_child;
 using tmf_test::wait_child;
@@ -387,7 +353,7 @@ child_id spawn_reader(const std::filesystem::path& path, const tmf::options& opt
                       int index, bool polite, stop_when stop) {
   const tmf_test::child_path p = path, sp = shared.path();
   return spawn_child(tmf_test::by_value([p, opt, sp, index, polite, stop] {
-    shared_block& sh = *attach_shared(sp);
+    shared_block& sh = tmf_test::attach_shared<shared_block>(sp);
     tmf::storage<conc_root> s(p.path(), opt);
     std::string message;
     const int rc = reader_loop(s, sh.reads[index], sh.gauge, polite, index == 1, stop, message);
@@ -558,7 +524,7 @@ TEST(ConcurrencyProcesses, OneWriterThreeReaders) {
   }
   const tmf_test::child_path p = path.path(), sp = shared.path();
   const child_id writer = children.add(spawn_child(tmf_test::by_value([p, sp] {
-    shared_block& sh = *attach_shared(sp);
+    shared_block& sh = tmf_test::attach_shared<shared_block>(sp);
     tmf::storage<conc_root> s(p.path(), tmf::options{.sync = tmf::durability::no_sync});
     prng g(2);
     std::uint64_t commits = 0;
@@ -664,7 +630,7 @@ TEST(ConcurrencyProcesses, WriterKilledWhileReadersRead) {
     const std::uint64_t commits_before_arming = ctl.below(4), kill_at = 1 + ctl.below(4);
     const std::uint64_t before = shared->commits.load();
     const child_id w = children.add(spawn_child(tmf_test::by_value([p, sp, sync, seed, self, commits_before_arming, kill_at] {
-      shared_block& sh = *attach_shared(sp);
+      shared_block& sh = tmf_test::attach_shared<shared_block>(sp);
       sh.gauge.enter();  // its open may repair what the last one left, under the apply lock
       tmf::storage<conc_root> s(p.path(), tmf::options{.sync = sync});
       sh.gauge.leave();
@@ -693,7 +659,7 @@ TEST(ConcurrencyProcesses, WriterKilledWhileReadersRead) {
   }
   // The last writer ends the readers' loops.
   const child_id last = children.add(spawn_child(tmf_test::by_value([p, sp] {
-    shared_block& sh = *attach_shared(sp);
+    shared_block& sh = tmf_test::attach_shared<shared_block>(sp);
     tmf::storage<conc_root> s(p.path());
     prng g(99);
     sh.gauge.enter();

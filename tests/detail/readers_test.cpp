@@ -43,6 +43,7 @@
 #include <sys/syscall.h>
 #endif
 
+#include "shared_object.hpp"
 #include "test_support.hpp"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -79,42 +80,7 @@ struct board {
   std::atomic<std::uint64_t> seen{0};
 };
 
-/// Maps the board's file (made by shared_board) in a child; it lasts as long as the process.
-board& attach_board(const tmf_test::child_path& p) {
-  os::file f;
-  void* m = nullptr;
-  if (auto ec = os::open_file(p.path(), os::access::read_write, f)) throw std::system_error(ec, "open board");
-  if (auto ec = os::map_shared_rw(f, sizeof(board), m)) throw std::system_error(ec, "map board");
-  return *static_cast<board*>(m);
-}
-
-/// The test's board: a file beside its storage, mapped shared (a Windows child is a new
-/// program, not a fork: it maps the file by name, attach_board(path())).
-class shared_board {
- public:
-  shared_board() : m_path(tmf_test::test_path("board")) {
-    tmf_test::remove_file(m_path);
-    os::file f;
-    void* m = nullptr;
-    if (auto ec = os::create_file(m_path, f)) throw std::system_error(ec, "create board");
-    if (auto ec = os::allocate(f, 0, sizeof(board))) throw std::system_error(ec, "size board");  // POSIX mmap does not extend
-    if (auto ec = os::map_shared_rw(f, sizeof(board), m)) throw std::system_error(ec, "map board");
-    m_board = new (m) board;
-  }
-  ~shared_board() {
-    os::release(m_board, sizeof(board));
-    tmf_test::remove_file(m_path);
-  }
-  shared_board(const shared_board&) = delete;
-  shared_board& operator=(const shared_board&) = delete;
-  board* operator->() const noexcept { return m_board; }
-  board& operator*() const noexcept { return *m_board; }
-  tmf_test::child_path path() const { return m_path; }
-
- private:
-  std::filesystem::path m_path;
-  board* m_board;
-};
+using shared_board = tmf_test::shared_object<board>;
 
 using child_id = decltype(spawn_child(tmf_test::by_value([] { return 0; })));
 
@@ -230,7 +196,7 @@ TEST(ReaderTable, GarbageTruncatedOrEmptyLockFileIsRebuiltByTheFirstOpener) {
 child_id holder(const fs::path& path, const shared_board& sb) {
   const tmf_test::child_path p = path, bp = sb.path();
   return spawn_child(tmf_test::by_value([p, bp] {
-    board& b = attach_board(bp);
+    board& b = tmf_test::attach_shared<board>(bp);
     tmf::storage<rt_root> s(p.path());
     b.child_stage = 1;
     if (!wait_until([&] { return b.stage.load() >= 2; })) return 2;
@@ -356,7 +322,7 @@ TEST(ReaderLanes, ReadTransactionMakesNoSystemCall) {
 child_id snapshot_reader(const fs::path& path, const shared_board& sb, bool read_only, bool no_table) {
   const tmf_test::child_path p = path, bp = sb.path();
   return spawn_child(tmf_test::by_value([p, bp, read_only, no_table] {
-    board& b = attach_board(bp);
+    board& b = tmf_test::attach_shared<board>(bp);
     if (no_table) tmf_test::set_env("TMF_TESTING_NO_READER_TABLE", "1");
     tmf::options o;
     if (read_only) o.mode = tmf::open_mode::read_only;
@@ -442,7 +408,7 @@ TEST(ReaderTable, KilledReadersNeverStallCommits) {
   // The writer is a child forked before any storage is open here, so that this process can
   // fork readers: for each round it commits three times and reports the round in `seen`.
   const child_id writer = spawn_child(tmf_test::by_value([cp, bp] {
-    board* const b = &attach_board(bp);
+    board* const b = &tmf_test::attach_shared<board>(bp);
     tmf::storage<rt_root> s(cp.path(), tmf::options{.sync = tmf::durability::no_sync});
     for (int round = 1; round <= rounds; ++round) {
       if (!wait_until([&] { return b->stage.load() >= round; }, 120)) return 2;
@@ -464,7 +430,7 @@ TEST(ReaderTable, KilledReadersNeverStallCommits) {
     // instant of a loop of read transactions that check the invariant.
     const bool inside = round % 2 == 1;
     const child_id child = spawn_child(tmf_test::by_value([cp, bp, inside] {
-      board* const b = &attach_board(bp);
+      board* const b = &tmf_test::attach_shared<board>(bp);
       tmf::storage<rt_root> r(cp.path(), tmf::options{.mode = tmf::open_mode::read_only});
       if (inside) {
         auto t = r.read();
@@ -508,7 +474,7 @@ TEST(ReaderTable, ReaderClearsThePendingWordOfADeadCommitterAndRepairs) {
   board* const b = &*sb;
   const tmf_test::child_path cp = p.path(), bp = sb.path();
   const child_id child = spawn_child(tmf_test::by_value([cp, bp] {
-    board* const b = &attach_board(bp);
+    board* const b = &tmf_test::attach_shared<board>(bp);
     if (!wait_until([&] { return b->stage.load() >= 1; })) return 2;
     tmf::storage<rt_root> w(cp.path());
     kill_at_data_write::data = identity(cp.path());
