@@ -12,8 +12,7 @@
 #include <cstring>
 #include <string>
 
-#include <sys/mman.h>
-
+#include "shared_object.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -30,15 +29,9 @@ struct root {
   tmf::vector<char> above;           // (compaction case) a live block above it
 };
 
-/// A word in memory shared by the test's children: the step they have reached.
+/// A word shared by the test and its children (a file each maps): the step they have reached.
 struct shared_step {
-  std::atomic<int>* p = nullptr;
-  shared_step() {
-    void* m = ::mmap(nullptr, page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) throw std::runtime_error("mmap");
-    p = new (m) std::atomic<int>(0);
-  }
-  ~shared_step() { ::munmap(p, page_size); }
+  tmf_test::shared_object<std::atomic<int>> p{"step"};
   void set(int v) { p->store(v); }
   bool wait(int v) const {  // false after 20 s
     for (int i = 0; i < 20000 && p->load() < v; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
