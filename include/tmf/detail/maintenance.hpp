@@ -153,20 +153,6 @@ inline compact_result compact_storage(engine& e) {
     // The free blocks record the holes about to be punched, so that their pages are
     // allocated again before reuse (a full disk is then std::bad_alloc, not a failed apply).
     hp.record_holes();
-    // Holes or a cut change the file: then the commit logs a record even if nothing else
-    // changed, so that other processes see the txn move and drop their kept pages.
-    bool punches = fi.size > arena;
-    hp.for_each_free_block([&](void* p, std::size_t size) {
-      const auto a = reinterpret_cast<std::uintptr_t>(p) - reinterpret_cast<std::uintptr_t>(e.base());
-      if ((a + size) / page_size * page_size > a / page_size * page_size + page_size) punches = true;
-    });
-    if (punches) e.force_record();
-    e.commit();  // nothing to log if nothing changed
-    // Committed (durably with durability::full): the tail is no longer part of any state a
-    // recovery can reach, except records that replay over it and extend the file again.
-    e.drop_kept();  // this process's own kept copies would hide the holes
-    if (fi.size > arena)
-      if (auto ec = os::truncate(e.data_file(), arena)) throw_os(ec, "cannot truncate " + e.path().string());
     std::vector<std::pair<std::uint64_t, std::uint64_t>> holes;
     const auto b = reinterpret_cast<std::uintptr_t>(e.base());
     hp.for_each_free_block([&](void* p, std::size_t size) {
@@ -176,6 +162,15 @@ inline compact_result compact_storage(engine& e) {
       const std::uintptr_t last = (a - b + size) / page_size * page_size;
       if (last > first) holes.emplace_back(first, last - first);
     });
+    // Holes or a cut change the file: then the commit logs a record even if nothing else
+    // changed, so that other processes see the txn move and drop their kept pages.
+    if (fi.size > arena || !holes.empty()) e.force_record();
+    e.commit();  // nothing to log if nothing changed
+    // Committed (durably with durability::full): the tail is no longer part of any state a
+    // recovery can reach, except records that replay over it and extend the file again.
+    e.drop_kept();  // this process's own kept copies would hide the holes
+    if (fi.size > arena)
+      if (auto ec = os::truncate(e.data_file(), arena)) throw_os(ec, "cannot truncate " + e.path().string());
     for (const auto& [off, len] : holes) {
       std::error_code ec = os::punch_hole(e.data_file(), off, len);
       if (ec == std::errc::operation_not_supported) break;  // the file system keeps its blocks
