@@ -265,11 +265,14 @@ class committed_view {
   committed_view& operator=(const committed_view&) = delete;
   ~committed_view() { reset(); }
 
+  /// Whether this build uses a view at all: not on 32-bit (no address space for a second
+  /// copy of the arena), nor where a view blocks truncation (Windows).
+  static constexpr bool available = os::shared_view_survives_truncate && UINTPTR_MAX > 0xffffffffu;
+
   /// The view of `f`'s first `size` bytes (its current size), or nullptr. Only bytes below
   /// the file's current size may be read: past its end a shared view faults (SIGBUS).
   const unsigned char* get([[maybe_unused]] const os::file& f, [[maybe_unused]] std::uint64_t size) noexcept {
-    // 32-bit: no address space for a second copy of the arena.
-    if constexpr (!os::shared_view_survives_truncate || UINTPTR_MAX <= 0xffffffffu) {
+    if constexpr (!available) {
       return nullptr;
     } else {
       if (size == 0 || m_failed) return nullptr;
@@ -309,7 +312,7 @@ inline std::error_code diff_pages(const os::file& data_fd, const std::uint64_t* 
                                   std::vector<unsigned char>& scratch, committed_view* view = nullptr) {
   constexpr std::size_t run_pages = 64;
   out.clear();
-  if (view) {
+  if (committed_view::available && view) {  // else no stat: the view could not be used
     os::file_info fi;
     if (auto ec = os::stat_file(data_fd, fi)) return ec;
     if (const unsigned char* v = view->get(data_fd, fi.size)) {
