@@ -90,7 +90,7 @@ void insert_tmf(benchmark::State& state) {
   for (auto _ : state) {
     state.PauseTiming();
     auto f = std::make_unique<tmf_bench::scoped_file>("btree-insert.tmf");
-    auto s = std::make_unique<tmf::storage<Root>>(f->path(), tmf::options{.sync = sync_of(state)});
+    auto s = std::make_unique<tmf::storage<Root>>(f->path(), tmf_bench::with_kept_env(tmf::options{.sync = sync_of(state)}));
     const auto before = s->stats().pages_logged;
     state.ResumeTiming();
     const auto& k = keys();

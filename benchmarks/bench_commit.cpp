@@ -17,6 +17,7 @@
 //  mprotect one. The per-page table in the README comes from
 //    bench_commit --benchmark_filter='dirty.*pages:256'
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -85,6 +86,28 @@ void BM_commit_one_page_arena_tmf(benchmark::State& state) {
   state.SetLabel(std::to_string(st.arena_bytes >> 20) + " MiB arena, " + st.tracker);
 }
 BENCHMARK(BM_commit_one_page_arena_tmf)->Arg(64)->Arg(4096)->Arg(16384)->ArgName("arena_mib")->MinTime(0.2);
+
+// A one-page commit after one that wrote `kept` distinct pages (not synced): with
+// options::kept_pages at least that large, every later commit runs with a full kept set, so
+// this shows what choosing the kept pages costs per commit (it must not grow with the set).
+void BM_commit_one_page_kept_tmf(benchmark::State& state) {
+  tmf_bench::scoped_file f("commit-kept.tmf");
+  const auto kept = static_cast<std::size_t>(state.range(0));
+  tmf::options opt{.sync = tmf::durability::no_sync};
+  opt.kept_pages = std::max<std::size_t>(kept, 1);
+  tmf::storage<commit_root> store(f.path(), opt);
+  auto w = store.write();
+  w->big.assign((kept + 2) * page, 0);
+  w.commit();
+  for (std::size_t i = 0; i < kept; ++i) w->big[i * page + page / 2] = 1;  // every page of the buffer
+  w.commit();
+  for (auto _ : state) {
+    ++w->counter;
+    w.commit();
+  }
+  state.SetLabel(std::to_string(store.stats().kept_pages) + " kept, " + store.stats().tracker);
+}
+BENCHMARK(BM_commit_one_page_kept_tmf)->Arg(0)->Arg(2048)->Arg(8192)->Arg(32768)->ArgName("kept")->MinTime(0.2);
 
 void pages_counters(benchmark::State& state, std::int64_t n) {
   state.counters["pages/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);

@@ -52,12 +52,13 @@ struct options {
   std::size_t truncate_bytes = std::size_t{64} << 20;
   /// (tmf extension) Pages of recent commits whose private copies this process keeps
   /// (they equal the file after the commit) instead of dropping them, so that their next
-  /// write costs a protection fault rather than a copy-on-write fault and a drop: the last
-  /// commit's pages first, then older ones, at most this many (4 KiB of memory each). They
+  /// write costs a protection fault rather than a copy-on-write fault and a drop: at most
+  /// this many (4 KiB of memory each: 32 MiB by default), pages written again staying
+  /// longest (a CLOCK ring; a commit's cost does not grow with this bound). They
   /// are dropped as soon as the file changes under another process's commit or compaction
   /// (checked by every transaction, without a system call). Only with the kernel tracker
   /// (`storage_stats::tracker` "userfaultfd"). 0: every private copy is dropped at commit.
-  std::size_t kept_pages = 2048;
+  std::size_t kept_pages = 8192;
 };
 
 /// The counters of one size class of the heap's small-object runs.

@@ -228,6 +228,44 @@ TEST(KeptPages, BoundedAndReported) {
             0);
 }
 
+// (e) The kept set is a CLOCK ring: a page written by every commit stays kept while a
+// stream of other pages, each written once, passes through a budget smaller than the stream
+// (a first-in first-out set would drop it every `budget` commits); the pages written once
+// are dropped oldest first, and the set stays at the budget.
+TEST(KeptPages, APageWrittenByEveryCommitStaysKept) {
+  if (!kernel_tracker()) GTEST_SKIP() << "pages are kept only with the kernel tracker";
+  tmf_test::scoped_path path;
+  create(path);
+  EXPECT_EQ(tmf_test::run_in_child([&] {
+              constexpr std::size_t budget = 4;
+              tmf::storage<root> s(path, opts(budget));
+              const std::uint64_t* words = s.read()->words.data();  // never reallocated here
+              auto page_of = [&](std::size_t i) {
+                return reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(&words[i * stride]) / page_size *
+                                                     page_size);
+              };
+              for (std::size_t i = 1; i < pages; ++i) {  // page i once, page 0 every time
+                {
+                  auto w = s.write();
+                  w->words[0] += 1;
+                  w->words[i * stride] = 50 + i;
+                  w.commit();
+                }
+                CHILD_CHECK(s.stats().kept_pages == std::min(budget, i + 1), "commit %zu: kept %zu", i,
+                            s.stats().kept_pages);
+                CHILD_CHECK(private_pages(page_of(0), page_size) == 1, "commit %zu: the hot page lost its copy", i);
+                // The stream's pages older than the budget allows are dropped.
+                if (i > budget)
+                  CHILD_CHECK(private_pages(page_of(i - budget), page_size) == 0, "commit %zu: page %zu is still private",
+                              i, i - budget);
+              }
+              std::uint64_t seen = s.read()->words[0];
+              CHILD_CHECK(seen == 1 + (pages - 1), "the hot word is %llu", static_cast<unsigned long long>(seen));
+              return 0;
+            }),
+            0);
+}
+
 // A rollback drops the copies of kept pages it wrote; a later reader sees the commit.
 TEST(KeptPages, RollbackOfAKeptPage) {
   if (!kernel_tracker()) GTEST_SKIP() << "pages are kept only with the kernel tracker";

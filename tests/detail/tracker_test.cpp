@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 // Tests of include/tmf/detail/tracker.hpp: the dirty-page set, chunk mode and pagemap
 // detection (over a plain private file mapping), and the fault path through a storage.
+#include <algorithm>
 #include <tmf/detail/tracker.hpp>
 #include <tmf/tmf.hpp>
 
@@ -158,7 +159,7 @@ TEST(DirtySetKernel, ScanFindsExactlyTheWrittenPagesAcrossTransactions) {
 
 // Kernel tracking: the second chunk written in one region takes the whole region (one more
 // fault, not one per chunk), and the scan still reports exactly the pages written.
-TEST(DirtySetKernel, SecondChunkOfARegionTakesTheRegion) {
+TEST(DirtySetKernel, ChunkAfterRegionAfterTakesTheRegion) {
   const std::size_t pages = 2 * chunk_pages;
   mapped_file m(pages * page_size);
   auto* base = static_cast<unsigned char*>(m.base);
@@ -170,15 +171,26 @@ TEST(DirtySetKernel, SecondChunkOfARegionTakesTheRegion) {
   ASSERT_FALSE(d.init(pages));
   d.use_kernel_tracking(&uffd, &pagemap);
   const std::size_t per_region = chunk_pages / tracked_chunk_pages;
+  static_assert(region_after + 1 < chunk_pages / tracked_chunk_pages);
   for (int t = 1; t <= 2; ++t) {
-    ASSERT_TRUE(d.on_fault(base, m.bytes, 3));
-    *m.at(3) = static_cast<unsigned char>(t);
-    EXPECT_EQ(d.chunk_count(), 1u) << "a first store takes one chunk";
-    EXPECT_FALSE(d.contains(tracked_chunk_pages)) << "the next chunk was taken by the first store";
-    ASSERT_TRUE(d.on_fault(base, m.bytes, 5 * tracked_chunk_pages + 1));
-    EXPECT_EQ(d.chunk_count(), per_region) << "the second chunk of a region takes the region";
-    std::vector<std::uint64_t> written{3, 5 * tracked_chunk_pages + 1, 7 * tracked_chunk_pages, chunk_pages - 1};
-    for (auto w : written) *m.at(static_cast<std::size_t>(w)) = static_cast<unsigned char>(t);  // no further fault
+    // The first region_after chunks written are taken one by one (chunks 0, 2, 4, ...).
+    std::vector<std::uint64_t> written;
+    for (std::size_t c = 0; c < region_after; ++c) {
+      const std::size_t page = 2 * c * tracked_chunk_pages + 3;
+      ASSERT_TRUE(d.on_fault(base, m.bytes, page));
+      *m.at(page) = static_cast<unsigned char>(t);
+      written.push_back(page);
+      EXPECT_EQ(d.chunk_count(), c + 1) << "store " << c << " took more than its chunk";
+      EXPECT_FALSE(d.contains(page + tracked_chunk_pages)) << "the next chunk was taken by store " << c;
+    }
+    const std::size_t next = (2 * region_after + 1) * tracked_chunk_pages + 1;
+    ASSERT_TRUE(d.on_fault(base, m.bytes, next));
+    EXPECT_EQ(d.chunk_count(), per_region) << "chunk " << region_after + 1 << " of a region takes the region";
+    written.push_back(next);
+    for (std::uint64_t w : {std::uint64_t{tracked_chunk_pages}, std::uint64_t{chunk_pages - 1}})
+      written.push_back(w);  // chunks not written so far: no further fault
+    for (auto w : written) *m.at(static_cast<std::size_t>(w)) = static_cast<unsigned char>(t);
+    std::sort(written.begin(), written.end());
     EXPECT_FALSE(d.contains(chunk_pages)) << "the next region was taken";
     ASSERT_FALSE(d.collect(base, m.bytes, pagemap));
     EXPECT_EQ(std::vector<std::uint64_t>(d.pages(), d.pages() + d.count()), written) << "transaction " << t;

@@ -24,10 +24,10 @@
 /// write-protect mode. Page protection then only guards whole chunks of `tracked_chunk_pages`
 /// (64 KiB): the writer's first store to a chunk faults once, the handler write-protects the
 /// chunk's pages in the userfaultfd sense (no signal on a later store: the kernel clears the
-/// mark itself) and makes the chunk writable; the second chunk of one `chunk_size` region
-/// takes the region's other chunks too. At commit one PAGEMAP_SCAN per run of touched chunks
+/// mark itself) and makes the chunk writable; the fourth chunk of one `chunk_size` region
+/// takes the region's other chunks too (`region_after`). At commit one PAGEMAP_SCAN per run of touched chunks
 /// returns the written pages and marks them again; then the private copies are dropped (the
-/// marks stay, as pte markers) and the chunks read-only again. Cost: at most two faults per
+/// marks stay, as pte markers) and the chunks read-only again. Cost: at most four faults per
 /// region and transaction, a scan per run; never proportional to the arena. Any thread's store into
 /// a chunk the writer made writable is accepted (and logged) while the transaction runs, as
 /// a store into a page the writer wrote is on the fallback path.
@@ -35,9 +35,10 @@
 /// Kept pages (options::kept_pages): after a successful apply a bounded set of the
 /// committed pages keeps its private copies (they equal the file then) instead of dropping
 /// them; their next write costs a protection fault, not a copy-on-write fault plus a drop.
-/// The set holds the last commit's pages first, then older kept pages, the oldest dropped
-/// past the budget. A kept copy goes stale when the file changes under it in any other way
-/// than this process's commits: the engine drops them all then (`drop_kept`). The list may
+/// The set is a CLOCK ring (`choose_kept`): a commit's new pages join it, pages written again
+/// get a second chance, and past the budget the oldest page not written again is dropped; a
+/// commit's cost stays proportional to its own pages, whatever the budget. A kept copy goes stale when the file changes under it in any other way
+/// than this process's commits: the engine drops them all then (`drop_kept`). The ring may
 /// name pages whose copy is gone already (dropped by a rollback): dropping again is harmless.
 #ifndef TMF_DETAIL_TRACKER_HPP
 #define TMF_DETAIL_TRACKER_HPP
@@ -66,8 +67,10 @@ inline constexpr std::size_t tracked_chunk_pages = 16;
 static_assert(chunk_pages % tracked_chunk_pages == 0);
 /// Kernel tracking: chunks of one `chunk_size` region written in a transaction before the
 /// first store to a further one takes all the region's chunks at once (scattered writes then
-/// fault twice per region, not once per chunk).
-inline constexpr std::size_t region_after = 1;
+/// fault at most four times per region, not once per chunk). Not the second: taking a region
+/// write-protects and mprotects all its 512 pages, a cost that grows with the pages present
+/// there (kept copies), and a commit of a few scattered pages measured 2.6x slower with it.
+inline constexpr std::size_t region_after = 3;
 /// Pages unprotected one by one in a transaction before whole chunks are used instead.
 inline constexpr std::size_t isolated_page_budget = 12000;
 /// A fault on the page after a written one unprotects this many aligned pages at once:
@@ -123,8 +126,8 @@ class dirty_set {
     m_kept_budget = std::min(budget, m_max_pages);
     if (m_kept_budget == 0) return {};
     const std::size_t bitmap = round_up8((m_max_pages + 63) / 64 * 8);
-    const std::size_t list = round_up8(m_kept_budget * sizeof(std::uint64_t));
-    m_kept_total_bytes = bitmap + 2 * list;
+    const std::size_t ring = round_up8(m_kept_budget * sizeof(std::uint64_t));
+    m_kept_total_bytes = 2 * bitmap + ring;
     void* p = nullptr;
     if (auto ec = os::map_anonymous(m_kept_total_bytes, p)) {
       m_kept_budget = 0;
@@ -132,45 +135,65 @@ class dirty_set {
     }
     auto* b = static_cast<unsigned char*>(p);
     m_kept_bitmap = reinterpret_cast<std::uint64_t*>(b);
-    m_kept_list = reinterpret_cast<std::uint64_t*>(b + bitmap);
-    m_kept_scratch = reinterpret_cast<std::uint64_t*>(b + bitmap + list);
+    m_kept_ref = reinterpret_cast<std::uint64_t*>(b + bitmap);
+    m_kept_ring = reinterpret_cast<std::uint64_t*>(b + 2 * bitmap);
+    m_kept_head = m_kept_count = 0;
     return {};
   }
 
   /// After a successful apply, before `reset`: chooses the pages that keep their private
-  /// copies (this commit's first, then the older kept ones; page 0 and whole chunks of the
-  /// fallback excluded) and drops the older ones past the budget. The next `reset` leaves
-  /// the chosen copies in place.
+  /// copies and drops those that fall out of the budget. The kept pages form a CLOCK ring:
+  /// this commit's pages that were not kept join at its tail; those that were kept already
+  /// get a second chance (their reference bit), so that when the ring is full the oldest
+  /// page not written again since it joined is dropped. Page 0 and whole chunks of the
+  /// fallback are never kept. The next `reset` leaves the chosen copies in place. Cost:
+  /// proportional to this commit's pages and the pages dropped, not to the kept set.
   std::error_code choose_kept(unsigned char* base, std::size_t mapped) noexcept {
     if (m_kept_budget == 0) return {};
-    std::size_t n = 0;
-    for (std::size_t i = 0; i < m_count && n < m_kept_budget; ++i) {
-      const auto page = static_cast<std::size_t>(m_list[i]);
-      if (page != 0 && !wide(page)) m_kept_scratch[n++] = page;
-    }
     constexpr std::size_t batch = 256;
     os::span pieces[batch];
     std::size_t pending = 0;
     std::error_code first_error;
-    for (std::size_t i = 0; i < m_kept_count; ++i) {
-      const auto page = static_cast<std::size_t>(m_kept_list[i]);
-      clear(m_kept_bitmap, page);
-      if (test(m_bitmap, page) || wide(page)) continue;  // in this commit: chosen above, or reset drops it
-      if (n < m_kept_budget) {
-        m_kept_scratch[n++] = page;
-      } else if (page * page_size < mapped) {  // the oldest past the budget
-        pieces[pending++] = {base + page * page_size, page_size};
-        if (pending == batch) {
-          if (auto ec = os::discard_many(pieces, pending); ec && !first_error) first_error = ec;
-          pending = 0;
+    auto flush = [&] {
+      if (pending)
+        if (auto ec = os::discard_many(pieces, pending); ec && !first_error) first_error = ec;
+      pending = 0;
+    };
+    auto tail = [&]() -> std::uint64_t& { return m_kept_ring[ring_index(m_kept_head + m_kept_count)]; };
+    // \pre the ring is full. Each pass clears a reference bit, so this ends within one turn.
+    auto drop_oldest = [&] {
+      for (;;) {
+        const auto page = static_cast<std::size_t>(m_kept_ring[m_kept_head]);
+        m_kept_head = ring_index(m_kept_head + 1);
+        --m_kept_count;
+        if (test(m_kept_ref, page)) {  // written again since it joined: once more round
+          clear(m_kept_ref, page);
+          tail() = page;
+          ++m_kept_count;
+          continue;
         }
+        clear(m_kept_bitmap, page);
+        // A page of this commit that falls out is dropped by `reset` with the others.
+        if (!test(m_bitmap, page) && page * page_size < mapped) {
+          pieces[pending++] = {base + page * page_size, page_size};
+          if (pending == batch) flush();
+        }
+        return;
       }
+    };
+    for (std::size_t i = 0; i < m_count; ++i) {
+      const auto page = static_cast<std::size_t>(m_list[i]);
+      if (page == 0 || wide(page)) continue;
+      if (test(m_kept_bitmap, page)) {
+        set(m_kept_ref, page);
+        continue;
+      }
+      if (m_kept_count == m_kept_budget) drop_oldest();
+      tail() = page;
+      ++m_kept_count;
+      set(m_kept_bitmap, page);
     }
-    if (pending)
-      if (auto ec = os::discard_many(pieces, pending); ec && !first_error) first_error = ec;
-    for (std::size_t i = 0; i < n; ++i) set(m_kept_bitmap, static_cast<std::size_t>(m_kept_scratch[i]));
-    std::swap(m_kept_list, m_kept_scratch);
-    m_kept_count = n;
+    flush();
     m_keep_on_reset = true;
     return first_error;
   }
@@ -180,34 +203,41 @@ class dirty_set {
   template <class Pred>
   std::error_code drop_kept(unsigned char* base, std::size_t mapped, Pred which) noexcept {
     if (m_kept_count == 0) return {};
-    std::sort(m_kept_list, m_kept_list + m_kept_count);
+    // Linearise the ring (oldest first) so that the survivors keep their order, then drop
+    // the others sorted, a run of adjacent pages in one piece.
+    if (m_kept_head != 0) {
+      std::rotate(m_kept_ring, m_kept_ring + m_kept_head, m_kept_ring + m_kept_budget);
+      m_kept_head = 0;
+    }
+    std::uint64_t* const dropped = std::stable_partition(
+        m_kept_ring, m_kept_ring + m_kept_count, [&](std::uint64_t page) { return !which(static_cast<std::size_t>(page)); });
+    std::uint64_t* const end = m_kept_ring + m_kept_count;
+    std::sort(dropped, end);
     constexpr std::size_t batch = 256;
     os::span pieces[batch];
-    std::size_t pending = 0, left = 0;
+    std::size_t pending = 0;
     std::error_code first_error;
     auto flush = [&] {
       if (pending)
         if (auto ec = os::discard_many(pieces, pending); ec && !first_error) first_error = ec;
       pending = 0;
     };
-    for (std::size_t i = 0; i < m_kept_count;) {
-      const auto page = static_cast<std::size_t>(m_kept_list[i]);
-      if (!which(page)) {
-        m_kept_list[left++] = page;
-        ++i;
-        continue;
+    for (std::uint64_t* i = dropped; i != end;) {
+      const auto page = static_cast<std::size_t>(*i);
+      std::uint64_t* j = i + 1;  // a run of adjacent pages: one piece
+      while (j != end && *j == *(j - 1) + 1) ++j;
+      for (std::uint64_t* k = i; k != j; ++k) {
+        clear(m_kept_bitmap, static_cast<std::size_t>(*k));
+        clear(m_kept_ref, static_cast<std::size_t>(*k));
       }
-      std::size_t j = i + 1;  // a run of adjacent pages: one piece
-      while (j < m_kept_count && m_kept_list[j] == m_kept_list[j - 1] + 1 && which(static_cast<std::size_t>(m_kept_list[j]))) ++j;
-      for (std::size_t k = i; k < j; ++k) clear(m_kept_bitmap, static_cast<std::size_t>(m_kept_list[k]));
       if (page * page_size < mapped) {
-        pieces[pending++] = {base + page * page_size, std::min((j - i) * page_size, mapped - page * page_size)};
+        pieces[pending++] = {base + page * page_size, std::min(static_cast<std::size_t>(j - i) * page_size, mapped - page * page_size)};
         if (pending == batch) flush();
       }
       i = j;
     }
     flush();
-    m_kept_count = left;
+    m_kept_count = static_cast<std::size_t>(dropped - m_kept_ring);
     return first_error;
   }
   std::error_code drop_kept(unsigned char* base, std::size_t mapped) noexcept {
@@ -401,6 +431,7 @@ class dirty_set {
   bool wide(std::size_t page) const noexcept {
     return !m_uffd && (test(m_chunk_bitmap, page / m_chunk_pages) || test(m_block_bitmap, page / block_pages));
   }
+  std::size_t ring_index(std::size_t i) const noexcept { return i < m_kept_budget ? i : i - m_kept_budget; }
   /// Whether this `reset` follows `choose_kept` (then it leaves the kept copies); once.
   bool take_keep_on_reset() noexcept {
     const bool k = m_keep_on_reset && m_kept_count != 0;
@@ -421,8 +452,9 @@ class dirty_set {
     if (begin >= mapped) return false;
     const std::size_t bytes = std::min(m_chunk_bytes, mapped - begin);
     if (test(m_chunk_bitmap, chunk)) return !os::protect(base + begin, bytes, true);  // growth mapped more of it
-    // The second chunk written in one `chunk_size` region takes the region's other chunks
-    // too: scattered writes fault twice per region, and a small commit touches only 64 KiB.
+    // The chunk after `region_after` written in one `chunk_size` region takes the region's
+    // other chunks too: scattered writes fault a few times per region, and a small commit
+    // touches only its 64 KiB chunks.
     const std::size_t per_region = chunk_pages / m_chunk_pages;
     const std::size_t first = chunk / per_region * per_region;
     std::size_t in_region = 0;
@@ -603,11 +635,13 @@ class dirty_set {
   const os::file* m_uffd = nullptr;  ///< kernel tracking: the userfaultfd; nullptr: the fallback
   const os::file* m_scan = nullptr;  ///< kernel tracking: /proc/self/pagemap
   bool m_collected = false;          ///< kernel tracking: `collect` ran since the last `reset`
-  // Kept pages (choose_kept): a bitmap over all pages and a list, plus the list's scratch twin.
-  std::size_t m_kept_budget = 0, m_kept_count = 0, m_kept_total_bytes = 0;
+  // Kept pages (choose_kept): bitmaps over all pages (kept; written again since it joined
+  // the ring) and the CLOCK ring of m_kept_budget slots, m_kept_count of them used from
+  // m_kept_head on.
+  std::size_t m_kept_budget = 0, m_kept_count = 0, m_kept_head = 0, m_kept_total_bytes = 0;
   std::uint64_t* m_kept_bitmap = nullptr;
-  std::uint64_t* m_kept_list = nullptr;
-  std::uint64_t* m_kept_scratch = nullptr;
+  std::uint64_t* m_kept_ref = nullptr;
+  std::uint64_t* m_kept_ring = nullptr;
   bool m_keep_on_reset = false;      ///< the next `reset` follows `choose_kept`
 };
 
