@@ -11,12 +11,18 @@
 // several commits per writer); readers verify the invariant in every read transaction:
 //   total == sum(counters), every blob's content matches its id, ids < next_id,
 //   commits never goes backwards in one reader process.
-// The killer SIGKILLs a random writer or reader at random instants and restarts it; every
+// The killer SIGKILLs (Windows: TerminateProcess) a random writer or reader at random instants
+// and restarts it; every
 // 20 kills a fresh process audits the file (check() + the invariant). At the end everything
 // stops, a fresh process runs recovery, check() and the invariant, and verifies that the
 // number of committed transactions on disk is between the acknowledged count and the
 // acknowledged count plus the writers killed (each may have died after its commit became
 // durable, before it could count it). The figures are printed.
+//
+// The workers are tmf_test::spawn_child processes (forked on POSIX; on Windows the test binary
+// re-executed, ~0.1 s per start under Wine), their counters in a tmf_test::shared_object.
+// Under Windows the default TMF_SOAK_KILL_MS is 1500: with kills every 0..300 ms a restarted
+// worker would seldom get past its start and open.
 #include <tmf/tmf.hpp>
 
 #include <gtest/gtest.h>
@@ -37,11 +43,9 @@
 #include <string>
 #include <vector>
 
-#include <sys/mman.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <thread>
 
+#include "shared_object.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -65,13 +69,14 @@ std::uint64_t mix64(std::uint64_t z) noexcept {
 }
 std::uint64_t blob_word(std::uint64_t id, std::uint64_t k) noexcept { return mix64(id * 0x100000001b3ULL ^ k); }
 
-/// Counters shared by all processes (an anonymous shared mapping made before the forks).
+/// Counters shared by all processes (a tmf_test::shared_object that each worker attaches).
 struct shared_state {
   std::atomic<std::uint64_t> acked_commits;  ///< commits that returned
   std::atomic<std::uint64_t> rollbacks;
   std::atomic<std::uint64_t> verified_reads;
   std::atomic<std::uint64_t> recovery_retries;  ///< read-only readers told to wait for a repair
   std::atomic<std::uint64_t> stop;
+  std::atomic<std::uint64_t> audit_commits, audit_blobs;  ///< an audit's result: an exit code is too small
 };
 shared_state* g_shared = nullptr;
 
@@ -180,37 +185,33 @@ int reader_main(const std::filesystem::path& path, std::uint64_t seed, bool read
       // A writer died while applying: a read-only process cannot repair, a writer will.
       if (!read_only || e.code() != tmf::errc::read_only) throw;
       g_shared->recovery_retries.fetch_add(1);
-      ::usleep(1000);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
   return 0;
 }
 
-/// A fresh process: opens, audits, checks every word. Returns the commit count (>= 0) or -1.
-int audit(const std::filesystem::path& path, std::uint64_t& commits_out, std::uint64_t& blobs_out) {
-  // The result travels through the shared page: a child's exit code is too small.
-  static std::atomic<std::uint64_t>* result = nullptr;
-  if (!result) {
-    void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return -1;
-    result = static_cast<std::atomic<std::uint64_t>*>(p);
-  }
-  const int rc = tmf_test::run_in_child([&] {
+/// A fresh process: opens, audits, checks every word. Returns 0 (the commit and blob counts
+/// set) or -1.
+int audit(const std::filesystem::path& path, const tmf_test::child_path& shared, std::uint64_t& commits_out,
+          std::uint64_t& blobs_out) {
+  const int rc = tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(path), shared] {
+    shared_state& sh = tmf_test::attach_shared<shared_state>(shared);
     std::mt19937_64 rng(1);
-    tmf::storage<soak_root> s(path);
+    tmf::storage<soak_root> s(p.path());
     s.check();
     auto r = s.read();
     if (std::string bad = check_invariant(*r, true, rng); !bad.empty()) {
       std::fprintf(stderr, "soak audit: invariant broken at commit %" PRIu64 ": %s\n", r->commits, bad.c_str());
       return 1;
     }
-    result[0].store(r->commits);
-    result[1].store(r->blobs.size());
+    sh.audit_commits.store(r->commits);
+    sh.audit_blobs.store(r->blobs.size());
     return 0;
-  });
+  }));
   if (rc != 0) return -1;
-  commits_out = result[0].load();
-  blobs_out = result[1].load();
+  commits_out = g_shared->audit_commits.load();
+  blobs_out = g_shared->audit_blobs.load();
   return 0;
 }
 
@@ -226,7 +227,7 @@ TEST(Soak, WritersReadersAndKillers) {
   ASSERT_GT(minutes, 0.0) << "TMF_SOAK_MINUTES must be a positive number";
   const auto writers = static_cast<std::size_t>(env_number("TMF_SOAK_WRITERS", 2));
   const auto readers = static_cast<std::size_t>(env_number("TMF_SOAK_READERS", 2));
-  const std::uint64_t kill_ms = std::max<std::uint64_t>(1, env_number("TMF_SOAK_KILL_MS", 300));
+  const std::uint64_t kill_ms = std::max<std::uint64_t>(1, env_number("TMF_SOAK_KILL_MS", tmf_test::is_windows ? 1500 : 300));
   const std::uint64_t seed = env_number("TMF_SOAK_SEED", std::random_device{}());
   ASSERT_GE(writers, 1u);
   std::printf("soak: %.2f minutes, %zu writers, %zu readers, a kill every 0..%" PRIu64 " ms, TMF_SOAK_SEED=%" PRIu64
@@ -235,39 +236,35 @@ TEST(Soak, WritersReadersAndKillers) {
   std::fflush(stdout);
 
   tmf_test::scoped_path path;
-  void* mem = ::mmap(nullptr, sizeof(shared_state), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(mem, MAP_FAILED);
-  g_shared = new (mem) shared_state{};
+  const tmf_test::shared_object<shared_state> shared;
+  const tmf_test::child_path sp = shared.path(), p = path.path();
+  g_shared = &*shared;
   std::mt19937_64 rng(seed);
 
   // Create the file (Root and counters) before the crowd arrives.
-  ASSERT_EQ(tmf_test::run_in_child([&] {
-              tmf::storage<soak_root> s(path);
+  ASSERT_EQ(tmf_test::run_in_child(tmf_test::by_value([p] {
+              tmf::storage<soak_root> s(p.path());
               auto w = s.write();
               w->counters.assign(counter_count, 0);
               w.commit();
               return 0;
-            }),
+            })),
             0);
 
+  using child_id = decltype(tmf_test::spawn_child(tmf_test::by_value([] { return 0; })));
   const std::size_t workers = writers + readers;
-  std::vector<pid_t> pids(workers, -1);
+  std::vector<child_id> pids(workers, -1);
   std::uint64_t starts = 0;
   auto start = [&](std::size_t i) {
     const std::uint64_t child_seed = rng();
-    std::fflush(nullptr);
-    const pid_t pid = ::fork();
-    if (pid < 0) die("killer", "fork failed");
-    if (pid == 0) {
-      int rc = 1;
+    pids[i] = tmf_test::spawn_child(tmf_test::by_value([p, sp, i, writers, child_seed] {
+      g_shared = &tmf_test::attach_shared<shared_state>(sp);
       try {
-        rc = i < writers ? writer_main(path, child_seed) : reader_main(path, child_seed, (i - writers) % 2 == 1);
+        return i < writers ? writer_main(p.path(), child_seed) : reader_main(p.path(), child_seed, (i - writers) % 2 == 1);
       } catch (const std::exception& e) {
         die(i < writers ? "writer" : "reader", std::string("exception: ") + e.what());
       }
-      ::_exit(rc);
-    }
-    pids[i] = pid;
+    }));
     ++starts;
   };
   for (std::size_t i = 0; i < workers; ++i) start(i);
@@ -278,9 +275,9 @@ TEST(Soak, WritersReadersAndKillers) {
   auto reap_unexpected = [&] {
     for (std::size_t i = 0; i < workers; ++i) {
       int status = 0;
-      if (pids[i] > 0 && ::waitpid(pids[i], &status, WNOHANG) == pids[i]) {
+      if (pids[i] > 0 && tmf_test::try_wait_child(pids[i], status)) {
         failures.push_back("worker " + std::to_string(i) + " (pid " + std::to_string(pids[i]) +
-                           ") died on its own, status " + std::to_string(status));
+                           ") died on its own, exit code " + std::to_string(status));
         pids[i] = -1;
         start(i);
       }
@@ -293,16 +290,14 @@ TEST(Soak, WritersReadersAndKillers) {
   std::uint64_t last_acked = 0, last_reads = 0;
   while (clock::now() < deadline && failures.size() < 5) {
     const std::uint64_t nap_us = (rng() % kill_ms) * 1000 + rng() % 1000;
-    ::usleep(static_cast<useconds_t>(nap_us));
+    std::this_thread::sleep_for(std::chrono::microseconds(nap_us));
     reap_unexpected();
     const std::size_t victim = rng() % workers;
     if (pids[victim] > 0) {
-      ::kill(pids[victim], SIGKILL);
-      int status = 0;
-      while (::waitpid(pids[victim], &status, 0) < 0 && errno == EINTR) {
-      }
-      if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL))
-        failures.push_back("worker " + std::to_string(victim) + " had exited on its own, status " +
+      tmf_test::kill_child(pids[victim]);
+      const int status = tmf_test::wait_child(pids[victim]);
+      if (status != tmf_test::killed_status)
+        failures.push_back("worker " + std::to_string(victim) + " had exited on its own, exit code " +
                            std::to_string(status));
       ++kills;
       ++(victim < writers ? writer_kills : reader_kills);
@@ -310,7 +305,7 @@ TEST(Soak, WritersReadersAndKillers) {
     }
     if (kills % 20 == 0 && kills / 20 > audits) {
       std::uint64_t c = 0, b = 0;
-      if (audit(path, c, b) != 0) failures.push_back("audit " + std::to_string(audits + 1) + " failed");
+      if (audit(path, sp, c, b) != 0) failures.push_back("audit " + std::to_string(audits + 1) + " failed");
       ++audits;
     }
     // A watchdog, not a timing: nothing committed and nothing read for a minute is a hang.
@@ -331,20 +326,21 @@ TEST(Soak, WritersReadersAndKillers) {
   for (std::size_t i = 0; i < workers; ++i) {
     if (pids[i] <= 0) continue;
     int status = 0;
-    pid_t got;
-    while ((got = ::waitpid(pids[i], &status, WNOHANG)) == 0 && clock::now() < stop_deadline) ::usleep(10000);
-    if (got == 0) {
+    bool ended;
+    while (!(ended = tmf_test::try_wait_child(pids[i], status)) && clock::now() < stop_deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!ended) {
       failures.push_back("worker " + std::to_string(i) + " did not stop within 120 s: hung");
-      ::kill(pids[i], SIGKILL);
-      ::waitpid(pids[i], &status, 0);
-    } else if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-      failures.push_back("worker " + std::to_string(i) + " ended with status " + std::to_string(status));
+      tmf_test::kill_child(pids[i]);
+      tmf_test::wait_child(pids[i]);
+    } else if (status != 0) {
+      failures.push_back("worker " + std::to_string(i) + " ended with exit code " + std::to_string(status));
     }
     pids[i] = -1;
   }
 
   std::uint64_t on_disk = 0, blobs = 0;
-  const bool final_ok = audit(path, on_disk, blobs) == 0;
+  const bool final_ok = audit(path, sp, on_disk, blobs) == 0;
   ++audits;
   const std::uint64_t acked = g_shared->acked_commits.load();
   std::printf(
@@ -363,7 +359,7 @@ TEST(Soak, WritersReadersAndKillers) {
   EXPECT_LE(on_disk, acked + writer_kills) << "more commits on disk than acknowledged + writers killed";
   EXPECT_GT(acked, 0u) << "no transaction was committed";
   EXPECT_GT(g_shared->verified_reads.load(), 0u) << "no read transaction was verified";
-  ::munmap(mem, sizeof(shared_state));
+  g_shared = nullptr;
 }
 
 }  // namespace

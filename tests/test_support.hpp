@@ -482,9 +482,23 @@ inline int wait_child(int pid) {
   return static_cast<int>(code);
 }
 
-/// Ends a child of spawn_child at once (TerminateProcess; SIGKILL on POSIX). Reap it with wait_child.
+/// Whether a child of spawn_child has ended, without waiting: if so, sets `code` as
+/// wait_child would and reaps the child.
+inline bool try_wait_child(int pid, int& code) {
+  const DWORD r = ::WaitForSingleObject(detail::child_handle(pid), 0);
+  if (r == WAIT_TIMEOUT) return false;
+  if (r != WAIT_OBJECT_0)
+    throw std::system_error(static_cast<int>(::GetLastError()), std::system_category(), "WaitForSingleObject");
+  code = wait_child(pid);
+  return true;
+}
+
+/// Ends a child of spawn_child at once (TerminateProcess; SIGKILL on POSIX). Reap it with
+/// wait_child. A child that has already ended is left as it is (as kill(2) leaves a zombie):
+/// wait_child then gives its own exit code.
 inline void kill_child(int pid) {
-  if (!::TerminateProcess(detail::child_handle(pid), killed_status))
+  const HANDLE h = detail::child_handle(pid);
+  if (!::TerminateProcess(h, killed_status) && ::WaitForSingleObject(h, 0) != WAIT_OBJECT_0)
     throw std::system_error(static_cast<int>(::GetLastError()), std::system_category(), "TerminateProcess");
 }
 
@@ -523,15 +537,35 @@ inline pid_t spawn_child(const std::function<int()>& fn) {
   return pid;
 }
 
+namespace detail {
+/// waitpid's status as wait_child reports it.
+inline int exit_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+}  // namespace detail
+
 /// Waits for a child: its exit code, or 128 + the signal that killed it.
 inline int wait_child(pid_t pid) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "waitpid");
   }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
+  return detail::exit_code(status);
+}
+
+/// Whether a child has ended, without waiting: if so, sets `code` as wait_child would and
+/// reaps the child.
+inline bool try_wait_child(pid_t pid, int& code) {
+  int status = 0;
+  pid_t got;
+  while ((got = ::waitpid(pid, &status, WNOHANG)) < 0) {
+    if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "waitpid");
+  }
+  if (got == 0) return false;
+  code = detail::exit_code(status);
+  return true;
 }
 
 /// Ends a child of spawn_child at once (SIGKILL). Reap it with wait_child.

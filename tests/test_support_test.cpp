@@ -3,12 +3,14 @@
 // Windows (by_value callables, exit codes, kill_child, a crash, test_path in the child).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "test_support.hpp"
 
@@ -92,6 +94,34 @@ TEST(ChildProcess, KillChildEndsAChildThatWouldRunForeverWith137) {
   }));
   tmf_test::kill_child(pid);
   EXPECT_EQ(tmf_test::wait_child(pid), 128 + 9);
+}
+
+TEST(ChildProcess, TryWaitChildTellsARunningChildFromAnEndedOne) {
+  const tmf_test::handshake h(tmf_test::test_path());
+  const auto pid = tmf_test::spawn_child(by_value([h] { return h.wait("g") ? 7 : 1; }));
+  int code = -1;
+  EXPECT_FALSE(tmf_test::try_wait_child(pid, code)) << "a child waiting for the parent was reported ended";
+  h.signal("g");
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool ended = false;
+  while (!(ended = tmf_test::try_wait_child(pid, code)) && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  h.clear();
+  ASSERT_TRUE(ended) << "the child never ended";
+  EXPECT_EQ(code, 7);
+}
+
+TEST(ChildProcess, KillChildLeavesAnEndedChildsExitCode) {
+  const auto pid = tmf_test::spawn_child(by_value([] { return 5; }));
+  // Ended, not yet reaped (a zombie on POSIX): kill_child must neither throw nor change its code.
+#if defined(_WIN32)
+  ASSERT_EQ(::WaitForSingleObject(tmf_test::detail::child_handle(pid), 60000), WAIT_OBJECT_0);
+#else
+  siginfo_t info{};
+  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT), 0);
+#endif
+  EXPECT_NO_THROW(tmf_test::kill_child(pid));
+  EXPECT_EQ(tmf_test::wait_child(pid), 5);
 }
 
 TEST(ChildProcess, SeveralChildrenAtOnce) {

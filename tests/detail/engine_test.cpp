@@ -1,92 +1,136 @@
 // SPDX-License-Identifier: Apache-2.0 OR MIT
 // Tests of include/tmf/detail/engine.hpp: recovery from deaths at each step of a commit,
 // torn log tails, failed log writes and syncs, checkpoints, growth seen by other processes,
-// full disks. Deaths are simulated in forked children with os::io_hook: the child _exits
-// at the chosen I/O operation, exactly as a SIGKILL there would leave the files.
+// full disks. Deaths are simulated in child processes (tmf_test::spawn_child: forked on
+// POSIX, the test binary re-executed on Windows) with os::io_hook: the child ends itself at
+// the chosen I/O operation, exactly as a SIGKILL (TerminateProcess) there would leave the files.
 #include <tmf/detail/log.hpp>
 #include <tmf/tmf.hpp>
 
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <utility>
-
-#include <sys/stat.h>
-
 #include <cstring>
+#include <fstream>
+#include <optional>
+#include <utility>
 
 #include "test_support.hpp"
 
 namespace {
 
+namespace fs = std::filesystem;
 namespace os = tmf::detail::os;
 using tmf::detail::page_size;
+using child_id = decltype(tmf_test::spawn_child(tmf_test::by_value([] { return 0; })));
 
 struct root {
   std::uint64_t value = 0;
   tmf::vector<std::uint64_t> pages;  // one word per page-sized stride, to dirty many pages
 };
 
-std::uint64_t g_data_inode = 0;
-int g_writes_left = -1;      // data-file writes allowed before dying
-bool g_die_on_log_sync = false;
-std::error_code g_fail_log_write, g_fail_log_sync, g_fail_allocate;
-
-bool is_data(int fd) {
-  struct stat st;
-  return ::fstat(fd, &st) == 0 && st.st_ino == g_data_inode;
+/// The file identity (device, inode; Windows: volume serial, file index) of `p`.
+os::file_info identity(const fs::path& p) {
+  os::file f;
+  os::file_info fi;
+  if (auto ec = os::open_file(p, os::access::read_only, f)) throw std::system_error(ec, "open " + p.string());
+  if (auto ec = os::stat_file(f, fi)) throw std::system_error(ec, "stat " + p.string());
+  return fi;
 }
 
+/// Ends this process at once with `code`, as a SIGKILL would leave its files (no destructor,
+/// no flush of tmf's state; what was written is in the page cache).
+[[noreturn]] void die_here(int code) {
+  std::fflush(nullptr);
+#if defined(_WIN32)
+  ::TerminateProcess(::GetCurrentProcess(), static_cast<UINT>(code));
+  std::abort();
+#else
+  ::_exit(code);
+#endif
+}
+
+/// What the hook does in this process. Trivially copyable, so that a child gets it by value
+/// (a re-executed Windows child does not inherit the parent's globals).
+struct faults {
+  int writes_left = -1;  // data-file writes allowed before dying
+  bool die_on_log_sync = false;
+  std::errc fail_log_write{}, fail_log_sync{}, fail_allocate{};  // one failure each (0: none)
+};
+
+os::file_info g_data;  // identity of the data file, which the hook tells from the log and lock files
+faults g_faults;
+
+bool is_data(const os::file& f) {
+  os::file_info fi;
+  return !os::stat_file(f, fi) && fi.inode == g_data.inode && fi.device == g_data.device;
+}
+
+std::error_code take(std::errc& e) { return std::make_error_code(std::exchange(e, std::errc{})); }
+
 std::error_code hook(os::io_op op, const os::file& f, std::uint64_t, std::uint64_t, const void*) {
-  const bool data = is_data(f.native());
-  if (op == os::io_op::write && data && g_writes_left >= 0) {
-    if (g_writes_left == 0) ::_exit(0);  // die here, like a SIGKILL
-    --g_writes_left;
+  const bool data = is_data(f);
+  faults& g = g_faults;
+  if (op == os::io_op::write && data && g.writes_left >= 0) {
+    if (g.writes_left == 0) die_here(0);  // die here, like a SIGKILL
+    --g.writes_left;
   }
   // One failure each (a transient error): the voiding of the failed record then succeeds.
-  if (op == os::io_op::write && !data && g_fail_log_write) return std::exchange(g_fail_log_write, {});
-  if (op == os::io_op::sync && !data && g_die_on_log_sync) ::_exit(0);
-  if (op == os::io_op::sync && !data && g_fail_log_sync) return std::exchange(g_fail_log_sync, {});
-  if (op == os::io_op::allocate && data && g_fail_allocate) return g_fail_allocate;
+  if (op == os::io_op::write && !data && g.fail_log_write != std::errc{}) return take(g.fail_log_write);
+  if (op == os::io_op::sync && !data && g.die_on_log_sync) die_here(0);
+  if (op == os::io_op::sync && !data && g.fail_log_sync != std::errc{}) return take(g.fail_log_sync);
+  if (op == os::io_op::allocate && data && g.fail_allocate != std::errc{}) return std::make_error_code(g.fail_allocate);
   return {};
+}
+
+/// Installs the hook with `f` for the data file `data` (in this process).
+void arm(const fs::path& data, const faults& f) {
+  g_data = identity(data);
+  g_faults = f;
+  os::io_hook = &hook;
+}
+
+/// A `T` read from `p` at `offset` (a header of the data file or the log), read as a test
+/// tool would, outside tmf; nullopt if the file is shorter.
+template <class T>
+std::optional<T> read_at(const fs::path& p, std::uint64_t offset = 0) {
+  std::ifstream in(p, std::ios::binary);
+  T t;
+  if (!in.seekg(static_cast<std::streamoff>(offset)) || !in.read(reinterpret_cast<char*>(&t), sizeof t)) return std::nullopt;
+  return t;
 }
 
 struct engine_fixture : ::testing::Test {
   tmf_test::scoped_path path;
   void SetUp() override {
-    g_writes_left = -1;
-    g_die_on_log_sync = false;
-    g_fail_log_write = g_fail_log_sync = g_fail_allocate = {};
+    g_faults = {};
     // Create the file with a committed baseline: value 1, 8 pages of 1s.
     tmf::storage<root> s(path);
     auto w = s.write();
     w->value = 1;
     w->pages.assign(8 * page_size / sizeof(std::uint64_t), 1);
     w.commit();
-    struct stat st;
-    ::stat(path.path().c_str(), &st);
-    g_data_inode = st.st_ino;
+    g_data = identity(path.path());
   }
   void TearDown() override { os::io_hook = nullptr; }
 
-  /// In a child: opens, sets the hook, sets value and every page word to `v`, commits.
-  int child_commit(std::uint64_t v) {
-    return tmf_test::run_in_child([&] {
-      tmf::storage<root> s(path);
+  /// In a child: opens, sets the hook with `f`, sets value and every page word to `v`,
+  /// commits. 0 when the hook ended the child as `f` says, 3 if the commit got through.
+  int child_commit(std::uint64_t v, faults f) {
+    return tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(path.path()), v, f] {
+      tmf::storage<root> s(p.path());
       auto w = s.write();
       w->value = v;
       for (auto& x : w->pages) x = v;
-      os::io_hook = &hook;
+      arm(p.path(), f);
       w.commit();
-      os::io_hook = nullptr;
-      return 0;
-    });
+      return 3;  // not reached: the hook ends the process
+    }));
   }
 
   /// In a fresh child: opens, checks, and returns 0 if the state is uniformly `v`.
   int verify_in_child(std::uint64_t v) {
-    return tmf_test::run_in_child([&] {
-      tmf::storage<root> s(path);
+    return tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(path.path()), v] {
+      tmf::storage<root> s(p.path());
       s.check();
       auto r = s.read();
       if (r->value != v) {
@@ -100,71 +144,91 @@ struct engine_fixture : ::testing::Test {
           return 2;
         }
       return 0;
-    });
+    }));
   }
+};
+
+/// A child process (spawn_child) that waits for go() before it runs `fn`; killed and reaped
+/// if the test ends first. Its handshake markers live beside `base`.
+class waiting_child {
+ public:
+  template <class F>
+  waiting_child(const fs::path& base, F fn)
+      : m_h(base), m_id(tmf_test::spawn_child(tmf_test::by_value([h = m_h, fn] { return h.wait("g") ? fn() : 99; }))) {}
+  waiting_child(const waiting_child&) = delete;
+  waiting_child& operator=(const waiting_child&) = delete;
+  ~waiting_child() {
+    if (!m_joined) {
+      try {
+        tmf_test::kill_child(m_id);
+        tmf_test::wait_child(m_id);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "could not end the waiting child: " << e.what();
+      }
+    }
+    m_h.clear();
+  }
+  /// Lets the child run and waits for it: its exit code.
+  int go() {
+    m_h.signal("g");
+    m_joined = true;
+    return tmf_test::wait_child(m_id);
+  }
+
+ private:
+  tmf_test::handshake m_h;
+  child_id m_id;
+  bool m_joined = false;
 };
 
 TEST_F(engine_fixture, DeathAtTheLogSyncKeepsTheWholeRecordOrNothing) {
   // A process death does not lose the page cache: the record written just before the
   // sync is complete, so recovery replays all of it (an unacknowledged commit may land,
   // never half of one). Power loss at this point is the power-loss harness's business.
-  g_die_on_log_sync = true;
-  EXPECT_EQ(child_commit(2), 0);
+  EXPECT_EQ(child_commit(2, {.die_on_log_sync = true}), 0);
   EXPECT_EQ(verify_in_child(2), 0);
 }
 
 TEST_F(engine_fixture, DeathAfterTheLogSyncBeforeApplyIsReplayedOnOpen) {
-  g_writes_left = 0;  // die at the first write to the data file
-  EXPECT_EQ(child_commit(2), 0);
+  EXPECT_EQ(child_commit(2, {.writes_left = 0}), 0);  // die at the first write to the data file
   EXPECT_EQ(verify_in_child(2), 0) << "a durable commit was lost";
 }
 
 TEST_F(engine_fixture, DeathInTheMiddleOfApplyIsRepairedOnOpen) {
   for (int allowed : {1, 3}) {
-    g_writes_left = allowed;
-    EXPECT_EQ(child_commit(10 + allowed), 0);
+    EXPECT_EQ(child_commit(10 + allowed, {.writes_left = allowed}), 0);
     EXPECT_EQ(verify_in_child(10 + allowed), 0) << "half-applied commit after " << allowed << " page writes";
   }
 }
 
 TEST_F(engine_fixture, ReaderInAnotherProcessNeverSeesAHalfAppliedCommit) {
   for (int allowed : {0, 2}) {
-    int go[2];
-    ASSERT_EQ(::pipe(go), 0);
     const std::uint64_t v = 20 + static_cast<std::uint64_t>(allowed);
-    pid_t pid = ::fork();
-    if (pid == 0) {  // the writer opens on its own, then dies in the middle of applying
-      char c;
-      if (::read(go[0], &c, 1) != 1) ::_exit(1);
-      tmf::storage<root> s(path);
+    // The writer opens on its own, then dies in the middle of applying.
+    waiting_child writer(path.path(), [p = tmf_test::child_path(path.path()), v, allowed] {
+      tmf::storage<root> s(p.path());
       auto w = s.write();
       w->value = v;
       for (auto& x : w->pages) x = v;
-      g_writes_left = allowed;
-      os::io_hook = &hook;
+      arm(p.path(), {.writes_left = allowed});
       w.commit();
-      ::_exit(3);  // not reached: the hook exits
-    }
+      return 3;  // not reached: the hook exits
+    });
     {
       tmf::storage<root> s(path);  // stays open while the writer dies
       ASSERT_EQ(s.read()->value, allowed == 0 ? 1u : 20u);
-      ASSERT_EQ(::write(go[1], "g", 1), 1);
-      int status = 0;
-      ::waitpid(pid, &status, 0);
-      ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "writer status " << status;
+      ASSERT_EQ(writer.go(), 0) << "the writer should have died in its hook";
       auto r = s.read();
       EXPECT_EQ(r->value, v) << "the durable commit was not repaired into the data file";
       for (auto x : r->pages) ASSERT_EQ(x, v) << "a reader saw a half-applied commit";
     }
-    ::close(go[0]);
-    ::close(go[1]);
   }
 }
 
 TEST_F(engine_fixture, TornLastRecordIsIgnored) {
   // Commit 2 applied, commit 3 durable but not applied; then damage commit 3's record.
-  EXPECT_EQ(tmf_test::run_in_child([&] {
-              tmf::storage<root> s(path);
+  EXPECT_EQ(tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(path.path())] {
+              tmf::storage<root> s(p.path());
               {
                 auto w = s.write();
                 w->value = 2;
@@ -172,23 +236,20 @@ TEST_F(engine_fixture, TornLastRecordIsIgnored) {
                 w.commit();
                 w->value = 3;
                 for (auto& x : w->pages) x = 3;
-                g_writes_left = 0;
-                os::io_hook = &hook;
+                arm(p.path(), {.writes_left = 0});
                 w.commit();
               }
               return 1;  // not reached
-            }),
+            })),
             0);
   // The last record starts where the data header's log_end says (header written by commit 2).
-  int fd = ::open(path.path().c_str(), O_RDONLY);
-  tmf::detail::file_header h;
-  ASSERT_EQ(::pread(fd, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
-  ::close(fd);
-  ASSERT_EQ(h.txn, 3u) << "commit 2 should be applied (txn 1 created the root, 2 the baseline)";
-  int lfd = ::open(tmf_test::log_path(path.path()).c_str(), O_RDWR);
-  char junk = 0x5a;
-  ASSERT_EQ(::pwrite(lfd, &junk, 1, static_cast<off_t>(h.log_end + 200)), 1);
-  ::close(lfd);
+  const auto h = read_at<tmf::detail::file_header>(path.path());
+  ASSERT_TRUE(h.has_value());
+  ASSERT_EQ(h->txn, 3u) << "commit 2 should be applied (txn 1 created the root, 2 the baseline)";
+  {
+    std::fstream log(tmf_test::log_path(path.path()), std::ios::binary | std::ios::in | std::ios::out);
+    ASSERT_TRUE(log.seekp(static_cast<std::streamoff>(h->log_end + 200)).put(0x5a).flush());
+  }
   EXPECT_EQ(verify_in_child(2), 0) << "a damaged record was replayed, or the good state was lost";
 }
 
@@ -196,8 +257,7 @@ TEST_F(engine_fixture, FailedLogWriteRollsBackAndTheWriterStaysUsable) {
   tmf::storage<root> s(path);
   auto w = s.write();
   w->value = 5;
-  g_fail_log_write = std::make_error_code(std::errc::no_space_on_device);
-  os::io_hook = &hook;
+  arm(path.path(), {.fail_log_write = std::errc::no_space_on_device});
   try {
     w.commit();
     ADD_FAILURE() << "commit succeeded despite a failing log write";
@@ -212,12 +272,11 @@ TEST_F(engine_fixture, FailedLogWriteRollsBackAndTheWriterStaysUsable) {
 }
 
 TEST_F(engine_fixture, FailedLogSyncIsAFailedCommitEvenAfterACrash) {
-  EXPECT_EQ(tmf_test::run_in_child([&] {
-              tmf::storage<root> s(path);
+  EXPECT_EQ(tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(path.path())] {
+              tmf::storage<root> s(p.path());
               auto w = s.write();
               w->value = 7;
-              g_fail_log_sync = std::make_error_code(std::errc::io_error);
-              os::io_hook = &hook;
+              arm(p.path(), {.fail_log_sync = std::errc::io_error});
               try {
                 w.commit();
                 return 1;
@@ -225,8 +284,8 @@ TEST_F(engine_fixture, FailedLogSyncIsAFailedCommitEvenAfterACrash) {
                 if (e.code() != std::errc::io_error) return 2;
               }
               if (w->value != 1) return 3;
-              ::_exit(0);  // crash with the failed record in the page cache
-            }),
+              die_here(0);  // crash with the failed record in the page cache
+            })),
             0);
   EXPECT_EQ(verify_in_child(1), 0) << "a commit reported as failed was replayed";
 }
@@ -234,8 +293,7 @@ TEST_F(engine_fixture, FailedLogSyncIsAFailedCommitEvenAfterACrash) {
 TEST_F(engine_fixture, DiskFullOnGrowthIsBadAllocAndTheWriterStaysUsable) {
   tmf::storage<root> s(path);
   auto w = s.write();
-  g_fail_allocate = std::make_error_code(std::errc::no_space_on_device);
-  os::io_hook = &hook;
+  arm(path.path(), {.fail_allocate = std::errc::no_space_on_device});
   EXPECT_THROW(w->pages.resize(64 << 20), std::bad_alloc);
   os::io_hook = nullptr;
   w->value = 9;
@@ -255,11 +313,9 @@ TEST_F(engine_fixture, CheckpointsRestartTheLogAndKeepTheData) {
       w->value = v;
       for (auto& x : w->pages) x = v;
       w.commit();
-      int lfd = ::open(tmf_test::log_path(path.path()).c_str(), O_RDONLY);
-      tmf::detail::log_header lh;
-      ASSERT_EQ(::pread(lfd, &lh, sizeof lh, 0), static_cast<ssize_t>(sizeof lh));
-      ::close(lfd);
-      EXPECT_EQ(lh.base_txn, v + 1) << "the log did not restart at the checkpoint";
+      const auto lh = read_at<tmf::detail::log_header>(tmf_test::log_path(path.path()));
+      ASSERT_TRUE(lh.has_value());
+      EXPECT_EQ(lh->base_txn, v + 1) << "the log did not restart at the checkpoint";
     }
   }
   EXPECT_EQ(verify_in_child(5), 0);
@@ -270,7 +326,7 @@ TEST_F(engine_fixture, CheckpointsRestartTheLogAndKeepTheData) {
 // for a committer that has to wait: readers_test's CommitWaitsForAReadOnlyReaderWithoutATable).
 int g_control_writes = 0, g_pending_writes = 0;
 std::error_code control_hook(os::io_op op, const os::file& f, std::uint64_t offset, std::uint64_t, const void*) {
-  if (op == os::io_op::write && !is_data(f.native()) && offset < tmf::detail::log_start) {
+  if (op == os::io_op::write && !is_data(f) && offset < tmf::detail::log_start) {
     ++g_control_writes;
     if (offset == offsetof(tmf::detail::log_control, commit_pending)) ++g_pending_writes;
   }
@@ -302,80 +358,63 @@ TEST_F(engine_fixture, CleanCloseLeavesNothingToReplay) {
 }
 
 TEST_F(engine_fixture, GrowthByAnotherProcessIsMappedByReaders) {
-  int go[2], done[2];
-  ASSERT_EQ(::pipe(go), 0);
-  ASSERT_EQ(::pipe(done), 0);
-  pid_t pid = ::fork();
-  if (pid == 0) {  // the writer: opens on its own (the parent had not opened yet)
-    char c;
-    if (::read(go[0], &c, 1) != 1) ::_exit(1);
-    {
-      tmf::storage<root> s(path);
-      auto w = s.write();
-      w->pages.assign(4 << 20, 42);  // 32 MiB: the arena grows
-      w->value = 42;
-      w.commit();
-    }
-    ::_exit(::write(done[1], "x", 1) == 1 ? 0 : 1);
-  }
+  // The writer opens on its own (started before the parent opens), once the parent has mapped.
+  waiting_child writer(path.path(), [p = tmf_test::child_path(path.path())] {
+    tmf::storage<root> s(p.path());
+    auto w = s.write();
+    w->pages.assign(4 << 20, 42);  // 32 MiB: the arena grows
+    w->value = 42;
+    w.commit();
+    return 0;
+  });
   tmf::storage<root> s(path);
   const auto before = s.size();
-  ASSERT_EQ(::write(go[1], "g", 1), 1);
-  char c;
-  ASSERT_EQ(::read(done[0], &c, 1), 1);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(writer.go(), 0);
   auto r = s.read();
   EXPECT_GT(s.size(), before) << "the arena did not grow";
   ASSERT_EQ(r->value, 42u);
   ASSERT_EQ(r->pages.size(), std::size_t{4} << 20);
   for (std::size_t i = 0; i < r->pages.size(); i += 511) ASSERT_EQ(r->pages[i], 42u) << "word " << i;
-  for (int fd : {go[0], go[1], done[0], done[1]}) ::close(fd);
 }
+
+struct counted {
+  std::uint64_t made = 0;
+  counted() { made = 1; }
+};
 
 TEST_F(engine_fixture, ConcurrentCreationMakesOneRoot) {
   tmf_test::scoped_path fresh(std::string_view("fresh"));
-  struct counted {
-    std::uint64_t made = 0;
-    counted() { made = 1; }
-  };
-  std::vector<pid_t> pids;
+  const tmf_test::handshake h(fresh.path());
+  std::vector<child_id> ids;
   for (int i = 0; i < 4; ++i) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      try {
-        tmf::storage<counted> s(fresh.path());
-        auto w = s.write();
-        w->made += 10;  // each process adds 10 to the one root
-        w.commit();
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "child: %s\n", e.what());
-        ::_exit(1);
-      }
-      ::_exit(0);
-    }
-    pids.push_back(pid);
+    // The four start together (a Windows child takes ~0.1 s to start: without the gate
+    // each would find the file made by the one before).
+    ids.push_back(tmf_test::spawn_child(tmf_test::by_value([p = tmf_test::child_path(fresh.path()), h] {
+      if (!h.wait("g")) return 2;
+      tmf::storage<counted> s(p.path());
+      auto w = s.write();
+      w->made += 10;  // each process adds 10 to the one root
+      w.commit();
+      return 0;
+    })));
   }
-  for (pid_t pid : pids) {
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  }
+  h.signal("g");
+  for (auto id : ids) EXPECT_EQ(tmf_test::wait_child(id), 0);
+  h.clear();
   tmf::storage<counted> s(fresh.path());
   EXPECT_EQ(s.read()->made, 41u) << "the root was constructed more than once, or an update was lost";
 }
 
 TEST_F(engine_fixture, ReadOnlyOpenAfterAnUncleanShutdownServesTheLastCommitAndWritesNothing) {
   // A writer dies without closing: its commits are in the log since the last checkpoint.
-  EXPECT_EQ(tmf_test::run_in_child([&]() -> int {
-              tmf::storage<root> s(path);
+  EXPECT_EQ(tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(path.path())]() -> int {
+              tmf::storage<root> s(p.path());
               auto w = s.write();
               w->value = 30;
               for (auto& x : w->pages) x = 30;
               w.commit();
-              ::_exit(0);
-            }),
+              die_here(0);
+            })),
             0);
   const auto data_before = tmf_test::read_bytes(path.path());
   const auto log_before = tmf_test::read_bytes(tmf_test::log_path(path.path()));
@@ -391,60 +430,31 @@ TEST_F(engine_fixture, ReadOnlyOpenAfterAnUncleanShutdownServesTheLastCommitAndW
   EXPECT_EQ(log_before, tmf_test::read_bytes(tmf_test::log_path(path.path()))) << "a read-only open modified the log";
 }
 
-
-/// Forks a child that waits for `go()` and then runs `fn` (its exit code).
-struct waiting_child {
-  int pipefd[2] = {-1, -1};
-  pid_t pid = -1;
-  template <class F>
-  explicit waiting_child(F fn) {
-    if (::pipe(pipefd) != 0) return;
-    pid = ::fork();
-    if (pid == 0) {
-      char c;
-      ::_exit(::read(pipefd[0], &c, 1) == 1 ? fn() : 99);
-    }
-  }
-  int go() {
-    if (::write(pipefd[1], "g", 1) != 1) return -1;
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    ::close(pipefd[0]);
-    ::close(pipefd[1]);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-};
-
-
 TEST_F(engine_fixture, WritableOpenerIsFirstEvenWhileAReadOnlyProcessReads) {
-  // Both writers are forked before this process opens the file (an open storage's address
-  // range is inherited by children, which then cannot open it again).
-  waiting_child dying_writer([&] {  // commits, dies after the log sync, before applying
-    tmf::storage<root> s(path.path());
+  // Both writers are started before this process opens the file (a forked child inherits an
+  // open storage's address range, and then cannot open it again).
+  waiting_child dying_writer(tmf_test::test_path("dying"), [p = tmf_test::child_path(path.path())] {
+    // Commits, dies after the log sync, before applying.
+    tmf::storage<root> s(p.path());
     auto w = s.write();
     w->value = 31;
     for (auto& x : w->pages) x = 31;
-    g_writes_left = 0;
-    os::io_hook = &hook;
+    arm(p.path(), {.writes_left = 0});
     w.commit();
     return 3;  // not reached
   });
-  waiting_child recoverer([&] {  // must be first (the read-only process holds no open lock)
-    tmf::storage<root> s(path.path());
+  waiting_child recoverer(tmf_test::test_path("recoverer"), [p = tmf_test::child_path(path.path())] {
+    // Must be first (the read-only process holds no open lock).
+    tmf::storage<root> s(p.path());
     auto r = s.read();
     if (r->value != 31) return 1;
     for (auto x : r->pages)
       if (x != 31) return 2;
     // Full recovery (not just a replay of the pending record) restarts the log at the
     // data file's transaction: only it repairs what a power cut tore in earlier commits.
-    int lfd = ::open(tmf_test::log_path(path.path()).c_str(), O_RDONLY);
-    tmf::detail::log_header lh;
-    tmf::detail::file_header h;
-    int dfd = ::open(path.path().c_str(), O_RDONLY);
-    bool ok = ::pread(lfd, &lh, sizeof lh, 0) == sizeof lh && ::pread(dfd, &h, sizeof h, 0) == sizeof h;
-    ::close(lfd);
-    ::close(dfd);
-    return ok && lh.base_txn == h.txn ? 0 : 4;
+    const auto lh = read_at<tmf::detail::log_header>(tmf_test::log_path(p.path()));
+    const auto h = read_at<tmf::detail::file_header>(p.path());
+    return lh && h && lh->base_txn == h->txn ? 0 : 4;
   });
   tmf::options ro;
   ro.mode = tmf::open_mode::read_only;
@@ -468,14 +478,14 @@ TEST_F(engine_fixture, ReadOnlyProcessRecoversATornDataFileInMemoryThenFollowsTh
   // Commit 40 durably, then leave the files as a power cut could: the log holds the commit,
   // the data file is the baseline (the apply never reached the disk).
   const auto baseline = tmf_test::read_bytes(path.path());
-  EXPECT_EQ(tmf_test::run_in_child([&]() -> int {
-              tmf::storage<root> s(path);
+  EXPECT_EQ(tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(path.path())]() -> int {
+              tmf::storage<root> s(p.path());
               auto w = s.write();
               w->value = 40;
               for (auto& x : w->pages) x = 40;
               w.commit();
-              ::_exit(0);  // no checkpoint: the log keeps the record
-            }),
+              die_here(0);  // no checkpoint: the log keeps the record
+            })),
             0);
   {
     std::ofstream out(path.path(), std::ios::binary | std::ios::trunc);
@@ -483,9 +493,10 @@ TEST_F(engine_fixture, ReadOnlyProcessRecoversATornDataFileInMemoryThenFollowsTh
   }
   const auto data_before = tmf_test::read_bytes(path.path());
   const auto log_before = tmf_test::read_bytes(tmf_test::log_path(path.path()));
-  // A writer process, forked before the reader opens (a child must not inherit an open storage).
-  waiting_child writer([&] {
-    tmf::storage<root> s(path);  // full recovery: the read-only process holds no open lock
+  // A writer process, started before the reader opens (a forked child must not inherit an
+  // open storage).
+  waiting_child writer(path.path(), [p = tmf_test::child_path(path.path())] {
+    tmf::storage<root> s(p.path());  // full recovery: the read-only process holds no open lock
     if (s.read()->value != 40) return 1;
     auto w = s.write();
     w->value = 41;
