@@ -9,7 +9,7 @@
 //  - fdatasync failures of the DATA file during a checkpoint (os::io_hook, since a real EIO
 //    needs a failing device): the commit stays durable, the log is kept and re-applied, and
 //    a crash afterwards loses nothing, even if the kernel dropped the unwritten pages.
-//    Two tests here fail on purpose until bugs disk-1 and disk-2 are fixed (see their comments).
+//    Two of them guard bugs found this way and since fixed (disk-1, disk-2: see their comments).
 // Failed LOG syncs and hook-injected write/allocate failures are in detail/engine_test.cpp.
 // Every scenario runs in child processes (tmf_test::spawn_child: forked on POSIX, the test
 // binary re-executed on Windows): limits, mounts and hooks never reach the runner. On Windows
@@ -517,11 +517,11 @@ TEST(DataSyncFailure, FailedCheckpointAtTheLastCloseKeepsTheLogForTheNextOpen) {
       << "the commit whose pages the failed close-time checkpoint dropped was not recovered from the log";
 }
 
-// BUG disk-2 (/tmp/bugs/disk-2.md): after a failed data sync the engine keeps using the data
-// file, whose pages may be gone, until the next checkpoint; the writer's next transaction
-// copies a stale page (the root page, here shared by `value` and the start of `data`) and its
-// commit writes the stale words back over commit 2's. Fails until a failed data sync is
-// repaired from the log before anything reads the data file again.
+// Bug disk-2 (fixed): after a failed data sync the engine kept using the data file, whose
+// pages may be gone, until the next checkpoint; the writer's next transaction copied a stale
+// page (the root page, here shared by `value` and the start of `data`) and its commit wrote
+// the stale words back over commit 2's. A failed data sync is now repaired from the log
+// before anything reads the data file again; this case fails if it is not.
 TEST(DataSyncFailure, PagesDroppedByAFailedCheckpointAreRestoredByTheNextOne) {
   tmf_test::scoped_path path;
   const tmf::options o = every_commit_checkpoints();
@@ -551,9 +551,9 @@ TEST(DataSyncFailure, PagesDroppedByAFailedCheckpointAreRestoredByTheNextOne) {
   }
 }
 
-// BUG disk-1 (/tmp/bugs/disk-1.md): checkpoint() re-applies the kept log records (oldest
-// first) without the apply lock, so a reader in another process can see pages of an OLDER
-// transaction mixed with the current ones. Fails until the re-apply takes the apply lock.
+// Bug disk-1 (fixed): checkpoint() re-applied the kept log records (oldest first) without the
+// apply lock, so a reader in another process could see pages of an OLDER transaction mixed
+// with the current ones. Fails if the re-apply does not take the apply lock.
 TEST(DataSyncFailure, ReapplyingTheLogIsInvisibleToReadersInOtherProcesses) {
   tmf_test::scoped_path path;
   const tmf::options o = every_commit_checkpoints();
@@ -615,7 +615,7 @@ TEST(DataSyncFailure, ReapplyingTheLogIsInvisibleToReadersInOtherProcesses) {
   }
   h.clear();
   EXPECT_EQ(seen, "") << "a reader in another process, while a checkpoint re-applied the log after a failed "
-                         "data sync, saw a state that was never committed (BUG disk-1)";
+                         "data sync, saw a state that was never committed (bug disk-1)";
   EXPECT_EQ(verify_in_child(path, 3, words(sync_pages * page_size), 3, o), 0);
 }
 
