@@ -73,6 +73,10 @@ inline constexpr std::size_t isolated_page_budget = 12000;
 /// A fault on the page after a written one unprotects this many aligned pages at once:
 /// sequential writes fault once per block instead of once per page.
 inline constexpr std::size_t block_pages = 16;
+/// Fallback with pagemap (`use_whole_blocks`): pages unprotected one by one in a transaction
+/// before any further first store unprotects its whole block. A small commit (the header and
+/// a page or two) stays exact: no pagemap read, no 64 KiB to drop and re-protect.
+inline constexpr std::size_t exact_pages = 4;
 
 /// The pages written in the current transaction of one storage. Touched only by the
 /// writing thread (its own fault handler included).
@@ -226,7 +230,11 @@ class dirty_set {
       const std::size_t block = page / block_pages;
       const bool sequential = test(m_block_bitmap, block) ||
                               (page > 0 && (test(m_bitmap, page - 1) || test(m_block_bitmap, (page - 1) / block_pages)));
-      if (sequential) return widen_block(base, mapped, block) || widen(base, mapped, chunk);
+      // With pagemap, past the first few pages every first store takes its whole block: one
+      // fault, one mprotect and one mapping split per 64 KiB instead of per page; `collect`
+      // finds the pages really written.
+      const bool whole = m_whole_blocks && m_count >= exact_pages;
+      if (sequential || whole) return widen_block(base, mapped, block) || widen(base, mapped, chunk);
       if (os::protect(base + page * page_size, page_size, true)) return widen(base, mapped, chunk);
       if (!test(m_bitmap, page)) {
         set(m_bitmap, page);
@@ -260,9 +268,20 @@ class dirty_set {
       }
     };
     for (std::size_t i = 0; i < m_chunk_count; ++i) scan(static_cast<std::size_t>(m_chunk_list[i]) * m_chunk_pages, m_chunk_pages);
-    for (std::size_t i = 0; i < m_block_count; ++i) {
-      const std::size_t first = static_cast<std::size_t>(m_block_list[i]) * block_pages;
-      if (!test(m_chunk_bitmap, first / m_chunk_pages)) scan(first, block_pages);  // else the chunk's scan did it
+    // Adjacent blocks are read in one pagemap read (up to a chunk's worth of entries).
+    std::sort(m_block_list, m_block_list + m_block_count);
+    for (std::size_t i = 0; i < m_block_count;) {
+      const std::size_t block = static_cast<std::size_t>(m_block_list[i]);
+      if (test(m_chunk_bitmap, block * block_pages / m_chunk_pages)) {  // the chunk's scan did it
+        ++i;
+        continue;
+      }
+      std::size_t j = i + 1;
+      while (j < m_block_count && m_block_list[j] == m_block_list[j - 1] + 1 && (j - i) * block_pages < chunk_pages &&
+             !test(m_chunk_bitmap, static_cast<std::size_t>(m_block_list[j]) * block_pages / m_chunk_pages))
+        ++j;
+      scan(block * block_pages, (j - i) * block_pages);
+      i = j;
     }
     std::sort(m_list, m_list + m_count);
     return {};
@@ -348,11 +367,20 @@ class dirty_set {
       i = j;
     }
     flush_span();
+    // Blocks drop whole (a rollback must drop every private copy; dropping absent pages is
+    // cheap), adjacent ones as one run: one piece and one re-protected span.
     std::sort(m_block_list, m_block_list + m_block_count);
-    for (std::size_t b = 0; b < m_block_count; ++b) {
-      const std::size_t first = static_cast<std::size_t>(m_block_list[b]) * block_pages;
-      if (!test(m_chunk_bitmap, first / m_chunk_pages)) run(first, block_pages);  // else the chunk's run does it
-      clear(m_block_bitmap, static_cast<std::size_t>(m_block_list[b]));
+    for (std::size_t b = 0; b < m_block_count;) {
+      const auto block = static_cast<std::size_t>(m_block_list[b]);
+      std::size_t e = b + 1;
+      if (!test(m_chunk_bitmap, block * block_pages / m_chunk_pages)) {  // else the chunk's run does it
+        while (e < m_block_count && m_block_list[e] == m_block_list[e - 1] + 1 &&
+               !test(m_chunk_bitmap, static_cast<std::size_t>(m_block_list[e]) * block_pages / m_chunk_pages))
+          ++e;
+        run(block * block_pages, (e - b) * block_pages);
+      }
+      for (std::size_t k = b; k < e; ++k) clear(m_block_bitmap, static_cast<std::size_t>(m_block_list[k]));
+      b = e;
     }
     flush_span();
     for (std::size_t c = 0; c < m_chunk_count; ++c) {
@@ -376,6 +404,10 @@ class dirty_set {
     m_chunk_bytes = tracked_chunk_pages * page_size;
   }
   bool kernel_tracking() const noexcept { return m_uffd != nullptr; }
+  /// Fallback: whether `collect` can read the written pages from pagemap; then, past
+  /// `exact_pages`, a first store unprotects its whole block (`on_fault`). Never on Windows
+  /// (no pagemap: every page of a block would be logged). \pre nothing is recorded.
+  void use_whole_blocks(bool on) noexcept { m_whole_blocks = on; }
 
   /// True if anything other than a kept page 0 is recorded.
   bool beyond_header() const noexcept {
@@ -603,6 +635,7 @@ class dirty_set {
   const os::file* m_uffd = nullptr;  ///< kernel tracking: the userfaultfd; nullptr: the fallback
   const os::file* m_scan = nullptr;  ///< kernel tracking: /proc/self/pagemap
   bool m_collected = false;          ///< kernel tracking: `collect` ran since the last `reset`
+  bool m_whole_blocks = false;       ///< fallback: pagemap is readable (use_whole_blocks)
   // Kept pages (choose_kept): a bitmap over all pages and a list, plus the list's scratch twin.
   std::size_t m_kept_budget = 0, m_kept_count = 0, m_kept_total_bytes = 0;
   std::uint64_t* m_kept_bitmap = nullptr;
