@@ -234,6 +234,16 @@ class dirty_set {
       // fault, one mprotect and one mapping split per 64 KiB instead of per page; `collect`
       // finds the pages really written.
       const bool whole = m_whole_blocks && m_count >= exact_pages;
+      if (whole && !test(m_block_bitmap, block)) {
+        // A run of wide blocks growing forward doubles: as many more blocks as the run has,
+        // within the chunk (log2 faults and mprotects for a long run instead of one per block).
+        const std::size_t chunk_end = (chunk + 1) * (m_chunk_pages / block_pages);
+        std::size_t behind = 0;
+        while (behind < block && behind < m_chunk_pages / block_pages && test(m_block_bitmap, block - behind - 1)) ++behind;
+        std::size_t n = std::max<std::size_t>(1, std::min(behind, chunk_end - block));
+        while (n > 1 && (block + n - 1) * block_pages * page_size >= mapped) --n;
+        return widen_blocks(base, mapped, block, n) || widen(base, mapped, chunk);
+      }
       if (sequential || whole) return widen_block(base, mapped, block) || widen(base, mapped, chunk);
       if (os::protect(base + page * page_size, page_size, true)) return widen(base, mapped, chunk);
       if (!test(m_bitmap, page)) {
@@ -594,13 +604,18 @@ class dirty_set {
   }
 
   bool widen_block(unsigned char* base, std::size_t mapped, std::size_t block) noexcept {
+    return widen_blocks(base, mapped, block, 1);
+  }
+  /// Makes blocks [block, block + n) writable with one mprotect and records them.
+  bool widen_blocks(unsigned char* base, std::size_t mapped, std::size_t block, std::size_t n) noexcept {
     std::size_t begin = block * block_pages * page_size;
     if (begin >= mapped) return false;
-    if (os::protect(base + begin, std::min(block_pages * page_size, mapped - begin), true)) return false;
-    if (!test(m_block_bitmap, block)) {
-      set(m_block_bitmap, block);
-      m_block_list[m_block_count++] = block;
-    }
+    if (os::protect(base + begin, std::min(n * block_pages * page_size, mapped - begin), true)) return false;
+    for (std::size_t b = block; b < block + n; ++b)
+      if (!test(m_block_bitmap, b)) {
+        set(m_block_bitmap, b);
+        m_block_list[m_block_count++] = b;
+      }
     return true;
   }
 
