@@ -107,13 +107,16 @@ TEST(DirtySet, WithPagemapScatteredStoresTakeWholeBlocks) {
     for (std::uint64_t p : {2 * block_pages + 3, 2 * block_pages + 9, 3 * block_pages, 5 * block_pages + 15,
                             6 * block_pages + 1, 7 * block_pages + 2, 8 * block_pages + 4})
       written.push_back(p);
+    std::size_t faults = 0;
     for (auto p : written) {
       if (!d.contains(p)) {
         ASSERT_TRUE(d.on_fault(base, m.bytes, p)) << "page " << p;
+        ++faults;
       }
       *m.at(p) = 7;  // faults (the test dies) unless the page is writable now
     }
     EXPECT_EQ(*static_cast<volatile unsigned char*>(m.at(2 * block_pages + 5)), 0);  // read, not written
+    EXPECT_EQ(faults, exact_pages + 5) << "blocks 2, 3, 5, 6 and 7 (with 8) fault once each";
     EXPECT_EQ(d.count(), exact_pages) << "the first exact_pages pages are recorded one by one";
     EXPECT_EQ(d.block_count(), 6u) << "one block per further first store (two after a run of two), none per later one";
     EXPECT_TRUE(d.contains(2 * block_pages) && d.contains(4 * block_pages - 1) && d.contains(9 * block_pages - 1));
