@@ -87,6 +87,53 @@ TEST(DirtySet, SequentialWritesUnprotectABlockAndPagemapFindsTheWrittenPages) {
   for (std::size_t p = 20; p < 26; ++p) EXPECT_EQ(*m.at(p), 0) << "page " << p << " not discarded";
 }
 
+// Fallback with pagemap: past exact_pages pages a first store takes its whole block; the
+// written pages of adjacent blocks are found in one pagemap read, and every private copy is
+// dropped again: after a commit's collect and after a rollback (reset without collect).
+TEST(DirtySet, WithPagemapScatteredStoresTakeWholeBlocks) {
+  os::file pagemap;
+  if (os::open_pagemap(pagemap)) GTEST_SKIP() << "no /proc/self/pagemap here";
+  constexpr std::size_t pages = 16 * block_pages;
+  mapped_file m(pages * page_size);
+  auto* base = static_cast<unsigned char*>(m.base);
+  ASSERT_FALSE(os::protect(base, m.bytes, false));
+  dirty_set d;
+  ASSERT_FALSE(d.init(pages));
+  d.use_whole_blocks(true);
+  for (bool commit : {true, false}) {
+    std::vector<std::uint64_t> written;
+    for (std::size_t p = 0; p < exact_pages; ++p) written.push_back(4 * p + 1);  // one by one, all in block 0
+    // Blocks 2, 3 (adjacent: one pagemap read), 5, 6; then 7 follows a run of two wide
+    // blocks and takes 8 with it (the run doubles).
+    for (std::uint64_t p : {2 * block_pages + 3, 2 * block_pages + 9, 3 * block_pages, 5 * block_pages + 15,
+                            6 * block_pages + 1, 7 * block_pages + 2, 8 * block_pages + 4})
+      written.push_back(p);
+    std::size_t faults = 0;
+    for (auto p : written) {
+      if (!d.contains(p)) {
+        ASSERT_TRUE(d.on_fault(base, m.bytes, p)) << "page " << p;
+        ++faults;
+      }
+      *m.at(p) = 7;  // faults (the test dies) unless the page is writable now
+    }
+    EXPECT_EQ(*static_cast<volatile unsigned char*>(m.at(2 * block_pages + 5)), 0);  // read, not written
+    EXPECT_EQ(faults, exact_pages + 5) << "blocks 2, 3, 5, 6 and 7 (with 8) fault once each";
+    EXPECT_EQ(d.count(), exact_pages) << "the first exact_pages pages are recorded one by one";
+    EXPECT_EQ(d.block_count(), 6u) << "one block per further first store (two after a run of two), none per later one";
+    EXPECT_TRUE(d.contains(2 * block_pages) && d.contains(4 * block_pages - 1) && d.contains(9 * block_pages - 1));
+    EXPECT_FALSE(d.contains(4 * block_pages) || d.contains(2 * block_pages - 1) || d.contains(9 * block_pages));
+    if (commit) {
+      ASSERT_FALSE(d.collect(base, m.bytes, pagemap));
+      EXPECT_EQ(std::vector<std::uint64_t>(d.pages(), d.pages() + d.count()), written)
+          << "exactly the written pages must be collected, no page of the blocks read only";
+    }
+    ASSERT_FALSE(d.reset(base, m.bytes, true));
+    EXPECT_EQ(d.count() + d.block_count(), 0u);
+    for (auto p : written) EXPECT_EQ(*m.at(p), 0) << "page " << p << " not discarded (commit " << commit << ")";
+  }
+  ASSERT_FALSE(os::protect(base, m.bytes, true));
+}
+
 TEST(DirtySet, PastTheBudgetWholeChunksAreUnprotectedAndPagemapFindsTheWrites) {
   const std::size_t pages = 2 * isolated_page_budget + 3 * chunk_pages;
   mapped_file m(pages * page_size);

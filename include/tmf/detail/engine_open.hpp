@@ -232,6 +232,7 @@ inline void engine::map_and_verify() {
   ensure_mapped(static_cast<std::size_t>(h.arena_size));
   if (auto ec = m_dirty.init(m_reserved / page_size)) throw_os(ec, "cannot reserve the dirty-page set");
   if (os::open_pagemap(m_pagemap)) m_pagemap.close();  // then whole chunks are logged
+  m_dirty.use_whole_blocks(m_pagemap.is_open());
   // Kernel tracking where the kernel has it (only writers track; silently the fallback else).
   if (m_writable && !m_private_txn && !kernel_tracker_disabled() &&
       !open_kernel_tracker(m_uffd, m_pagemap, m_base, mapped()))
