@@ -37,8 +37,8 @@
 /// (64 KiB): the writer's first store to a chunk faults once, the handler write-protects the
 /// chunk's pages in the userfaultfd sense (no signal on a later store: the kernel clears the
 /// mark itself) and makes the chunk writable; the fourth chunk of one `chunk_size` region
-/// takes the region's other chunks too (`region_after`). At commit one PAGEMAP_SCAN per run of touched chunks
-/// returns the written pages and marks them again; then the private copies are dropped (the
+/// takes the region's other chunks too (`region_after`). At commit one PAGEMAP_SCAN per run
+/// of touched chunks returns the written pages and marks them again; then the private copies are dropped (the
 /// marks stay, as pte markers) and the chunks read-only again. Cost: at most four faults per
 /// region and transaction, a scan per run; never proportional to the arena. Any thread's store into
 /// a chunk the writer made writable is accepted (and logged) while the transaction runs, as
@@ -49,9 +49,10 @@
 /// them; their next write costs a protection fault, not a copy-on-write fault plus a drop.
 /// The set is a CLOCK ring (`choose_kept`): a commit's new pages join it, pages written again
 /// get a second chance, and past the budget the oldest page not written again is dropped; a
-/// commit's cost stays proportional to its own pages, whatever the budget. A kept copy goes stale when the file changes under it in any other way
-/// than this process's commits: the engine drops them all then (`drop_kept`). The ring may
-/// name pages whose copy is gone already (dropped by a rollback): dropping again is harmless.
+/// commit's cost stays proportional to its own pages, whatever the budget. A kept copy goes
+/// stale when the file changes under it in any other way than this process's commits: the
+/// engine drops them all then (`drop_kept`). The ring may name pages whose copy is gone
+/// already (dropped by a rollback): dropping again is harmless.
 #ifndef TMF_DETAIL_TRACKER_HPP
 #define TMF_DETAIL_TRACKER_HPP
 
