@@ -38,8 +38,8 @@
 /// chunk's pages in the userfaultfd sense (no signal on a later store: the kernel clears the
 /// mark itself) and makes the chunk writable; the fourth chunk of one `chunk_size` region
 /// takes the region's other chunks too (`region_after`). At commit one PAGEMAP_SCAN per run
-/// of touched chunks returns the written pages and marks them again; then the private copies are dropped (the
-/// marks stay, as pte markers) and the chunks read-only again. Cost: at most four faults per
+/// of touched chunks returns the written pages and marks them again; then the private
+/// copies are dropped (the marks stay, as pte markers) and the chunks read-only again. Cost: at most four faults per
 /// region and transaction, a scan per run; never proportional to the arena. Any thread's store into
 /// a chunk the writer made writable is accepted (and logged) while the transaction runs, as
 /// a store into a page the writer wrote is on the fallback path.
