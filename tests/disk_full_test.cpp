@@ -66,24 +66,7 @@ unsigned long long ull(std::uint64_t v) { return static_cast<unsigned long long>
   return ec ? 0 : static_cast<std::uint64_t>(n);
 }
 
-/// The file identity (device, inode; Windows: volume serial, file index) of `p`.
-os::file_info identity_of(const fs::path& p) {
-  os::file f;
-  os::file_info fi;
-  if (os::open_file(p, os::access::read_only, f) || os::stat_file(f, fi)) return {};
-  return fi;
-}
-
-/// Ends this process at once with `code`, as a crash would (no destructor runs).
-[[noreturn]] void die_here(int code) {
-  std::fflush(nullptr);
-#if defined(_WIN32)
-  ::TerminateProcess(::GetCurrentProcess(), static_cast<UINT>(code));
-  std::abort();
-#else
-  ::_exit(code);
-#endif
-}
+using tmf_test::die_here;
 
 template <class T>
 T read_struct(const fs::path& p, std::uint64_t offset) {
@@ -417,7 +400,7 @@ std::uint64_t arm_sync_hook(tmf::storage<root>& s, tmf::writer<root>& w, const f
   w->data.assign(words(sync_pages * page_size), 1);
   w.commit();
   g_sync = {};
-  g_sync.data = identity_of(path);
+  g_sync.data = tmf_test::file_identity(path);
   g_sync.map_begin = static_cast<const unsigned char*>(s.address());
   g_sync.map_end = g_sync.map_begin + tmf::options{}.max_size;  // the reservation
   if (drop_pages) g_sync.on_disk = tmf_test::read_bytes(path);  // synced by the checkpoint

@@ -35,6 +35,8 @@
 
 #include <sys/types.h>
 #include <unistd.h>
+
+#include <tmf/detail/os.hpp>
 #if defined(_WIN32)
 #ifndef NOMINMAX
 #define NOMINMAX
@@ -196,6 +198,29 @@ inline std::vector<char> read_bytes(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::system_error(errno, std::generic_category(), "cannot open " + path.string());
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// The file identity (device, inode; Windows: volume serial, file index) of `path`, as the
+/// OS layer reports it: what an os::io_hook compares to tell the data file from the others.
+inline tmf::detail::os::file_info file_identity(const std::filesystem::path& path) {
+  namespace os = tmf::detail::os;
+  os::file f;
+  os::file_info fi;
+  if (auto ec = os::open_file(path, os::access::read_only, f)) throw std::system_error(ec, "open " + path.string());
+  if (auto ec = os::stat_file(f, fi)) throw std::system_error(ec, "stat " + path.string());
+  return fi;
+}
+
+/// Ends this process at once with `code`, as a crash would leave its files: no destructor
+/// runs and tmf writes nothing more (what it wrote is in the page cache). stdio is flushed.
+[[noreturn]] inline void die_here(int code) {
+  std::fflush(nullptr);
+#if defined(_WIN32)
+  ::TerminateProcess(::GetCurrentProcess(), static_cast<UINT>(code));
+  std::abort();
+#else
+  ::_exit(code);
+#endif
 }
 
 /// A path that a lambda can capture by value and carry into a child process (see by_value):

@@ -28,26 +28,7 @@ struct root {
   tmf::vector<std::uint64_t> pages;  // one word per page-sized stride, to dirty many pages
 };
 
-/// The file identity (device, inode; Windows: volume serial, file index) of `p`.
-os::file_info identity(const fs::path& p) {
-  os::file f;
-  os::file_info fi;
-  if (auto ec = os::open_file(p, os::access::read_only, f)) throw std::system_error(ec, "open " + p.string());
-  if (auto ec = os::stat_file(f, fi)) throw std::system_error(ec, "stat " + p.string());
-  return fi;
-}
-
-/// Ends this process at once with `code`, as a SIGKILL would leave its files (no destructor,
-/// no flush of tmf's state; what was written is in the page cache).
-[[noreturn]] void die_here(int code) {
-  std::fflush(nullptr);
-#if defined(_WIN32)
-  ::TerminateProcess(::GetCurrentProcess(), static_cast<UINT>(code));
-  std::abort();
-#else
-  ::_exit(code);
-#endif
-}
+using tmf_test::die_here;
 
 /// What the hook does in this process. Trivially copyable, so that a child gets it by value
 /// (a re-executed Windows child does not inherit the parent's globals).
@@ -84,7 +65,7 @@ std::error_code hook(os::io_op op, const os::file& f, std::uint64_t, std::uint64
 
 /// Installs the hook with `f` for the data file `data` (in this process).
 void arm(const fs::path& data, const faults& f) {
-  g_data = identity(data);
+  g_data = tmf_test::file_identity(data);
   g_faults = f;
   os::io_hook = &hook;
 }
@@ -109,7 +90,7 @@ struct engine_fixture : ::testing::Test {
     w->value = 1;
     w->pages.assign(8 * page_size / sizeof(std::uint64_t), 1);
     w.commit();
-    g_data = identity(path.path());
+    g_data = tmf_test::file_identity(path.path());
   }
   void TearDown() override { os::io_hook = nullptr; }
 

@@ -84,15 +84,6 @@ using shared_board = tmf_test::shared_object<board>;
 
 using child_id = decltype(spawn_child(tmf_test::by_value([] { return 0; })));
 
-/// The file identity (device, inode; Windows: volume serial, file index) of the data file.
-os::file_info identity(const fs::path& p) {
-  os::file f;
-  os::file_info fi;
-  if (auto ec = os::open_file(p, os::access::read_only, f)) throw std::system_error(ec, "open " + p.string());
-  if (auto ec = os::stat_file(f, fi)) throw std::system_error(ec, "stat " + p.string());
-  return fi;
-}
-
 /// Ends this process as kill_child ends a child (SIGKILL; Windows: TerminateProcess, 137).
 [[noreturn]] void kill_self() {
 #if defined(_WIN32)
@@ -477,7 +468,7 @@ TEST(ReaderTable, ReaderClearsThePendingWordOfADeadCommitterAndRepairs) {
     board* const b = &tmf_test::attach_shared<board>(bp);
     if (!wait_until([&] { return b->stage.load() >= 1; })) return 2;
     tmf::storage<rt_root> w(cp.path());
-    kill_at_data_write::data = identity(cp.path());
+    kill_at_data_write::data = tmf_test::file_identity(cp.path());
     auto t = w.write();
     t->a = t->b = 7;
     os::io_hook = &kill_at_data_write::hook;
