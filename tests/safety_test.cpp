@@ -129,6 +129,31 @@ TEST(SafetyDeathTest, StoreWithoutAnyTransactionDies) {
   EXPECT_DEATH(store_without_any_transaction(p.path()), "tmf: .*0x");
 }
 
+void store_after_the_writer_ends(const fs::path& p) {
+  make_storage(p);
+  tmf::storage<root> s(p);
+  volatile char* q = nullptr;
+  {
+    auto w = s.write();
+    w->block[100] = 5;  // the block's chunk stays writable while this writer goes on
+    w.commit();
+    w->block[200] = 6;
+    w.commit();
+    q = w->block;
+  }
+  q[300] = 1;  // the writer ended: its chunks are read-only again
+  std::fprintf(stderr, "store after the writer ended did not fault\n");
+}
+
+TEST(SafetyDeathTest, StoreAfterTheWriterEndsToAChunkItsLastCommitWroteDies) {
+  use_threadsafe_death_tests();
+  scoped_path p;
+  EXPECT_DEATH(store_after_the_writer_ends(p.path()), "tmf: .*without a writer.*0x");
+  tmf::storage<root> s(p.path());
+  EXPECT_EQ(s.read()->block[300], 0) << "the refused store reached the file";
+  EXPECT_EQ(s.read()->block[200], 6);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Invalid deallocations.
 

@@ -274,6 +274,55 @@ TEST(DirtySetKernel, ResetWithoutCollectLeavesNothingForTheNextScan) {
   ASSERT_FALSE(d.reset(base, m.bytes, true));
 }
 
+// Kernel tracking: a reset with keep_chunks (after a commit) leaves the chunks written in that
+// transaction writable and recorded. The next transaction stores there without a fault, its
+// scan finds those stores (and only them), and its reset keeps only the chunks it wrote.
+TEST(DirtySetKernel, KeptChunksTakeTheNextTransactionsStoresWithoutAFault) {
+  const std::size_t pages = chunk_pages;
+  mapped_file m(pages * page_size);
+  auto* base = static_cast<unsigned char*>(m.base);
+  os::file pagemap, uffd;
+  if (auto ec = os::open_pagemap(pagemap)) GTEST_SKIP() << "no pagemap, so no kernel write tracking here: " << ec.message();
+  if (auto ec = open_kernel_tracker(uffd, pagemap, base, m.bytes))
+    GTEST_SKIP() << "no kernel write tracking here: " << ec.message();
+  dirty_set d;
+  ASSERT_FALSE(d.init(pages));
+  d.use_kernel_tracking(&uffd, &pagemap);
+  const std::size_t a = 5, b = 2 * tracked_chunk_pages + 8;  // chunks 0 and 2
+  for (std::size_t p : {a, b}) {
+    ASSERT_TRUE(d.on_fault(base, m.bytes, p));
+    *m.at(p) = 1;
+  }
+  ASSERT_FALSE(d.collect(base, m.bytes, pagemap));
+  ASSERT_FALSE(d.reset(base, m.bytes, true, dirty_set::header_page::release, true));
+  EXPECT_EQ(d.chunk_count(), 2u) << "the chunks the transaction wrote must stay recorded";
+  EXPECT_EQ(d.hot_chunk_count(), 2u);
+  EXPECT_EQ(d.count(), 0u) << "no page is recorded before the next transaction writes";
+  EXPECT_FALSE(d.beyond_header(base, m.bytes)) << "nothing written since: no change";
+  // Transaction 2: chunk 0 only, with no on_fault (a read-only page would kill the test here).
+  *m.at(a + 1) = 2;
+  EXPECT_TRUE(d.beyond_header(base, m.bytes)) << "a store into a kept chunk went unseen";
+  ASSERT_FALSE(d.collect(base, m.bytes, pagemap));
+  EXPECT_EQ(std::vector<std::uint64_t>(d.pages(), d.pages() + d.count()), (std::vector<std::uint64_t>{a + 1}))
+      << "the scan of kept chunks must report exactly the page written";
+  ASSERT_FALSE(d.reset(base, m.bytes, true, dirty_set::header_page::release, true));
+  EXPECT_EQ(d.hot_chunk_count(), 1u) << "chunk 2, not written by transaction 2, must be protected again";
+  EXPECT_TRUE(d.contains(a)) << "chunk 0 was written: it stays";
+  EXPECT_FALSE(d.contains(b));
+  EXPECT_EQ(*m.at(a + 1), 0) << "the private copy was not dropped";
+  // A rollback in a kept chunk (reset without collect) drops the store and protects it all.
+  *m.at(a + 2) = 3;
+  ASSERT_FALSE(d.reset(base, m.bytes, true));
+  EXPECT_EQ(*m.at(a + 2), 0) << "the rollback kept a store into a kept chunk";
+  EXPECT_EQ(d.chunk_count(), 0u);
+  EXPECT_EQ(d.hot_chunk_count(), 0u);
+  ASSERT_TRUE(d.on_fault(base, m.bytes, a));  // read-only again: the next store faults
+  *m.at(a) = 4;
+  ASSERT_FALSE(d.collect(base, m.bytes, pagemap));
+  EXPECT_EQ(std::vector<std::uint64_t>(d.pages(), d.pages() + d.count()), (std::vector<std::uint64_t>{a}));
+  ASSERT_FALSE(d.reset(base, m.bytes, true));
+}
+
 struct big_root {
   char* bytes = nullptr;  // raw storage memory: not zero-filled, so allocating dirties nothing
 };
@@ -412,6 +461,51 @@ TEST(Tracker, StatsNameTheTrackerAndCountTheLastCommitsPages) {
   EXPECT_EQ(seen[1], "mprotect") << "TMF_TRACKER=fallback did not force the fallback";
   EXPECT_TRUE(seen[0] == "userfaultfd" || seen[0] == "mprotect") << seen[0];
   if (seen[0] != "userfaultfd") GTEST_SKIP() << "no kernel write tracking here";
+}
+
+// A writer that goes on after a commit stores into the chunks that commit wrote without a
+// fault: such a store alone (no allocation, the header unchanged) is still a change that the
+// next commit logs, and a rollback still undoes it.
+TEST(Tracker, StoresIntoChunksTheLastCommitWroteAreCommittedAndRolledBack) {
+  tmf_test::scoped_path p;
+  tmf::options o;
+  o.sync = tmf::durability::no_sync;
+  auto page_at = [](char* bytes, std::size_t i) -> char& {
+    auto a = (reinterpret_cast<std::uintptr_t>(bytes) + page_size - 1) / page_size * page_size;
+    return reinterpret_cast<char*>(a)[i * page_size];
+  };
+  std::size_t first = 0;
+  {
+    tmf::storage<small_root> s(p, o);
+    auto w = s.write();
+    w->bytes = w.get_allocator<char>().allocate(64 * page_size);
+    for (std::size_t i = 0; i < 64; ++i) page_at(w->bytes, i) = 0;
+    w.commit();
+    // Pages 20 and 21 (or 21 and 22, ...) in one 64 KiB chunk of the address space.
+    std::size_t i = 20;
+    while (reinterpret_cast<std::uintptr_t>(&page_at(w->bytes, i)) / (tracked_chunk_pages * page_size) !=
+           reinterpret_cast<std::uintptr_t>(&page_at(w->bytes, i + 1)) / (tracked_chunk_pages * page_size))
+      ++i;
+    page_at(w->bytes, i) = 1;
+    w.commit();
+    const std::uint64_t commits = s.stats().commits;
+    page_at(w->bytes, i + 1) = 2;  // the chunk of page i: no fault with the kernel tracker
+    w.commit();
+    EXPECT_EQ(s.stats().commits, commits + 1);
+    EXPECT_EQ(s.stats().last_commit_pages, 2u) << "the store after a commit was not logged (the header and one page)";
+    page_at(w->bytes, i + 2) = 3;
+    w.rollback();
+    EXPECT_EQ(page_at(w->bytes, i + 2), 0) << "the rollback kept a store made after a commit";
+    page_at(w->bytes, i) = 4;
+    w.commit();
+    first = i;
+  }
+  tmf::storage<small_root> s(p, o);
+  auto r = s.read();
+  EXPECT_EQ(page_at(r->bytes, first), 4);
+  EXPECT_EQ(page_at(r->bytes, first + 1), 2) << "a store into a chunk the last commit wrote was lost";
+  EXPECT_EQ(page_at(r->bytes, first + 2), 0);
+  EXPECT_NO_THROW(s.check());
 }
 
 // Growth inside a transaction maps new file pages after the tracked ones: they are tracked too

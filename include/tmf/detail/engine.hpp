@@ -149,7 +149,7 @@ class engine {
   void check_writer(const char* what);
   void poison(errc code, std::error_code cause) noexcept;
   void rollback_pages() noexcept;
-  bool has_changes() const noexcept;
+  bool has_changes() noexcept;
   [[noreturn]] void fail_commit(std::error_code ec, std::uint64_t txn);
   void apply_committed(std::uint64_t txn) noexcept;
   bool first_reader_lock(bool wait);
@@ -461,7 +461,8 @@ inline void engine::apply_committed(std::uint64_t txn) noexcept {
   m_kept_txn.store(m_dirty.kept_count() ? txn : 0, std::memory_order_relaxed);
   // The header page keeps its private copy (now equal to the file) while this writer
   // lives: every commit writes it, and this saves a fault per commit.
-  if (m_dirty.reset(m_base, mapped(), true, dirty_set::header_page::keep))
+  // The chunks this commit wrote stay writable for the writer's next transaction.
+  if (m_dirty.reset(m_base, mapped(), true, dirty_set::header_page::keep, true))
     fatal("cannot drop private pages after commit (madvise/mprotect failed)");
 }
 
@@ -577,9 +578,10 @@ inline void engine::rollback_pages() noexcept {
 
 /// Whether the transaction changed anything: a page other than the header, or the header
 /// itself (its checksum is sealed at every commit).
-inline bool engine::has_changes() const noexcept {
+inline bool engine::has_changes() noexcept {
   const file_header* h = header();
-  return m_force_record || m_dirty.beyond_header() || h->checksum != header_checksum(*h) || h->max_size != m_max_size;
+  return m_force_record || h->checksum != header_checksum(*h) || h->max_size != m_max_size ||
+         m_dirty.beyond_header(m_base, mapped());
 }
 
 // -- read transactions --------------------------------------------------------------------

@@ -39,7 +39,9 @@
 /// mark itself) and makes the chunk writable; the fourth chunk of one `chunk_size` region
 /// takes the region's other chunks too (`region_after`). At commit one PAGEMAP_SCAN per run
 /// of touched chunks returns the written pages and marks them again; then the private
-/// copies are dropped (the marks stay, as pte markers) and the chunks read-only again. Cost: at most four faults per
+/// copies are dropped (the marks stay, as pte markers) and the chunks read-only again, except
+/// those the commit wrote when the writer goes on (`reset` with `keep_chunks`, at most
+/// `hot_chunk_limit`): they stay writable and are scanned by the next commit. Cost: at most four faults per
 /// region and transaction, a scan per run; never proportional to the arena. Any thread's store into
 /// a chunk the writer made writable is accepted (and logged) while the transaction runs, as
 /// a store into a page the writer wrote is on the fallback path.
@@ -84,6 +86,10 @@ static_assert(chunk_pages % tracked_chunk_pages == 0);
 /// write-protects and mprotects all its 512 pages, a cost that grows with the pages present
 /// there (kept copies), and a commit of a few scattered pages measured 2.6x slower with it.
 inline constexpr std::size_t region_after = 3;
+/// Kernel tracking: a commit that wrote in at most this many chunks (64 MiB) leaves them
+/// writable for the writer's next transaction (`reset` with `keep_chunks`); a bigger one
+/// protects them all again, so that the next commit's scan stays small.
+inline constexpr std::size_t hot_chunk_limit = 1024;
 /// Pages unprotected one by one in a transaction before whole chunks are used instead.
 inline constexpr std::size_t isolated_page_budget = 12000;
 /// A fault on the page after a written one unprotects this many aligned pages at once:
@@ -350,9 +356,13 @@ class dirty_set {
   /// Drops the private copies of everything recorded (`discard`) and makes it read-only
   /// again; then forgets it all, except page 0 as `header` says. Cost: proportional to the
   /// recorded pages and chunks.
+  /// With kernel tracking, `keep_chunks` (after a successful commit, the writer going on)
+  /// leaves the chunks this transaction wrote writable and recorded (`hot_chunk_limit`): the
+  /// writer's next transaction takes them with no fault and no mprotect, and its commit
+  /// scans them again. The fallback ignores it.
   std::error_code reset(unsigned char* base, std::size_t mapped, bool discard,
-                        header_page header = header_page::release) noexcept {
-    if (m_uffd) return reset_tracked(base, mapped, discard, header);
+                        header_page header = header_page::release, bool keep_chunks = false) noexcept {
+    if (m_uffd) return reset_tracked(base, mapped, discard, header, keep_chunks);
     std::error_code first_error;
     auto note = [&](std::error_code ec) {
       if (ec && !first_error) first_error = ec;
@@ -462,10 +472,18 @@ class dirty_set {
   /// (no pagemap: every page of a block would be logged). \pre nothing is recorded.
   void use_whole_blocks(bool on) noexcept { m_whole_blocks = on; }
 
-  /// True if anything other than a kept page 0 is recorded.
-  bool beyond_header() const noexcept {
-    return m_chunk_count != 0 || m_block_count != 0 || m_count > 1 || (m_count == 1 && m_list[0] != 0);
+  /// True if anything other than a kept page 0 is recorded. Chunks carried over from the
+  /// last commit (`reset` with `keep_chunks`) take stores without a fault: they are scanned
+  /// (and what they hold recorded) to tell.
+  bool beyond_header(unsigned char* base, std::size_t mapped) noexcept {
+    if (m_chunk_count != m_hot_count || m_block_count != 0 || m_count > 1 || (m_count == 1 && m_list[0] != 0))
+      return true;
+    if (m_hot_count == 0) return false;
+    scan_chunks(base, mapped);
+    return m_count > 1 || (m_count == 1 && m_list[0] != 0);
   }
+  /// Kernel tracking: chunks carried over writable from the last commit.
+  std::size_t hot_chunk_count() const noexcept { return m_hot_count; }
 
   const std::uint64_t* pages() const noexcept { return m_list; }
   std::size_t count() const noexcept { return m_count; }
@@ -586,7 +604,8 @@ class dirty_set {
   /// at once. After `collect` only the header page can have been written since (the sealed
   /// header, recorded already): no second scan. Pages left unmarked are marked again by
   /// their chunk's next first fault (`widen_tracked`).
-  std::error_code reset_tracked(unsigned char* base, std::size_t mapped, bool discard, header_page header) noexcept {
+  std::error_code reset_tracked(unsigned char* base, std::size_t mapped, bool discard, header_page header,
+                                bool keep_chunks) noexcept {
     std::error_code first_error;
     auto note = [&](std::error_code ec) {
       if (ec && !first_error) first_error = ec;
@@ -597,6 +616,18 @@ class dirty_set {
     const bool keep = take_keep_on_reset();
     std::sort(m_list, m_list + m_count);
     const bool keep_header = header != header_page::release && m_count > 0 && m_list[0] == 0;
+    // The chunks that keep their protection off move to the front of the chunk list: those
+    // in which this transaction wrote a page (page 0, written by every commit, aside).
+    std::size_t hot = 0;
+    std::sort(m_chunk_list, m_chunk_list + m_chunk_count);
+    if (keep_chunks && m_chunk_count <= hot_chunk_limit) {
+      std::size_t at = 0;
+      for (std::size_t c = 0; c < m_chunk_count; ++c) {
+        const std::uint64_t chunk = m_chunk_list[c];
+        while (at < m_count && (m_list[at] == 0 || m_list[at] / m_chunk_pages < chunk)) ++at;
+        if (at < m_count && m_list[at] / m_chunk_pages == chunk) std::swap(m_chunk_list[hot++], m_chunk_list[c]);
+      }
+    }
     std::size_t i = 0;
     if (keep_header) {
       if (header == header_page::keep_discard) note(os::discard(base, page_size));
@@ -634,8 +665,8 @@ class dirty_set {
       i = j;
     }
     flush();
-    std::sort(m_chunk_list, m_chunk_list + m_chunk_count);
-    for (std::size_t c = 0; c < m_chunk_count;) {
+    std::sort(m_chunk_list + hot, m_chunk_list + m_chunk_count);
+    for (std::size_t c = hot; c < m_chunk_count;) {
       std::size_t d = c + 1;
       while (d < m_chunk_count && m_chunk_list[d] == m_chunk_list[d - 1] + 1) ++d;
       const std::size_t begin = static_cast<std::size_t>(m_chunk_list[c]) * m_chunk_bytes;
@@ -644,7 +675,7 @@ class dirty_set {
       c = d;
     }
     m_count = keep_header ? 1 : 0;
-    m_chunk_count = 0;
+    m_chunk_count = m_hot_count = hot;
     return first_error;
   }
 
@@ -695,6 +726,7 @@ class dirty_set {
   const os::file* m_uffd = nullptr;  ///< kernel tracking: the userfaultfd; nullptr: the fallback
   const os::file* m_scan = nullptr;  ///< kernel tracking: /proc/self/pagemap
   bool m_collected = false;          ///< kernel tracking: `collect` ran since the last `reset`
+  std::size_t m_hot_count = 0;       ///< kernel tracking: chunks of m_chunk_list carried over (`keep_chunks`)
   bool m_whole_blocks = false;       ///< fallback: pagemap is readable (use_whole_blocks)
   // Kept pages (choose_kept): bitmaps over all pages (kept; written again since it joined
   // the ring) and the CLOCK ring of m_kept_budget slots, m_kept_count of them used from
