@@ -167,20 +167,36 @@ TEST(DirtySet, PastTheBudgetWholeChunksAreUnprotectedAndPagemapFindsTheWrites) {
   for (auto w : written) EXPECT_EQ(*m.at(w), 0) << "page " << w << " not discarded";
 }
 
+/// A dirty set with kernel tracking over a private mapping of `pages` file pages; `unavailable`
+/// says why not, when the kernel cannot track writes here (the test then skips).
+struct kernel_set {
+  mapped_file m;
+  unsigned char* base;
+  os::file pagemap, uffd;
+  dirty_set d;
+  std::string unavailable;
+  std::error_code init_error;  ///< of the dirty set's init (the test asserts it is none)
+  explicit kernel_set(std::size_t pages) : m(pages * page_size), base(static_cast<unsigned char*>(m.base)) {
+    if (auto ec = os::open_pagemap(pagemap)) {
+      unavailable = "no pagemap, so no kernel write tracking here: " + ec.message();
+    } else if (auto ec2 = open_kernel_tracker(uffd, pagemap, base, m.bytes)) {
+      unavailable = "no kernel write tracking here: " + ec2.message();
+    } else {
+      init_error = d.init(pages);
+      d.use_kernel_tracking(&uffd, &pagemap);
+    }
+  }
+};
+
 // Kernel tracking over a plain private file mapping: the handler's chunk fault, then the
 // scan finds exactly the pages written (not the pages only read), reset drops them and the
 // next transaction starts clean.
 TEST(DirtySetKernel, ScanFindsExactlyTheWrittenPagesAcrossTransactions) {
   const std::size_t pages = 3 * chunk_pages;
-  mapped_file m(pages * page_size);
-  auto* base = static_cast<unsigned char*>(m.base);
-  os::file pagemap, uffd;
-  if (auto ec = os::open_pagemap(pagemap)) GTEST_SKIP() << "no pagemap, so no kernel write tracking here: " << ec.message();
-  if (auto ec = open_kernel_tracker(uffd, pagemap, base, m.bytes))
-    GTEST_SKIP() << "no kernel write tracking here: " << ec.message();
-  dirty_set d;
-  ASSERT_FALSE(d.init(pages));
-  d.use_kernel_tracking(&uffd, &pagemap);
+  kernel_set k(pages);
+  if (!k.unavailable.empty()) GTEST_SKIP() << k.unavailable;
+  ASSERT_FALSE(k.init_error) << "dirty_set::init: " << k.init_error.message();
+  auto& [m, base, pagemap, uffd, d, unavailable, init_error] = k;
   ASSERT_TRUE(d.kernel_tracking());
   for (int t = 1; t <= 3; ++t) {
     volatile unsigned char sum = 0;
@@ -208,15 +224,10 @@ TEST(DirtySetKernel, ScanFindsExactlyTheWrittenPagesAcrossTransactions) {
 // fault, not one per chunk), and the scan still reports exactly the pages written.
 TEST(DirtySetKernel, ChunkAfterRegionAfterTakesTheRegion) {
   const std::size_t pages = 2 * chunk_pages;
-  mapped_file m(pages * page_size);
-  auto* base = static_cast<unsigned char*>(m.base);
-  os::file pagemap, uffd;
-  if (auto ec = os::open_pagemap(pagemap)) GTEST_SKIP() << "no pagemap, so no kernel write tracking here: " << ec.message();
-  if (auto ec = open_kernel_tracker(uffd, pagemap, base, m.bytes))
-    GTEST_SKIP() << "no kernel write tracking here: " << ec.message();
-  dirty_set d;
-  ASSERT_FALSE(d.init(pages));
-  d.use_kernel_tracking(&uffd, &pagemap);
+  kernel_set k(pages);
+  if (!k.unavailable.empty()) GTEST_SKIP() << k.unavailable;
+  ASSERT_FALSE(k.init_error) << "dirty_set::init: " << k.init_error.message();
+  auto& [m, base, pagemap, uffd, d, unavailable, init_error] = k;
   const std::size_t per_region = chunk_pages / tracked_chunk_pages;
   static_assert(region_after + 1 < chunk_pages / tracked_chunk_pages);
   for (int t = 1; t <= 2; ++t) {
@@ -250,15 +261,10 @@ TEST(DirtySetKernel, ChunkAfterRegionAfterTakesTheRegion) {
 // A rollback (reset without collect) forgets the writes too: they are not reported by the
 // next transaction's scan.
 TEST(DirtySetKernel, ResetWithoutCollectLeavesNothingForTheNextScan) {
-  mapped_file m(chunk_pages * page_size);
-  auto* base = static_cast<unsigned char*>(m.base);
-  os::file pagemap, uffd;
-  if (auto ec = os::open_pagemap(pagemap)) GTEST_SKIP() << "no pagemap, so no kernel write tracking here: " << ec.message();
-  if (auto ec = open_kernel_tracker(uffd, pagemap, base, m.bytes))
-    GTEST_SKIP() << "no kernel write tracking here: " << ec.message();
-  dirty_set d;
-  ASSERT_FALSE(d.init(chunk_pages));
-  d.use_kernel_tracking(&uffd, &pagemap);
+  kernel_set k(chunk_pages);
+  if (!k.unavailable.empty()) GTEST_SKIP() << k.unavailable;
+  ASSERT_FALSE(k.init_error) << "dirty_set::init: " << k.init_error.message();
+  auto& [m, base, pagemap, uffd, d, unavailable, init_error] = k;
   for (std::size_t p = 40; p < 50; ++p) {  // across a chunk boundary
     if (!d.contains(p)) {
       ASSERT_TRUE(d.on_fault(base, m.bytes, p));
@@ -279,15 +285,10 @@ TEST(DirtySetKernel, ResetWithoutCollectLeavesNothingForTheNextScan) {
 // scan finds those stores (and only them), and its reset keeps only the chunks it wrote.
 TEST(DirtySetKernel, KeptChunksTakeTheNextTransactionsStoresWithoutAFault) {
   const std::size_t pages = chunk_pages;
-  mapped_file m(pages * page_size);
-  auto* base = static_cast<unsigned char*>(m.base);
-  os::file pagemap, uffd;
-  if (auto ec = os::open_pagemap(pagemap)) GTEST_SKIP() << "no pagemap, so no kernel write tracking here: " << ec.message();
-  if (auto ec = open_kernel_tracker(uffd, pagemap, base, m.bytes))
-    GTEST_SKIP() << "no kernel write tracking here: " << ec.message();
-  dirty_set d;
-  ASSERT_FALSE(d.init(pages));
-  d.use_kernel_tracking(&uffd, &pagemap);
+  kernel_set k(pages);
+  if (!k.unavailable.empty()) GTEST_SKIP() << k.unavailable;
+  ASSERT_FALSE(k.init_error) << "dirty_set::init: " << k.init_error.message();
+  auto& [m, base, pagemap, uffd, d, unavailable, init_error] = k;
   const std::size_t a = 5, b = 2 * tracked_chunk_pages + 8;  // chunks 0 and 2
   for (std::size_t p : {a, b}) {
     ASSERT_TRUE(d.on_fault(base, m.bytes, p));

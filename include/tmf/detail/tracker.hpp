@@ -476,11 +476,10 @@ class dirty_set {
   /// last commit (`reset` with `keep_chunks`) take stores without a fault: they are scanned
   /// (and what they hold recorded) to tell.
   bool beyond_header(unsigned char* base, std::size_t mapped) noexcept {
-    if (m_chunk_count != m_hot_count || m_block_count != 0 || m_count > 1 || (m_count == 1 && m_list[0] != 0))
-      return true;
+    if (m_chunk_count != m_hot_count || m_block_count != 0 || pages_beyond_header()) return true;
     if (m_hot_count == 0) return false;
     scan_chunks(base, mapped);
-    return m_count > 1 || (m_count == 1 && m_list[0] != 0);
+    return pages_beyond_header();
   }
   /// Kernel tracking: chunks carried over writable from the last commit.
   std::size_t hot_chunk_count() const noexcept { return m_hot_count; }
@@ -495,6 +494,8 @@ class dirty_set {
   }
 
  private:
+  /// A page other than page 0 is recorded.
+  bool pages_beyond_header() const noexcept { return m_count > 1 || (m_count == 1 && m_list[0] != 0); }
   static std::size_t round_up8(std::size_t n) noexcept { return (n + page_size - 1) / page_size * page_size; }
   static bool test(const std::uint64_t* bits, std::size_t i) noexcept { return (bits[i / 64] >> (i % 64)) & 1; }
   static void set(std::uint64_t* bits, std::size_t i) noexcept { bits[i / 64] |= std::uint64_t{1} << (i % 64); }
@@ -665,7 +666,7 @@ class dirty_set {
       i = j;
     }
     flush();
-    std::sort(m_chunk_list + hot, m_chunk_list + m_chunk_count);
+    if (hot != 0) std::sort(m_chunk_list + hot, m_chunk_list + m_chunk_count);  // the swaps moved some
     for (std::size_t c = hot; c < m_chunk_count;) {
       std::size_t d = c + 1;
       while (d < m_chunk_count && m_chunk_list[d] == m_chunk_list[d - 1] + 1) ++d;
