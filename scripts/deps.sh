@@ -10,7 +10,7 @@
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
 # Everything scripts/test.sh needs (tests, benchmarks against LMDB, the -m32 stage, clang and
-# its libFuzzer runtime for the clang stage, libfiu's fiu-run and control API for the fault
+# its sanitizer and libFuzzer runtimes for the asan stage, libfiu's fiu-run and control API for the fault
 # stage).
 TMF_DEPS_ALL=(cmake g++ make libboost-dev libgtest-dev libbenchmark-dev liblmdb-dev g++-multilib clang libclang-rt-14-dev
               fiu-utils libfiu-dev)
