@@ -44,7 +44,7 @@ cd "$root"
 all_stages=(release asan tsan m32 debug windows)
 opt_in_stages=()  # stages run only when named with --stage
 stages=()
-usage() { sed -n '4,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR >= 4 && !/^#/ { exit } NR >= 4 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
