@@ -285,6 +285,33 @@ TEST_F(log_fixture, DiffPagesThroughASharedViewGivesTheSameExtents) {
 #endif
 }
 
+TEST_F(log_fixture, DiffChecksumsAreTheRecordsAndTheHeaderPageIsChecksummedAtWrite) {
+  // The engine writes its records with extent_checksums::header_only: every extent outside
+  // page 0 keeps the checksum diff_page gave it while the page was hot.
+  std::vector<unsigned char> was(mem);
+  for (std::size_t p = 1; p < 8; ++p) mem[p * page_size + 64 * p] ^= 0x5a;  // one word per page
+  std::vector<record_extent> out;
+  for (std::uint64_t p = 0; p < 8; ++p) diff_page(mem.data() + p * page_size, was.data() + p * page_size, p, out);
+  ASSERT_EQ(out.size(), 8u);
+  for (const auto& e : out) {
+    if (e.page == 0) {
+      EXPECT_EQ(e.checksum, 0u) << "page 0 was checksummed before its header is sealed";
+    } else {
+      EXPECT_EQ(e.checksum, extent_checksum(mem.data() + extent_position(e), e)) << "page " << e.page;
+    }
+  }
+  mem[10] ^= 1;  // the header changes after the diff, as seal_header does
+  ASSERT_FALSE(write_record(log_fd, log_start, 5, 42, 7, out.data(), out.size(), mem.data(),
+                            extent_checksums::header_only));
+  EXPECT_EQ(out[0].checksum, extent_checksum(mem.data(), out[0])) << "page 0 was not checksummed at write";
+  EXPECT_TRUE(valid_at(log_start)) << "a record of diff_page's checksums did not validate";
+  // A stale checksum outside page 0 is written as given (header_only trusts the diff), and fails.
+  out[3].checksum ^= 1;
+  ASSERT_FALSE(write_record(log_fd, log_start, 5, 42, 7, out.data(), out.size(), mem.data(),
+                            extent_checksums::header_only));
+  EXPECT_FALSE(valid_at(log_start)) << "header_only recomputed a checksum outside page 0";
+}
+
 TEST_F(log_fixture, RecordOfAnotherGenerationIsNeverValid) {
   write();
   bool valid = true;

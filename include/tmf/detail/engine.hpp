@@ -385,7 +385,7 @@ inline void engine::commit() {
   seal_header(*h);
 
   try {
-    ec = m_log.append(txn, m_file_id, m_extents.data(), m_extents.size(), m_base);
+    ec = m_log.append(txn, m_file_id, m_extents.data(), m_extents.size(), m_base, extent_checksums::header_only);
   } catch (const std::bad_alloc&) {
     ec = std::make_error_code(std::errc::not_enough_memory);
   }
