@@ -13,13 +13,17 @@
 //      write to the file: what any copy-on-write design pays at least, measured in this binary.
 //  - one page, arena 64 MiB / 4 GiB / 16 GiB: a not-synced one-field commit on a small and a big
 //      arena (the big block is fallocated: the 16 GiB case needs that much free disk for a while).
+//  - diff: the commit's diff of 256 cached pages against their committed images, beside a
+//      memcmp of each whole page (the floor of any comparison).
 //  tmf's rows carry the active write tracker in their label; TMF_TRACKER=fallback forces the
 //  mprotect one. The per-page table in the README comes from
 //    bench_commit --benchmark_filter='dirty.*pages:256'
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -176,6 +180,42 @@ void BM_commit_dirty_floor(benchmark::State& state) {
   pages_counters(state, n);
 }
 BENCHMARK(BM_commit_dirty_floor)->Arg(1)->Arg(16)->Arg(max_pages)->ArgName("pages")->UseRealTime()->MinTime(0.2);
+
+// The commit's diff of a page against its committed image (tmf::detail::diff_page, one
+// word changed per page, 256 pages in the cache), beside the floor of any byte comparison:
+// memcmp of the whole page, which stops at nothing because the change is its last word.
+struct diff_pages_data {
+  std::vector<unsigned char> now = std::vector<unsigned char>(max_pages * page), was = now;
+  diff_pages_data() {
+    for (std::size_t i = 0; i < was.size(); ++i) was[i] = now[i] = static_cast<unsigned char>(i * 7 + 1);
+    for (std::size_t p = 0; p < max_pages; ++p) now[p * page + page - 8] ^= 1;
+  }
+};
+
+void BM_diff_page_tmf(benchmark::State& state) {
+  diff_pages_data d;
+  std::vector<tmf::detail::record_extent> out;
+  for (auto _ : state) {
+    out.clear();
+    for (std::size_t p = 1; p <= max_pages; ++p)
+      tmf::detail::diff_page(d.now.data() + (p - 1) * page, d.was.data() + (p - 1) * page, p, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  if (out.size() != max_pages) state.SkipWithError("diff_page found the wrong extents");
+  pages_counters(state, max_pages);
+}
+BENCHMARK(BM_diff_page_tmf)->MinTime(0.2);
+
+void BM_diff_page_memcmp(benchmark::State& state) {
+  diff_pages_data d;
+  int sum = 0;
+  for (auto _ : state) {
+    for (std::size_t p = 0; p < max_pages; ++p) sum += std::memcmp(d.now.data() + p * page, d.was.data() + p * page, page) != 0;
+    benchmark::DoNotOptimize(sum);
+  }
+  pages_counters(state, max_pages);
+}
+BENCHMARK(BM_diff_page_memcmp)->MinTime(0.2);
 
 #if defined(TMF_HAVE_LMDB)
 using tmf_bench::mdb_check;

@@ -214,6 +214,15 @@ inline constexpr std::uint32_t extent_merge_gap = 32;
 /// header is sealed, which records where the record ends.
 inline constexpr std::uint32_t header_extent_bytes = (sizeof(file_header) + 7) / 8 * 8;
 
+/// Whether the `n` bytes (a multiple of 64) at `a` and `b` differ: one branch per call, words
+/// xor-ed and or-ed (vectorised), where `memcmp` branched per 8 bytes (diff_page was 15% of
+/// a 256-page commit). Pages may hold bytes user containers poisoned for ASan: exempt.
+TMF_NO_SANITIZE_ADDRESS inline bool bytes_differ(const unsigned char* a, const unsigned char* b, std::size_t n) noexcept {
+  std::uint64_t d = 0;
+  for (std::size_t k = 0; k < n; k += 8) d |= checksum_impl::read64(a + k) ^ checksum_impl::read64(b + k);
+  return d != 0;
+}
+
 /// Fills in the checksums of the extents `out[first..)`, all in the page at `now`, except in
 /// page 0, whose header is sealed after the diff (write_record checksums those). Done while
 /// the page is still in the CPU's cache from the diff: a second pass over a large commit's
@@ -229,8 +238,8 @@ inline void checksum_extents(const unsigned char* now, std::vector<record_extent
 /// all zeros (a new page or a hole, whose zeros a power cut might not have kept). Page 0
 /// always begins with [0, header_extent_bytes). The extents' checksums are filled in, except
 /// page 0's (checksum_extents).
-inline void diff_page(const unsigned char* now, const unsigned char* was, std::uint64_t page,
-                      std::vector<record_extent>& out) {
+TMF_NO_SANITIZE_ADDRESS inline void diff_page(const unsigned char* now, const unsigned char* was, std::uint64_t page,
+                                              std::vector<record_extent>& out) {
   const std::size_t first = out.size();
   bool zero = true;
   for (std::size_t i = 0; i < page_size && zero; i += 64) {
@@ -250,9 +259,13 @@ inline void diff_page(const unsigned char* now, const unsigned char* was, std::u
   std::uint64_t bytes = 0;
   if (page == 0) e = header_extent_bytes;
   for (std::uint32_t i = page == 0 ? header_extent_bytes / 64 * 64 : 0; i < page_size; i += 64) {
-    if (std::memcmp(now + i, was + i, 64) == 0) continue;
+    if (i % 256 == 0 && !bytes_differ(now + i, was + i, 256)) {  // most of a page is unchanged
+      i += 192;
+      continue;
+    }
+    if (!bytes_differ(now + i, was + i, 64)) continue;
     for (std::uint32_t j = i; j < i + 64; j += 8) {
-      if (j < e || std::memcmp(now + j, was + j, 8) == 0) continue;
+      if (j < e || checksum_impl::read64(now + j) == checksum_impl::read64(was + j)) continue;
       if (e != 0 && j - e < extent_merge_gap) {
         e = j + 8;
         continue;
