@@ -215,8 +215,8 @@ inline constexpr std::uint32_t extent_merge_gap = 32;
 inline constexpr std::uint32_t header_extent_bytes = (sizeof(file_header) + 7) / 8 * 8;
 
 /// Whether the `n` bytes (a multiple of 64) at `a` and `b` differ: one branch per call, words
-/// xor-ed and or-ed (vectorised), where `memcmp` branched per 8 bytes (diff_page was 15% of
-/// a 256-page commit). Pages may hold bytes user containers poisoned for ASan: exempt.
+/// xor-ed and or-ed (vectorised), where `memcmp` branched per 8 bytes (diff_page was 25% of
+/// a 256-scattered-page commit). Pages may hold bytes user containers poisoned for ASan: exempt.
 TMF_NO_SANITIZE_ADDRESS inline bool bytes_differ(const unsigned char* a, const unsigned char* b, std::size_t n) noexcept {
   std::uint64_t d = 0;
   for (std::size_t k = 0; k < n; k += 8) d |= checksum_impl::read64(a + k) ^ checksum_impl::read64(b + k);
