@@ -13,6 +13,8 @@
 //      write to the file: what any copy-on-write design pays at least, measured in this binary.
 //  - one page, arena 64 MiB / 4 GiB / 16 GiB: a not-synced one-field commit on a small and a big
 //      arena (the big block is fallocated: the 16 GiB case needs that much free disk for a while).
+//  - append: each commit writes a new 1 MiB block (256 fresh pages) vs LMDB putting a new 1 MiB
+//      value (MDB_APPEND); both free everything every 64 commits, outside the timing.
 //  - diff: the commit's diff of 256 cached pages against their committed images, beside a
 //      memcmp of each whole page (the floor of any comparison).
 //  tmf's rows carry the active write tracker in their label; TMF_TRACKER=fallback forces the
@@ -151,6 +153,45 @@ BENCHMARK(BM_commit_dirty_tmf)
     ->UseRealTime()
     ->MinTime(0.2);
 
+// Append: each commit writes a new 1 MiB block (256 fresh pages), as a bulk load does. The
+// pages were free when the transaction began, so tmf writes them straight into the data file
+// (storage_stats::pages_direct) instead of logging them. Every 64 commits the blocks are freed
+// again, outside the timing, which keeps the file at 64 MiB.
+constexpr std::size_t append_bytes = max_pages * page;
+constexpr int append_ring = 64;
+
+struct append_root {
+  tmf::vector<tmf::vector<char>> blocks;
+};
+
+void BM_commit_append_tmf(benchmark::State& state) {
+  tmf_bench::scoped_file f("commit-append.tmf");
+  tmf::storage<append_root> store(f.path(), tmf::options{.sync = sync_of(state.range(0))});
+  auto w = store.write();
+  w->blocks.reserve(append_ring);
+  w.commit();
+  char v = 0;
+  const tmf::storage_stats before = store.stats();
+  for (auto _ : state) {
+    if (w->blocks.size() == append_ring) {
+      state.PauseTiming();
+      w->blocks.clear();
+      w.commit();
+      state.ResumeTiming();
+    }
+    ++v;
+    w->blocks.emplace_back(append_bytes, v);
+    w.commit();
+  }
+  const tmf::storage_stats after = store.stats();
+  state.SetLabel(std::string(sync_name(state.range(0))) + " " + after.tracker);
+  pages_counters(state, max_pages);
+  pages_per_commit(state, before, after);
+  state.counters["direct/commit"] =
+      static_cast<double>(after.pages_direct - before.pages_direct) / static_cast<double>(after.commits - before.commits);
+}
+BENCHMARK(BM_commit_append_tmf)->Arg(1)->Arg(0)->ArgName("full")->UseRealTime()->MinTime(0.5);
+
 // The copy-on-write floor: fault a private copy of N scattered pages of a file mapping and
 // drop it, nothing else.
 void BM_commit_dirty_floor(benchmark::State& state) {
@@ -270,6 +311,36 @@ BENCHMARK(BM_commit_dirty_lmdb)
     ->ArgNames({"pages", "synced"})
     ->UseRealTime()
     ->MinTime(0.2);
+
+// Append in LMDB: one new 1 MiB value per commit (overflow pages, written once); every 64
+// commits the values are deleted again outside the timing.
+void BM_commit_append_lmdb(benchmark::State& state) {
+  tmf_bench::scoped_file f("commit-append.lmdb");
+  tmf_bench::lmdb_env db(f.str(), state.range(0) ? 0 : MDB_NOSYNC);
+  std::vector<char> value(append_bytes);
+  std::uint64_t key = 0;
+  int held = 0;
+  for (auto _ : state) {
+    MDB_txn* txn;
+    if (held == append_ring) {
+      state.PauseTiming();
+      mdb_check(mdb_txn_begin(db.env, nullptr, 0, &txn), "mdb_txn_begin");
+      mdb_check(mdb_drop(txn, db.dbi, 0), "mdb_drop");
+      mdb_check(mdb_txn_commit(txn), "mdb_txn_commit");
+      held = 0;
+      state.ResumeTiming();
+    }
+    std::memset(value.data(), static_cast<int>(++key), value.size());
+    mdb_check(mdb_txn_begin(db.env, nullptr, 0, &txn), "mdb_txn_begin");
+    MDB_val k{sizeof key, &key}, d{value.size(), value.data()};
+    mdb_check(mdb_put(txn, db.dbi, &k, &d, MDB_APPEND), "mdb_put");
+    mdb_check(mdb_txn_commit(txn), "mdb_txn_commit");
+    ++held;
+  }
+  state.SetLabel(state.range(0) ? "synced" : "MDB_NOSYNC");
+  pages_counters(state, max_pages);
+}
+BENCHMARK(BM_commit_append_lmdb)->Arg(1)->Arg(0)->ArgName("synced")->UseRealTime()->MinTime(0.5);
 #endif
 
 }  // namespace

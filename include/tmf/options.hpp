@@ -84,7 +84,7 @@ struct storage_stats {
   /// write-protect, Linux >= 6.7) or "mprotect" (page protection and a fault per page; forced
   /// with the environment variable TMF_TRACKER=fallback).
   const char* tracker;
-  std::uint64_t last_commit_pages;  ///< pages the last commit of this object logged (header page included)
+  std::uint64_t last_commit_pages;  ///< pages the last commit of this object wrote, logged or direct (header page included)
   /// Bytes held by small-object runs but not handed out (run headers, free slots):
   /// allocated_bytes + free_bytes + spare_bytes + the header page == arena_bytes.
   std::size_t spare_bytes;
@@ -99,6 +99,11 @@ struct storage_stats {
   /// Pages whose private copies are kept between transactions (options::kept_pages; an
   /// upper bound: some may have been dropped by a rollback since).
   std::size_t kept_pages = 0;
+  /// Pages those commits wrote straight into the data file instead of logging them
+  /// (durability::no_sync only): pages that were free when the transaction began (fresh
+  /// space at the arena's top), written before the commit's record. pages_logged does not
+  /// count them.
+  std::uint64_t pages_direct = 0;
 };
 
 }  // namespace tmf

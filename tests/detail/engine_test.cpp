@@ -35,6 +35,7 @@ using tmf_test::die_here;
 struct faults {
   int writes_left = -1;  // data-file writes allowed before dying
   bool die_on_log_sync = false;
+  bool die_on_log_write = false;  // at the commit's first log write: its record
   std::errc fail_log_write{}, fail_log_sync{}, fail_allocate{};  // one failure each (0: none)
 };
 
@@ -58,6 +59,7 @@ std::error_code hook(os::io_op op, const os::file& f, std::uint64_t, std::uint64
   // One failure each (a transient error): the voiding of the failed record then succeeds.
   if (op == os::io_op::write && !data && g.fail_log_write != std::errc{}) return take(g.fail_log_write);
   if (op == os::io_op::sync && !data && g.die_on_log_sync) die_here(0);
+  if (op == os::io_op::write && !data && g.die_on_log_write) die_here(0);
   if (op == os::io_op::sync && !data && g.fail_log_sync != std::errc{}) return take(g.fail_log_sync);
   if (op == os::io_op::allocate && data && g.fail_allocate != std::errc{}) return std::make_error_code(g.fail_allocate);
   return {};
@@ -329,6 +331,139 @@ TEST_F(engine_fixture, UncontendedCommitWritesTheControlPageOnlyForTheApplyMarke
   EXPECT_EQ(g_pending_writes, 0) << "an uncontended commit raised the commit-pending word";
   EXPECT_EQ(g_control_writes, 10) << "more than the apply marker written per commit";
   EXPECT_EQ(s.read()->value, 11u);
+}
+
+// -- direct pages: fresh space goes straight into the data file ------------------------------
+
+constexpr std::size_t words_per_page = page_size / sizeof(std::uint64_t);
+
+/// The I/O a commit makes, in order: 'w'/'s' for writes and syncs of the data file, 'W'/'S'
+/// for the log's.
+std::string g_ops;
+std::error_code order_hook(os::io_op op, const os::file& f, std::uint64_t, std::uint64_t, const void*) {
+  const bool data = is_data(f);
+  if (op == os::io_op::write) g_ops += data ? 'w' : 'W';
+  if (op == os::io_op::sync) g_ops += data ? 's' : 'S';
+  return {};
+}
+
+/// Direct pages are a durability::no_sync path (a process death keeps the page cache, so the
+/// deaths below test it as well as they test a durable commit).
+tmf::options no_sync() {
+  tmf::options o;
+  o.sync = tmf::durability::no_sync;
+  return o;
+}
+
+TEST_F(engine_fixture, FreshPagesAreWrittenIntoTheDataFileBeforeTheRecordWithoutSync) {
+  std::size_t pages = 256;  // more than any free block below the top: taken from the top
+  for (const auto sync : {tmf::durability::full, tmf::durability::no_sync}) {
+    SCOPED_TRACE(sync == tmf::durability::full ? "durable" : "no_sync");
+    pages *= 2;  // the last round's block is free below the top now
+    tmf::options o;
+    o.sync = sync;
+    {
+      tmf::storage<root> s(path, o);
+      auto w = s.write();
+      const tmf::storage_stats before = s.stats();
+      w->value = 7;
+      w->pages.assign(pages * words_per_page, 7);  // a new block from the top of the arena
+      g_ops.clear();
+      g_data = tmf_test::file_identity(path.path());
+      os::io_hook = &order_hook;
+      w.commit();
+      os::io_hook = nullptr;
+      const tmf::storage_stats after = s.stats();
+      EXPECT_EQ(after.last_commit_pages, after.pages_logged - before.pages_logged + after.pages_direct - before.pages_direct);
+      const std::string head = g_ops.substr(0, g_ops.find('W'));  // the I/O before the record
+      if (sync == tmf::durability::full) {
+        // A direct page would need a data-file sync before the record: everything is logged.
+        EXPECT_EQ(after.pages_direct, before.pages_direct) << "a durable commit wrote pages directly";
+        EXPECT_GE(after.log_bytes - before.log_bytes, pages * page_size) << "the fresh block was not logged";
+        EXPECT_EQ(head, "") << "I/O order: " << g_ops;
+      } else {
+        EXPECT_GE(after.pages_direct - before.pages_direct, pages - 2) << "the fresh block's pages were not written directly";
+        EXPECT_LT(after.log_bytes - before.log_bytes, 16 * page_size) << "the fresh block was logged";
+        EXPECT_EQ(head, "w") << "the direct pages are not written, in one write, before the record: " << g_ops;
+      }
+    }
+    EXPECT_EQ(verify_in_child(7), 0);
+    tmf::storage<root> s(path, o);  // back to the baseline for the next round
+    auto w = s.write();
+    w->value = 1;
+    w->pages.assign(8 * words_per_page, 1);
+    w.commit();
+  }
+}
+
+TEST_F(engine_fixture, DeathBeforeTheRecordLeavesTheDirectPagesFree) {
+  EXPECT_EQ(tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(path.path())] {
+              tmf::storage<root> s(p.path(), no_sync());
+              auto w = s.write();
+              w->value = 9;
+              w->pages.assign(256 * words_per_page, 9);
+              arm(p.path(), {.die_on_log_write = true});
+              w.commit();
+              return 3;  // not reached
+            })),
+            0);
+  EXPECT_EQ(verify_in_child(1), 0) << "pages written before the record damaged the committed state";
+}
+
+TEST_F(engine_fixture, ASecondCommitOfOneWriterLogsThePagesItsFirstMadeLive) {
+  // The first commit writes the new block directly; to the second it is live data, which
+  // must go through the log: a death before the second record keeps the first commit.
+  EXPECT_EQ(tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(path.path())] {
+              tmf::storage<root> s(p.path(), no_sync());
+              auto w = s.write();
+              w->value = 2;
+              w->pages.assign(256 * words_per_page, 2);
+              w.commit();
+              const tmf::storage_stats first = s.stats();
+              CHILD_CHECK(first.pages_direct >= 250, "precondition: the first commit wrote %llu pages directly",
+                          (unsigned long long)first.pages_direct);
+              w->value = 3;
+              for (auto& x : w->pages) x = 3;
+              arm(p.path(), {.die_on_log_write = true});
+              w.commit();
+              return 3;  // not reached
+            })),
+            0);
+  EXPECT_EQ(verify_in_child(2), 0) << "the second commit wrote live pages before its record";
+}
+
+TEST_F(engine_fixture, FreedPagesOfARecordNotYetCheckpointedAreLoggedWhenReused) {
+  // A record replayed at recovery rewrites its pages: a page it holds may be free again,
+  // but a later commit that reuses it must log it, or the replay brings back the old bytes.
+  EXPECT_EQ(tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(path.path())] {
+              tmf::options o = no_sync();
+              o.checkpoint_bytes = std::uint64_t{1} << 40;  // no checkpoint: every record is replayed
+              o.give_back_bytes = 0;                       // (a free to punch would checkpoint)
+              o.truncate_bytes = 0;
+              tmf::storage<root> s(p.path(), o);
+              auto w = s.write();
+              w->pages.assign(256 * words_per_page, 2);  // at the top of the arena, written directly
+              w.commit();
+              CHILD_CHECK(s.stats().pages_direct >= 250, "precondition: the new block was not written directly");
+              const auto block = reinterpret_cast<std::uintptr_t>(w->pages.data());
+              for (auto& x : w->pages) x = 3;  // now live: logged
+              w.commit();
+              w->pages = tmf::vector<std::uint64_t>(w->pages.get_allocator());  // freed: into the top block
+              w.commit();
+              const tmf::storage_stats before = s.stats();
+              w->value = 4;
+              w->pages.assign(600 * words_per_page, 4);  // larger than any other free block: the top
+              const auto reused = reinterpret_cast<std::uintptr_t>(w->pages.data());
+              CHILD_CHECK(reused < block + 256 * page_size && reused + 600 * page_size > block,
+                          "precondition: the new block (at %llx) does not overlap the logged one (at %llx)",
+                          (unsigned long long)reused, (unsigned long long)block);
+              w.commit();
+              CHILD_CHECK(s.stats().pages_direct - before.pages_direct < 600 - 256,
+                          "pages held by a record of the log were written directly");
+              ::_exit(0);  // no checkpoint at close: the next open replays every record
+            })),
+            0);
+  EXPECT_EQ(verify_in_child(4), 0) << "recovery replayed an older record over a reused page";
 }
 
 TEST_F(engine_fixture, CleanCloseLeavesNothingToReplay) {

@@ -4,11 +4,13 @@
 ///
 /// Files: the data file `<path>` (page 0: header; then the arena), the log `<path>-log` and
 /// the lock file `<path>-lock` (the reader table, readers.hpp).
-/// The data file is mapped MAP_PRIVATE and read-only at the header's fixed address; it only
-/// ever holds committed state, so another process's readers never see a transaction in
-/// progress. The engine ties the layers together:
+/// The data file is mapped MAP_PRIVATE and read-only at the header's fixed address; every
+/// page the committed state uses holds only committed bytes there, so another process's
+/// readers never see a transaction in progress (a no_sync commit may write fresh pages, free
+/// in that state, before its record: first_direct_page). The engine ties the layers together:
 ///  - write tracking (tracker.hpp): stores fault, the handler records the page;
-///  - commit: collect the dirty pages, diff them against the data file, append one record of
+///  - commit: collect the dirty pages, write the fresh ones into the data file (no_sync:
+///    write_direct), diff the others against the data file, append one record of
 ///    the changed bytes to the log (log.hpp), fdatasync it
 ///    (the commit point), take the apply gate (locks.hpp), stamp the apply marker, copy the
 ///    pages into the data file, drop the private copies, maybe checkpoint (recovery.hpp);
@@ -168,6 +170,8 @@ class engine {
   }
   void drop_private_if_caught_up();
   void maybe_checkpoint() noexcept;
+  std::uint64_t first_direct_page() noexcept;
+  std::error_code write_direct(const std::uint64_t* pages, std::size_t n) noexcept;
   void maybe_cut_arena() noexcept;
   static bool reserve_pages(void* ctx, std::uintptr_t begin, std::uintptr_t end) noexcept;
   static void released_pages(void* ctx, std::uintptr_t begin, std::uintptr_t end) noexcept;
@@ -237,7 +241,7 @@ class engine {
   std::error_code m_poison;             ///< errc::commit_unknown or errc::needs_reopen: no more transactions
   std::error_code m_poison_cause;       ///< the I/O error behind m_poison
   log_position m_unknown;               ///< with errc::commit_unknown: where its record is (offset, seen_txn = its txn)
-  std::atomic<std::uint64_t> m_commits{0}, m_rollbacks{0}, m_pages_logged{0}, m_last_commit_pages{0};
+  std::atomic<std::uint64_t> m_commits{0}, m_rollbacks{0}, m_pages_logged{0}, m_pages_direct{0}, m_last_commit_pages{0};
   std::atomic<std::uint64_t> m_log_bytes{0};
   std::vector<record_extent> m_extents;      ///< the commit's changed byte ranges (diff_pages)
   std::vector<unsigned char> m_diff_scratch;  ///< the committed originals they are diffed against
@@ -255,6 +259,13 @@ class engine {
   /// The txn at which the kept pages (options::kept_pages) equal the file; 0: none kept.
   std::atomic<std::uint64_t> m_kept_txn{0};
   bool m_force_record = false;            ///< force_record(): the next commit logs
+  // Direct pages (write_direct).
+  static constexpr std::uint64_t unknown_page = ~std::uint64_t{0};
+  /// One past the highest page any record of the log's current generation may hold.
+  std::uint64_t m_log_top = unknown_page;
+  /// This transaction's first page that was free when it began and is in no record: a
+  /// commit writes its dirty pages from here on into the data file directly.
+  std::uint64_t m_direct_from = unknown_page;
 
  public:
   /// Freed extents of at least this many bytes are punched out of the data file.
@@ -316,10 +327,13 @@ inline bool engine::begin_write(bool wait) {
     throw_os(ec, "write lock");
   }
   try {
-    if (!recovery::position_current(files(), m_log.position(), header()->txn))
+    if (!recovery::position_current(files(), m_log.position(), header()->txn)) {
       m_log.position() = recovery::replay_pending(files());
+      m_log_top = unknown_page;  // another process's records: their pages are not known here
+    }
     ensure_mapped(static_cast<std::size_t>(header()->arena_size));
     if (!kept_fresh()) drop_kept();  // another process changed the file since our last commit
+    m_direct_from = first_direct_page();
   } catch (...) {
     m_writer_lock.unlock();
     throw;
@@ -368,14 +382,25 @@ inline void engine::commit() {
                        pages + n);  // ascending, no duplicates: the log replays in order
   TMF_ASSERT(pages[n - 1] * page_size < mapped());
   log_position& pos = m_log.position();
+  // Pages that were free at the transaction's start and in no record of the log's generation
+  // go straight into the data file (write_direct); the rest are diffed, logged and applied.
+  // Durable commits log every page: a direct page would need a sync of the data file before
+  // the record, and that sync costs more than the log write it saves (README, "Fresh pages").
+  std::size_t logged =
+      m_opt.sync == durability::full
+          ? n
+          : static_cast<std::size_t>(std::lower_bound(pages, pages + n, m_direct_from) - pages);
+  TMF_ASSERT(logged > 0);  // m_direct_from > 0: the header page is logged
   std::error_code ec;
   try {
     // Only the changed bytes are logged and applied. Page 0's extent covers the whole header,
     // so the record's size is known before the header (which records where it ends) is sealed.
-    ec = diff_pages(m_fd, pages, n, m_base, m_extents, m_diff_scratch, &m_committed);
+    ec = diff_pages(m_fd, pages, logged, m_base, m_extents, m_diff_scratch, &m_committed);
   } catch (const std::bad_alloc&) {
     ec = std::make_error_code(std::errc::not_enough_memory);
   }
+  if (ec) fail_commit(ec, txn);
+  ec = write_direct(pages + logged, n - logged);
   if (ec) fail_commit(ec, txn);
   const std::uint64_t end = pos.offset + record_size(m_extents.size(), extent_bytes(m_extents.data(), m_extents.size()));
   h->max_size = m_max_size;
@@ -394,8 +419,10 @@ inline void engine::commit() {
   if (!ec && m_opt.sync == durability::full) ec = m_log.sync();
   if (ec) fail_commit(ec, txn);
   // Durable: from here on nothing may turn the commit into an error.
-  m_pages_logged += n;
+  m_pages_logged += logged;
+  m_pages_direct += n - logged;
   m_last_commit_pages.store(n, std::memory_order_relaxed);
+  if (m_log_top != unknown_page) m_log_top = std::max(m_log_top, pages[logged - 1] + 1);
   m_log_bytes += end - pos.offset;
   pos = {pos.base_txn, pos.generation, end, txn};
   apply_committed(txn);
@@ -409,6 +436,7 @@ inline void engine::commit() {
     m_freed.clear();
   }
   maybe_checkpoint();
+  m_direct_from = first_direct_page();  // the writer stays open: its next transaction starts here
 }
 
 /// The record could not be made durable: void it, durably, so that it can never be
@@ -464,6 +492,37 @@ inline void engine::apply_committed(std::uint64_t txn) noexcept {
   // The chunks this commit wrote stay writable for the writer's next transaction.
   if (m_dirty.reset(m_base, mapped(), true, dirty_set::header_page::keep, true))
     fatal("cannot drop private pages after commit (madvise/mprotect failed)");
+}
+
+/// At the start of a transaction (a writer's, or after its commit): the first page of the
+/// top free block past its node's page (the arena's end if it has none), or past every page
+/// a record of the log's generation may hold. No committed byte lies in those pages, and no
+/// replay rewrites them: a no_sync commit may write its pages there into the data file
+/// before its record, since until the record exists they are still free. A store there is
+/// then neither diffed, logged nor applied.
+inline std::uint64_t engine::first_direct_page() noexcept {
+  if (m_log.position().offset == log_start) m_log_top = 0;  // the generation holds no record
+  if (header()->root == 0) return unknown_page;  // a new file: the heap is built in this transaction
+  heap hp = arena_heap();
+  const auto end = static_cast<std::uint64_t>(static_cast<unsigned char*>(hp.end()) - m_base);
+  const std::size_t top = hp.top_free_bytes();
+  const std::uint64_t first = top == 0 ? end / page_size : (end - top) / page_size + 1;  // past the node's page
+  return std::max(first, m_log_top);
+}
+
+/// Writes the dirty pages `pages[0..n)` (ascending, all at or past m_direct_from) into the
+/// data file, one write per run of adjacent pages, before the record that makes them live.
+/// durability::no_sync only: a durable commit would have to sync them first.
+inline std::error_code engine::write_direct(const std::uint64_t* pages, std::size_t n) noexcept {
+  TMF_ASSERT(n == 0 || m_opt.sync != durability::full);
+  for (std::size_t i = 0; i < n;) {
+    std::size_t j = i + 1;
+    while (j < n && pages[j] == pages[j - 1] + 1) ++j;
+    if (auto ec = os::pwrite_all(m_fd, m_base + pages[i] * page_size, (j - i) * page_size, pages[i] * page_size))
+      return ec;
+    i = j;
+  }
+  return {};
 }
 
 inline void engine::maybe_checkpoint() noexcept {
@@ -877,7 +936,8 @@ inline storage_stats engine::stats() {
           static_cast<std::size_t>(fi.disk_bytes),
           m_given_back.load(),
           m_log_bytes.load(),
-          m_dirty.kept_count()};
+          m_dirty.kept_count(),
+          m_pages_direct.load()};
 }
 
 inline void engine::check() {
