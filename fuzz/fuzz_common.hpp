@@ -248,7 +248,11 @@ inline template_files make_template(const std::filesystem::path& path) {
   template_files t;
   remove_files(path);
   try {
-    tmf::storage<fuzz_root> s(path, fuzz_options(tmf::open_mode::create_only));
+    // Durable commits log every page: the first data file plus any prefix of the log is then
+    // a committed state (a no_sync commit writes its fresh pages into the data file instead).
+    tmf::options o = fuzz_options(tmf::open_mode::create_only);
+    o.sync = tmf::durability::full;
+    tmf::storage<fuzz_root> s(path, o);
     t.data_first = read_file(path);
     const std::size_t sizes[3] = {200, 5000, 100};
     for (std::size_t i = 0; i < 3; ++i) {

@@ -9,6 +9,7 @@
 #include "fuzz_common.hpp"
 
 #include <iostream>
+#include <stdlib.h>  // setenv (POSIX)
 
 namespace {
 
@@ -228,6 +229,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::filesystem::path out = argv[1];
+  // The kernel's tracker logs more pages for a storage's creation than the mprotect one (whole
+  // chunks), so the records and the headers' log offsets would depend on the machine: the
+  // seeds are always written with the tracker every machine has.
+  ::setenv("TMF_TRACKER", "fallback", 1);
   const template_files t = make_template(process_path("seeds-template"));
   for (const char* target : {"fuzz_header", "fuzz_log", "fuzz_heap", "fuzz_untyped", "fuzz_btree"})
     std::filesystem::create_directories(out / target);
