@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -172,6 +173,11 @@ TEST(ReaderTable, GarbageTruncatedOrEmptyLockFileIsRebuiltByTheFirstOpener) {
       w.commit();
       EXPECT_EQ(fs::file_size(lock_of(p)), reader_table_size);
     }
+    // The rebuilt table kept none of the garbage: past its header page, the lanes are zeros.
+    const std::vector<char> table = tmf_test::read_bytes(lock_of(p));
+    ASSERT_EQ(table.size(), reader_table_size);
+    const auto garbage = std::find_if(table.begin() + tmf::detail::page_size, table.end(), [](char c) { return c != 0; });
+    EXPECT_EQ(garbage, table.end()) << "old bytes survived the rebuild at offset " << (garbage - table.begin());
     // Another process trusts the rebuilt table.
     const tmf_test::child_path cp = p.path();
     EXPECT_EQ(tmf_test::run_in_child(tmf_test::by_value([cp] {
