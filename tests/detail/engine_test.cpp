@@ -438,7 +438,7 @@ TEST_F(engine_fixture, FreedPagesOfARecordNotYetCheckpointedAreLoggedWhenReused)
   EXPECT_EQ(tmf_test::run_in_child(tmf_test::by_value([p = tmf_test::child_path(path.path())] {
               tmf::options o = no_sync();
               o.checkpoint_bytes = std::size_t{1} << 30;  // no checkpoint: every record is replayed
-              o.give_back_bytes = 0;                       // (a free to punch would checkpoint)
+              o.give_back_bytes = 0;                     // (a free to punch would checkpoint)
               o.truncate_bytes = 0;
               tmf::storage<root> s(p.path(), o);
               auto w = s.write();

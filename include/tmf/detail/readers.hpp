@@ -302,14 +302,9 @@ class reader_table {
     // A fresh table is all zeros. Punching the old bytes out keeps the file's size: a cut to
     // size zero (the fallback, where punching fails) makes ext4 write the file's dirty pages
     // back when it is closed (auto_da_alloc), a fifth of an open and close (bench_open).
-    os::file_info fi;
-    if (auto ec = os::stat_file(m_file, fi)) throw_os(ec, "cannot stat " + m_path.string());
-    if (fi.size != reader_table_size)
-      if (auto ec = os::truncate(m_file, reader_table_size)) throw_os(ec, "cannot size " + m_path.string());
-    if (os::punch_hole(m_file, 0, reader_table_size)) {
+    if (os::punch_hole(m_file, 0, reader_table_size))
       if (auto ec = os::truncate(m_file, 0)) throw_os(ec, "cannot reset " + m_path.string());
-      if (auto ec = os::truncate(m_file, reader_table_size)) throw_os(ec, "cannot size " + m_path.string());
-    }
+    if (auto ec = os::truncate(m_file, reader_table_size)) throw_os(ec, "cannot size " + m_path.string());
     map();
     TMF_ASSERT(m_header != nullptr);
     reader_table_header& h = *m_header;
